@@ -62,8 +62,24 @@ Hash32 HmacSha256(ByteSpan key, ByteSpan data);
 // HKDF as used by BOLT 8: HKDF-SHA256 with `salt` and input key material
 // `ikm`, empty info, 64 bytes of output split into two 32-byte keys.
 std::pair<Key32, Key32> Hkdf2(ByteSpan salt, ByteSpan ikm);
+// General RFC 5869 HKDF-SHA256 (OpenSSL EVP_KDF "HKDF", extract and expand).
+// Fails with kInvalidArgument unless 1 <= length <= 255 * 32.
+Result<Bytes> HkdfSha256(ByteSpan salt, ByteSpan ikm, ByteSpan info, size_t length);
 
 // ---- AEAD: ChaCha20-Poly1305 (RFC 8439) ----
+inline constexpr size_t kAeadTagSize = 16;
+using AeadNonce = std::array<uint8_t, 12>;
+// The RFC 8439 construction with a raw 96-bit nonce. Returns ciphertext ||
+// 16-byte tag. Prefer AeadEncrypt/AeadDecrypt below, which fix the nonce
+// layout; these exist for callers (and RFC vectors) with other layouts.
+Bytes ChaCha20Poly1305Encrypt(const Key32& key, const AeadNonce& nonce, ByteSpan ad,
+                              ByteSpan plaintext);
+// Fails with kCorruption if `ciphertext` is shorter than the tag or the tag
+// does not verify; unauthenticated plaintext is never returned.
+Result<Bytes> ChaCha20Poly1305Decrypt(const Key32& key, const AeadNonce& nonce, ByteSpan ad,
+                                      ByteSpan ciphertext);
+// The BOLT 8 / Noise nonce: 32 zero bits, then `n` as 64-bit little-endian.
+AeadNonce BoltNonce(uint64_t n);
 // The 96-bit nonce is 32 zero bits followed by `nonce` little-endian (BOLT 8).
 // Returns ciphertext || 16-byte tag.
 Bytes AeadEncrypt(const Key32& key, uint64_t nonce, ByteSpan ad, ByteSpan plaintext);
