@@ -1,0 +1,127 @@
+#include <leveldb/cache.h>
+#include <leveldb/db.h>
+#include <leveldb/filter_policy.h>
+#include <leveldb/iterator.h>
+#include <leveldb/options.h>
+#include <leveldb/write_batch.h>
+
+#include <string>
+
+#include "storage/storage.h"
+
+namespace tipd::storage {
+namespace {
+
+leveldb::Slice ToSlice(std::string_view s) { return leveldb::Slice(s.data(), s.size()); }
+std::string_view ToView(const leveldb::Slice& s) { return std::string_view(s.data(), s.size()); }
+
+// Maps a LevelDB error onto ours, naming the database directory and what was
+// being done.
+Status FromLevelDb(const leveldb::Status& s, const std::filesystem::path& path,
+                   std::string_view what) {
+  std::string message = std::string(what) + " in database " + path.string() + ": " + s.ToString();
+  if (s.IsCorruption()) return Status::Corruption(std::move(message));
+  if (s.IsNotFound()) return Status::NotFound(std::move(message));
+  if (s.IsInvalidArgument() || s.IsNotSupportedError()) {
+    return Status::InvalidArgument(std::move(message));
+  }
+  return Status::IOError(std::move(message));
+}
+
+}  // namespace
+
+struct Database::Owned {
+  std::unique_ptr<leveldb::Cache> block_cache;
+  std::unique_ptr<const leveldb::FilterPolicy> filter_policy;
+};
+
+Database::Database(std::filesystem::path path, std::unique_ptr<Owned> owned,
+                   std::unique_ptr<leveldb::DB> db)
+    : path_(std::move(path)), owned_(std::move(owned)), db_(std::move(db)) {}
+
+Database::~Database() {
+  // LevelDB must be closed before the cache and filter policy it uses.
+  db_.reset();
+}
+
+Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& path,
+                                                 const Options& options) {
+  auto owned = std::make_unique<Owned>();
+  owned->block_cache.reset(leveldb::NewLRUCache(options.block_cache_bytes));
+  if (options.bloom_bits_per_key > 0) {
+    owned->filter_policy.reset(leveldb::NewBloomFilterPolicy(options.bloom_bits_per_key));
+  }
+
+  leveldb::Options ldb;
+  ldb.create_if_missing = options.create_if_missing;
+  ldb.paranoid_checks = options.paranoid_checks;
+  ldb.block_cache = owned->block_cache.get();
+  ldb.filter_policy = owned->filter_policy.get();
+  ldb.write_buffer_size = options.write_buffer_bytes;
+  ldb.max_open_files = options.max_open_files;
+  if (options.env != nullptr) ldb.env = options.env;
+
+  leveldb::DB* raw = nullptr;
+  leveldb::Status s = leveldb::DB::Open(ldb, path.string(), &raw);
+  if (!s.ok()) {
+    const std::string text = s.ToString();
+    // LevelDB reports a held lock as an IO error on the LOCK file; say what
+    // it means, since it is the one open failure an operator causes.
+    if (s.IsIOError() && text.find("/LOCK") != std::string::npos) {
+      return Status::Unavailable("database " + path.string() +
+                                 " is in use (its LOCK is held by another process or "
+                                 "another open handle): " +
+                                 text);
+    }
+    return FromLevelDb(s, path, "cannot open");
+  }
+  return std::unique_ptr<Database>(
+      new Database(path, std::move(owned), std::unique_ptr<leveldb::DB>(raw)));
+}
+
+Result<std::optional<std::string>> Database::Get(std::string_view key) const {
+  leveldb::ReadOptions ro;
+  ro.verify_checksums = true;
+  std::string value;
+  leveldb::Status s = db_->Get(ro, ToSlice(key), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromLevelDb(s, path_, "reading key " + EscapeKey(key));
+  return std::optional<std::string>(std::move(value));
+}
+
+Status Database::Scan(std::string_view start, std::string_view end_exclusive, size_t limit,
+                      const ScanVisitor& visit) const {
+  leveldb::ReadOptions ro;
+  ro.verify_checksums = true;
+  // A range read is usually history the caller pages through once; do not
+  // let it evict the hot point-read working set.
+  ro.fill_cache = false;
+  std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(ro));
+  size_t visited = 0;
+  for (it->Seek(ToSlice(start)); it->Valid() && visited < limit; it->Next()) {
+    std::string_view key = ToView(it->key());
+    if (!end_exclusive.empty() && key >= end_exclusive) break;
+    TIPD_RETURN_IF_ERROR(visit(key, ToView(it->value())));
+    ++visited;
+  }
+  if (!it->status().ok()) {
+    return FromLevelDb(it->status(), path_, "scanning from key " + EscapeKey(start));
+  }
+  return Status::Ok();
+}
+
+Status Database::ScanPrefix(std::string_view prefix, size_t limit, const ScanVisitor& visit) const {
+  const std::string end = PrefixEnd(prefix);
+  // PrefixEnd is "" only for an all-0xff prefix, where "" means "to the end".
+  return Scan(prefix, end, limit, visit);
+}
+
+Status Database::Write(const WriteBatch& batch) {
+  leveldb::WriteOptions wo;
+  wo.sync = true;
+  leveldb::Status s = db_->Write(wo, batch.rep_.get());
+  if (!s.ok()) return FromLevelDb(s, path_, "synced write failed");
+  return Status::Ok();
+}
+
+}  // namespace tipd::storage

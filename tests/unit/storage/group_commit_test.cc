@@ -1,0 +1,359 @@
+#include <leveldb/env.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "storage/storage.h"
+#include "tests/support/test_support.h"
+
+namespace tipd::storage {
+namespace {
+
+std::string Key(int thread, int i) {
+  std::string key = "k";
+  AppendBigEndian64(&key, (uint64_t(thread) << 32) | uint32_t(i));
+  return key;
+}
+
+WriteBatch OnePut(std::string key, std::string value) {
+  WriteBatch b;
+  b.Put(key, value);
+  return b;
+}
+
+std::unique_ptr<Database> OpenOrDie(const std::filesystem::path& dir, const Options& o = {}) {
+  auto db = Database::Open(dir, o);
+  EXPECT_TRUE(db.ok()) << db.status().ToString();
+  return db.ok() ? std::move(db).value() : nullptr;
+}
+
+// Counts completions; Wait() returns once `expected` have fired.
+class CompletionCounter {
+ public:
+  explicit CompletionCounter(int expected) : expected_(expected) {}
+  void Fire(const Status& s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++fired_;
+    if (!s.ok()) ++failed_;
+    if (fired_ == expected_) cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return fired_ >= expected_; });
+  }
+  int fired() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fired_;
+  }
+  int failed() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  const int expected_;
+  int fired_ = 0;
+  int failed_ = 0;
+};
+
+// Holds the writer thread inside the on_batch hook of its first write until
+// Release(), so that everything submitted meanwhile must queue up.
+class FirstBatchGate {
+ public:
+  void OnBatch(const CommitBatchInfo& info) {
+    std::unique_lock<std::mutex> lock(mu_);
+    sizes_.push_back(info.writes);
+    if (sizes_.size() > 1) return;
+    entered_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return released_; });
+  }
+  void WaitEntered() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return entered_; });
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  std::vector<size_t> sizes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return sizes_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool entered_ = false;
+  bool released_ = false;
+  std::vector<size_t> sizes_;
+};
+
+TEST(GroupCommitTest, ManyThreadsEveryCompletionOnceAndAllDataPersists) {
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 500;
+  tipd::testing::TempDir dir;
+  std::vector<std::atomic<int>> fired(kThreads * kPerThread);
+  CompletionCounter all(kThreads * kPerThread);
+  {
+    auto db = OpenOrDie(dir.path());
+    ASSERT_NE(db, nullptr);
+    GroupCommitter committer(db.get());
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          committer.Submit(OnePut(Key(t, i), std::to_string(i)), [&, t, i](Status s) {
+            fired[t * kPerThread + i].fetch_add(1);
+            all.Fire(s);
+          });
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    all.Wait();
+    CommitStats stats = committer.stats();
+    EXPECT_EQ(all.failed(), 0);
+    EXPECT_EQ(stats.submissions, uint64_t{kThreads * kPerThread});
+    EXPECT_EQ(stats.writes, uint64_t{kThreads * kPerThread});
+    EXPECT_LE(stats.batches, stats.writes);
+    EXPECT_GE(stats.batches, 1u);
+    std::printf("%d submissions in %llu synced writes\n", kThreads * kPerThread,
+                static_cast<unsigned long long>(stats.batches));
+  }
+  for (auto& f : fired) ASSERT_EQ(f.load(), 1);
+
+  auto db = OpenOrDie(dir.path());
+  ASSERT_NE(db, nullptr);
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      auto v = db->Get(Key(t, i));
+      ASSERT_TRUE(v.ok()) << v.status().ToString();
+      ASSERT_TRUE(v->has_value()) << t << "/" << i;
+      EXPECT_EQ(**v, std::to_string(i));
+    }
+  }
+}
+
+TEST(GroupCommitTest, SubmissionsQueuedDuringAWriteAreMergedIntoOne) {
+  tipd::testing::TempDir dir;
+  auto db = OpenOrDie(dir.path());
+  ASSERT_NE(db, nullptr);
+  FirstBatchGate gate;
+  GroupCommitOptions options;
+  options.on_batch = [&](const CommitBatchInfo& info) { gate.OnBatch(info); };
+  GroupCommitter committer(db.get(), options);
+
+  CompletionCounter first(1);
+  committer.Submit(OnePut("first", "1"), [&](Status s) { first.Fire(s); });
+  gate.WaitEntered();  // the writer is busy with "first"
+  constexpr int kQueued = 100;
+  CompletionCounter queued(kQueued);
+  for (int i = 0; i < kQueued; ++i) {
+    committer.Submit(OnePut(Key(0, i), "v"), [&](Status s) { queued.Fire(s); });
+  }
+  EXPECT_EQ(queued.fired(), 0);
+  gate.Release();
+  first.Wait();
+  queued.Wait();
+  EXPECT_EQ(queued.failed(), 0);
+
+  CommitStats stats = committer.stats();
+  EXPECT_EQ(stats.batches, 2u);
+  EXPECT_EQ(stats.writes, uint64_t{kQueued + 1});
+  EXPECT_EQ(stats.max_batch_writes, uint64_t{kQueued});
+  EXPECT_EQ(gate.sizes(), (std::vector<size_t>{1, kQueued}));
+}
+
+TEST(GroupCommitTest, MergedWritesRespectTheBounds) {
+  tipd::testing::TempDir dir;
+  auto db = OpenOrDie(dir.path());
+  ASSERT_NE(db, nullptr);
+  FirstBatchGate gate;
+  GroupCommitOptions options;
+  options.max_writes_per_batch = 10;
+  options.on_batch = [&](const CommitBatchInfo& info) { gate.OnBatch(info); };
+  GroupCommitter committer(db.get(), options);
+
+  committer.Submit(OnePut("first", "1"), [](Status) {});
+  gate.WaitEntered();
+  // 95 single writes, then one submission of 25 writes: it exceeds the bound
+  // on its own and must be written alone, never split.
+  CompletionCounter done(96);
+  for (int i = 0; i < 95; ++i) {
+    committer.Submit(OnePut(Key(0, i), "v"), [&](Status s) { done.Fire(s); });
+  }
+  WriteBatch big;
+  for (int i = 0; i < 25; ++i) big.Put(Key(1, i), "v");
+  committer.Submit(std::move(big), [&](Status s) { done.Fire(s); });
+  gate.Release();
+  done.Wait();
+  EXPECT_EQ(done.failed(), 0);
+  EXPECT_EQ(gate.sizes(), (std::vector<size_t>{1, 10, 10, 10, 10, 10, 10, 10, 10, 10, 5, 25}));
+}
+
+TEST(GroupCommitTest, StopDrainsPendingWrites) {
+  tipd::testing::TempDir dir;
+  constexpr int kWrites = 200;
+  CompletionCounter done(kWrites);
+  {
+    auto db = OpenOrDie(dir.path());
+    ASSERT_NE(db, nullptr);
+    FirstBatchGate gate;
+    GroupCommitOptions options;
+    options.on_batch = [&](const CommitBatchInfo& info) { gate.OnBatch(info); };
+    GroupCommitter committer(db.get(), options);
+    committer.Submit(OnePut("first", "1"), [](Status) {});
+    gate.WaitEntered();
+    for (int i = 0; i < kWrites; ++i) {
+      committer.Submit(OnePut(Key(0, i), "v"), [&](Status s) { done.Fire(s); });
+    }
+    // Stop must wait for the gate, then write and complete all 200.
+    std::thread stopper([&] { committer.Stop(); });
+    gate.Release();
+    stopper.join();
+    EXPECT_EQ(done.fired(), kWrites);
+    EXPECT_EQ(done.failed(), 0);
+
+    // After Stop: the completion fires inline with kFailedPrecondition.
+    Status late;
+    committer.Submit(OnePut("late", "x"), [&](Status s) { late = s; });
+    EXPECT_EQ(late.code(), StatusCode::kFailedPrecondition);
+    EXPECT_EQ(committer.SubmitAndWait(OnePut("late", "x")).code(), StatusCode::kFailedPrecondition);
+    committer.Stop();  // idempotent
+  }
+  auto db = OpenOrDie(dir.path());
+  ASSERT_NE(db, nullptr);
+  for (int i = 0; i < kWrites; ++i) {
+    auto v = db->Get(Key(0, i));
+    ASSERT_TRUE(v.ok() && v->has_value()) << i;
+  }
+  auto late = db->Get("late");
+  ASSERT_TRUE(late.ok());
+  EXPECT_FALSE(late->has_value());
+}
+
+TEST(GroupCommitTest, SubmitAndWaitAndEmptyBatches) {
+  tipd::testing::TempDir dir;
+  auto db = OpenOrDie(dir.path());
+  ASSERT_NE(db, nullptr);
+  GroupCommitter committer(db.get());
+  EXPECT_TRUE(committer.SubmitAndWait(OnePut("a", "1")).ok());
+  EXPECT_TRUE(committer.SubmitAndWait(WriteBatch()).ok());
+  auto v = db->Get("a");
+  ASSERT_TRUE(v.ok() && v->has_value());
+  CommitStats stats = committer.stats();
+  EXPECT_EQ(stats.submissions, 2u);
+  EXPECT_EQ(stats.batches, 1u);  // the empty batch needs no write
+  EXPECT_EQ(stats.writes, 1u);
+  EXPECT_GT(stats.bytes, 0u);
+  EXPECT_TRUE(committer.health().ok());
+}
+
+// An Env whose files fail Sync() once `fail_sync` is set: the honest way to
+// make LevelDB's synced write fail.
+class FailingSyncEnv : public leveldb::EnvWrapper {
+ public:
+  FailingSyncEnv() : EnvWrapper(leveldb::Env::Default()) {}
+  std::atomic<bool> fail_sync{false};
+
+  leveldb::Status NewWritableFile(const std::string& f, leveldb::WritableFile** r) override {
+    leveldb::Status s = target()->NewWritableFile(f, r);
+    if (s.ok()) *r = new File(*r, this);
+    return s;
+  }
+  leveldb::Status NewAppendableFile(const std::string& f, leveldb::WritableFile** r) override {
+    leveldb::Status s = target()->NewAppendableFile(f, r);
+    if (s.ok()) *r = new File(*r, this);
+    return s;
+  }
+
+ private:
+  class File : public leveldb::WritableFile {
+   public:
+    File(leveldb::WritableFile* base, FailingSyncEnv* env) : base_(base), env_(env) {}
+    leveldb::Status Append(const leveldb::Slice& data) override { return base_->Append(data); }
+    leveldb::Status Close() override { return base_->Close(); }
+    leveldb::Status Flush() override { return base_->Flush(); }
+    leveldb::Status Sync() override {
+      if (env_->fail_sync) return leveldb::Status::IOError("injected sync failure");
+      return base_->Sync();
+    }
+
+   private:
+    std::unique_ptr<leveldb::WritableFile> base_;
+    FailingSyncEnv* env_;
+  };
+};
+
+TEST(GroupCommitTest, SyncFailureIsStickyAndFailsEveryLaterSubmission) {
+  tipd::testing::TempDir dir;
+  FailingSyncEnv env;
+  Options o;
+  o.env = &env;
+  auto db = OpenOrDie(dir.path(), o);
+  ASSERT_NE(db, nullptr);
+  std::vector<CommitBatchInfo> infos;
+  GroupCommitOptions options;
+  options.on_batch = [&](const CommitBatchInfo& info) { infos.push_back(info); };
+  GroupCommitter committer(db.get(), options);
+
+  ASSERT_TRUE(committer.SubmitAndWait(OnePut("before", "1")).ok());
+  env.fail_sync = true;
+  Status failed = committer.SubmitAndWait(OnePut("during", "2"));
+  EXPECT_EQ(failed.code(), StatusCode::kIOError) << failed.ToString();
+  EXPECT_NE(failed.message().find("injected sync failure"), std::string::npos);
+  EXPECT_NE(failed.message().find(dir.path().string()), std::string::npos);
+
+  // Even with the disk healthy again, nothing more is accepted.
+  env.fail_sync = false;
+  Status later = committer.SubmitAndWait(OnePut("after", "3"));
+  EXPECT_EQ(later.code(), StatusCode::kIOError);
+  EXPECT_EQ(later.message(), failed.message());
+  EXPECT_EQ(committer.health().message(), failed.message());
+
+  CommitStats stats = committer.stats();
+  EXPECT_TRUE(stats.failed);
+  EXPECT_EQ(stats.failed_submissions, 2u);
+  EXPECT_EQ(stats.submissions, 1u);
+  EXPECT_EQ(stats.batches, 2u);  // "after" was never written
+  committer.Stop();
+  ASSERT_EQ(infos.size(), 2u);
+  EXPECT_TRUE(infos[0].ok);
+  EXPECT_FALSE(infos[1].ok);
+}
+
+TEST(GroupCommitTest, ObserverSeesBatchSizesAndLatency) {
+  tipd::testing::TempDir dir;
+  auto db = OpenOrDie(dir.path());
+  ASSERT_NE(db, nullptr);
+  std::vector<CommitBatchInfo> infos;  // written on the writer thread only
+  GroupCommitOptions options;
+  options.on_batch = [&](const CommitBatchInfo& info) { infos.push_back(info); };
+  GroupCommitter committer(db.get(), options);
+  WriteBatch three;
+  three.Put("a", "1");
+  three.Put("b", "2");
+  three.Delete("c");
+  ASSERT_TRUE(committer.SubmitAndWait(std::move(three)).ok());
+  committer.Stop();  // joins the writer: `infos` is ours to read
+  ASSERT_EQ(infos.size(), 1u);
+  EXPECT_EQ(infos[0].submissions, 1u);
+  EXPECT_EQ(infos[0].writes, 3u);
+  EXPECT_GT(infos[0].bytes, 0u);
+  EXPECT_GT(infos[0].sync_latency.count(), 0);
+  CommitStats stats = committer.stats();
+  EXPECT_EQ(stats.total_sync_latency, infos[0].sync_latency);
+  EXPECT_EQ(stats.max_sync_latency, infos[0].sync_latency);
+}
+
+}  // namespace
+}  // namespace tipd::storage
