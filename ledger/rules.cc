@@ -1,0 +1,591 @@
+#include "ledger/rules.h"
+
+#include <algorithm>
+
+#include "channel/codec.h"
+
+namespace tipd::ledger {
+namespace {
+
+std::string Short(ByteSpan id) { return HexEncode(id.first(std::min<size_t>(id.size(), 8))); }
+
+TxError Err(TxRule rule, std::string reason) { return TxError{rule, std::move(reason)}; }
+
+bool ToId(const std::string& s, Hash32* out) {
+  if (s.size() != 32) return false;
+  std::copy(s.begin(), s.end(), out->begin());
+  return true;
+}
+
+void WriteChannel(ByteWriter& w, const Channel& ch) {
+  w.Raw(ch.id);
+  w.Raw(ch.party_a);
+  w.Raw(ch.party_b);
+  w.U64(ch.deposit_a);
+  w.U64(ch.deposit_b);
+  w.U64(ch.settle_timeout);
+  w.U8(static_cast<uint8_t>(ch.phase));
+  w.U64(ch.opened_height);
+  w.U64(ch.close_height);
+  w.Raw(ch.closer);
+  for (const HeldProof* p : {&ch.proof_a_to_b, &ch.proof_b_to_a}) {
+    w.U64(p->nonce);
+    w.U64(p->transferred);
+    w.Raw(p->tips_root);
+  }
+  w.U64(ch.payout_a);
+  w.U64(ch.payout_b);
+}
+
+}  // namespace
+
+const char* TxRuleCode(TxRule rule) {
+  switch (rule) {
+    case TxRule::kMalformed:
+      return "MALFORMED";
+    case TxRule::kWrongChainId:
+      return "WRONG_CHAIN_ID";
+    case TxRule::kBadSignature:
+      return "BAD_SIGNATURE";
+    case TxRule::kBadNonce:
+      return "BAD_NONCE";
+    case TxRule::kFeeTooLow:
+      return "FEE_TOO_LOW";
+    case TxRule::kInsufficientFunds:
+      return "INSUFFICIENT_FUNDS";
+    case TxRule::kOverflow:
+      return "OVERFLOW";
+    case TxRule::kZeroAmount:
+      return "ZERO_AMOUNT";
+    case TxRule::kSelfTransfer:
+      return "SELF_TRANSFER";
+    case TxRule::kUnknownChannel:
+      return "UNKNOWN_CHANNEL";
+    case TxRule::kChannelExists:
+      return "CHANNEL_EXISTS";
+    case TxRule::kSameParties:
+      return "SAME_PARTIES";
+    case TxRule::kNotAParty:
+      return "NOT_A_PARTY";
+    case TxRule::kWrongSigner:
+      return "WRONG_SIGNER";
+    case TxRule::kSettleTimeoutOutOfBounds:
+      return "SETTLE_TIMEOUT_OUT_OF_BOUNDS";
+    case TxRule::kChannelNotOpen:
+      return "CHANNEL_NOT_OPEN";
+    case TxRule::kChannelNotClosing:
+      return "CHANNEL_NOT_CLOSING";
+    case TxRule::kWindowClosed:
+      return "SETTLE_WINDOW_CLOSED";
+    case TxRule::kWindowOpen:
+      return "SETTLE_WINDOW_OPEN";
+    case TxRule::kBadProof:
+      return "BAD_PROOF";
+    case TxRule::kStaleProof:
+      return "STALE_PROOF";
+    case TxRule::kBalancesMismatch:
+      return "BALANCES_MISMATCH";
+  }
+  return "UNKNOWN";
+}
+
+std::string TxError::ToString() const { return std::string(TxRuleCode(rule)) + ": " + reason; }
+
+Result<Params> ValidateGenesis(const v1::GenesisParams& g) {
+  Params p;
+  if (!channel::IsValidChainId(g.chain_id())) {
+    return Status::InvalidArgument("genesis chain_id must be 1..64 bytes of [a-z0-9._-]");
+  }
+  p.chain_id = g.chain_id();
+  auto seq = crypto::ParseXOnly(AsSpan(g.sequencer_key()));
+  if (!seq.ok()) return Status::InvalidArgument("genesis sequencer_key is not a valid x-only key");
+  p.sequencer = *seq;
+  if (g.min_settle_timeout() < 1 || g.min_settle_timeout() > g.max_settle_timeout()) {
+    return Status::InvalidArgument("genesis needs 1 <= min_settle_timeout <= max_settle_timeout");
+  }
+  p.fee_per_tx = g.fee_per_tx();
+  p.min_settle_timeout = g.min_settle_timeout();
+  p.max_settle_timeout = g.max_settle_timeout();
+  p.block_interval_ms = g.block_interval_ms();
+  p.genesis_time_ms = g.genesis_time_ms();
+  std::set<AccountId> seen;
+  for (const auto& a : g.allocations()) {
+    auto id = crypto::ParseXOnly(AsSpan(a.account()));
+    if (!id.ok()) {
+      return Status::InvalidArgument("genesis allocation " + HexEncode(AsSpan(a.account())) +
+                                     " is not a valid x-only key");
+    }
+    if (!seen.insert(*id).second) {
+      return Status::InvalidArgument("genesis allocates to " + HexEncode(*id) + " twice");
+    }
+    if (!CheckedAdd(p.total_supply, a.amount(), &p.total_supply)) {
+      return Status::InvalidArgument("genesis allocations exceed 2^64 - 1");
+    }
+    p.allocations.emplace_back(*id, a.amount());
+  }
+  TIPD_ASSIGN_OR_RETURN(p.genesis_hash, GenesisHash(g));
+  return p;
+}
+
+LedgerState::LedgerState(Params params) : params_(std::move(params)) {
+  for (const auto& [id, amount] : params_.allocations) accounts_[id].balance = amount;
+}
+
+const Account* LedgerState::FindAccount(const AccountId& id) const {
+  auto it = accounts_.find(id);
+  return it == accounts_.end() ? nullptr : &it->second;
+}
+
+const Channel* LedgerState::FindChannel(const ChannelId& id) const {
+  auto it = channels_.find(id);
+  return it == channels_.end() ? nullptr : &it->second;
+}
+
+std::optional<TxError> LedgerState::Apply(const v1::Transaction& tx, uint64_t height) {
+  if (tx.chain_id() != params_.chain_id) {
+    return Err(TxRule::kWrongChainId, "transaction is for chain '" + tx.chain_id() +
+                                          "', this ledger is '" + params_.chain_id + "'");
+  }
+  auto bytes = EncodeTransaction(tx);
+  if (!bytes.ok()) return Err(TxRule::kMalformed, bytes.status().message());
+  AccountId signer_id;
+  ToId(tx.signer(), &signer_id);
+  crypto::Signature sig;
+  if (tx.signature().size() != sig.size()) {
+    return Err(TxRule::kBadSignature, "signature must be 64 bytes");
+  }
+  std::copy(tx.signature().begin(), tx.signature().end(), sig.begin());
+  if (!crypto::VerifyTagged(signer_id, kTxTag, *bytes, sig)) {
+    return Err(TxRule::kBadSignature, "signature does not verify for signer " + Short(signer_id));
+  }
+  auto it = accounts_.find(signer_id);
+  if (it == accounts_.end()) {
+    return Err(TxRule::kInsufficientFunds,
+               "signer " + Short(signer_id) + " has no account (balance 0) to pay the fee");
+  }
+  Account& signer = it->second;
+  if (tx.nonce() != signer.nonce) {
+    return Err(TxRule::kBadNonce, "nonce " + std::to_string(tx.nonce()) +
+                                      " is not the next nonce " + std::to_string(signer.nonce) +
+                                      " of " + Short(signer_id) +
+                                      (tx.nonce() < signer.nonce ? " (replay)" : " (gap)"));
+  }
+  if (tx.fee() < params_.fee_per_tx) {
+    return Err(TxRule::kFeeTooLow, "fee " + std::to_string(tx.fee()) + " is below " +
+                                       std::to_string(params_.fee_per_tx));
+  }
+  uint64_t fees_after;
+  if (!CheckedAdd(fees_, tx.fee(), &fees_after))
+    return Err(TxRule::kOverflow, "fee total overflows");
+  // The body checks everything first and mutates last; `spent` is what it
+  // takes from the signer on top of the fee.
+  uint64_t spent = 0;
+  if (auto e = ApplyBody(tx, height, signer, &spent)) return e;
+  // ApplyBody verified signer.balance >= spent + fee before mutating.
+  signer.balance -= spent + tx.fee();
+  signer.nonce += 1;
+  fees_ = fees_after;
+  dirty_accounts_.insert(signer_id);
+  return std::nullopt;
+}
+
+std::optional<TxError> LedgerState::CheckProof(const Channel& ch, const v1::BalanceProof& proof,
+                                               const AccountId& expected_signer) const {
+  if (proof.chain_id() != params_.chain_id) {
+    return Err(TxRule::kBadProof, "proof is for chain '" + proof.chain_id() + "'");
+  }
+  if (proof.channel_id() != AsStringView(ch.id)) {
+    return Err(TxRule::kBadProof, "proof is for another channel");
+  }
+  if (proof.locked() != 0) return Err(TxRule::kBadProof, "locked amounts are not supported");
+  if (proof.nonce() == 0) return Err(TxRule::kStaleProof, "proof nonce 0 carries nothing");
+  auto s = channel::VerifyBalanceProof(proof, expected_signer);
+  if (!s.ok()) {
+    return Err(TxRule::kBadProof, "proof signature does not verify for " + Short(expected_signer) +
+                                      ": " + s.error().reason);
+  }
+  return std::nullopt;
+}
+
+std::optional<TxError> LedgerState::ApplyBody(const v1::Transaction& tx, uint64_t height,
+                                              Account& signer, uint64_t* spent) {
+  AccountId signer_id;
+  ToId(tx.signer(), &signer_id);
+  auto need = [&](uint64_t amount) -> std::optional<TxError> {
+    uint64_t total;
+    if (!CheckedAdd(amount, tx.fee(), &total)) {
+      return Err(TxRule::kOverflow, "amount + fee overflows");
+    }
+    if (signer.balance < total) {
+      return Err(TxRule::kInsufficientFunds, "balance " + std::to_string(signer.balance) +
+                                                 " cannot cover " + std::to_string(amount) +
+                                                 " + fee " + std::to_string(tx.fee()));
+    }
+    return std::nullopt;
+  };
+  auto find_channel = [&](const std::string& raw, Channel** out) -> std::optional<TxError> {
+    ChannelId id;
+    ToId(raw, &id);
+    auto it = channels_.find(id);
+    if (it == channels_.end()) return Err(TxRule::kUnknownChannel, "no channel " + Short(id));
+    *out = &it->second;
+    return std::nullopt;
+  };
+
+  switch (tx.body_case()) {
+    case v1::Transaction::kTransfer: {
+      const auto& t = tx.transfer();
+      AccountId to;
+      ToId(t.to(), &to);
+      if (t.amount() == 0) return Err(TxRule::kZeroAmount, "transfer amount must be >= 1");
+      if (to == signer_id) return Err(TxRule::kSelfTransfer, "transfer to the signer itself");
+      if (auto e = need(t.amount())) return e;
+      if (!crypto::ParseXOnly(to).ok()) {
+        return Err(TxRule::kMalformed, "recipient " + Short(to) + " is not a valid x-only key");
+      }
+      const Account* dest = FindAccount(to);
+      uint64_t new_balance;
+      if (!CheckedAdd(dest ? dest->balance : 0, t.amount(), &new_balance)) {
+        return Err(TxRule::kOverflow, "recipient balance overflows");
+      }
+      accounts_[to].balance = new_balance;  // std::map insertion keeps `signer` valid
+      dirty_accounts_.insert(to);
+      *spent = t.amount();
+      return std::nullopt;
+    }
+    case v1::Transaction::kChannelOpen: {
+      const auto& o = tx.channel_open();
+      AccountId a, b;
+      ToId(o.party_a(), &a);
+      ToId(o.party_b(), &b);
+      if (a != signer_id) return Err(TxRule::kWrongSigner, "a channel open is signed by party A");
+      if (a == b) return Err(TxRule::kSameParties, "a channel needs two different parties");
+      if (!crypto::ParseXOnly(b).ok()) {
+        return Err(TxRule::kMalformed, "party B " + Short(b) + " is not a valid x-only key");
+      }
+      if (o.settle_timeout() < params_.min_settle_timeout ||
+          o.settle_timeout() > params_.max_settle_timeout) {
+        return Err(TxRule::kSettleTimeoutOutOfBounds,
+                   "settle timeout " + std::to_string(o.settle_timeout()) + " outside [" +
+                       std::to_string(params_.min_settle_timeout) + ", " +
+                       std::to_string(params_.max_settle_timeout) + "]");
+      }
+      uint64_t total;
+      if (!CheckedAdd(o.deposit_a(), o.deposit_b(), &total)) {
+        return Err(TxRule::kOverflow, "deposits overflow");
+      }
+      if (total == 0) return Err(TxRule::kZeroAmount, "a channel needs a deposit");
+      if (auto e = need(o.deposit_a())) return e;
+      const Account* acct_b = FindAccount(b);
+      uint64_t nonce_b = acct_b ? acct_b->nonce : 0;
+      if (o.nonce_b() != nonce_b) {
+        return Err(TxRule::kBadNonce, "party B nonce " + std::to_string(o.nonce_b()) +
+                                          " is not its next nonce " + std::to_string(nonce_b));
+      }
+      uint64_t balance_b = acct_b ? acct_b->balance : 0;
+      if (balance_b < o.deposit_b()) {
+        return Err(TxRule::kInsufficientFunds, "party B balance " + std::to_string(balance_b) +
+                                                   " cannot cover deposit " +
+                                                   std::to_string(o.deposit_b()));
+      }
+      auto agreement = EncodeChannelOpenAgreement(params_.chain_id, o, tx.nonce());
+      if (!agreement.ok()) return Err(TxRule::kMalformed, agreement.status().message());
+      crypto::Signature sig_b;
+      std::copy(o.signature_b().begin(), o.signature_b().end(), sig_b.begin());
+      if (!crypto::VerifyTagged(b, kChannelOpenTag, *agreement, sig_b)) {
+        return Err(TxRule::kBadSignature, "party B's signature on the open does not verify");
+      }
+      ChannelId id = DeriveChannelId(params_.chain_id, a, b, tx.nonce());
+      if (channels_.count(id))
+        return Err(TxRule::kChannelExists, "channel " + Short(id) + " exists");
+      Account& mb = accounts_[b];
+      mb.balance -= o.deposit_b();
+      mb.nonce += 1;
+      dirty_accounts_.insert(b);
+      Channel ch;
+      ch.id = id;
+      ch.party_a = a;
+      ch.party_b = b;
+      ch.deposit_a = o.deposit_a();
+      ch.deposit_b = o.deposit_b();
+      ch.settle_timeout = o.settle_timeout();
+      ch.phase = ChannelPhase::kOpen;
+      ch.opened_height = height;
+      channels_[id] = ch;
+      dirty_channels_.insert(id);
+      *spent = o.deposit_a();
+      return std::nullopt;
+    }
+    case v1::Transaction::kDeposit: {
+      const auto& d = tx.deposit();
+      Channel* ch;
+      if (auto e = find_channel(d.channel_id(), &ch)) return e;
+      if (ch->phase != ChannelPhase::kOpen) {
+        return Err(TxRule::kChannelNotOpen, "deposits go only into an open channel");
+      }
+      bool is_a = signer_id == ch->party_a;
+      if (!is_a && signer_id != ch->party_b) {
+        return Err(TxRule::kNotAParty, Short(signer_id) + " is not a party of the channel");
+      }
+      if (d.amount() == 0) return Err(TxRule::kZeroAmount, "deposit amount must be >= 1");
+      if (auto e = need(d.amount())) return e;
+      uint64_t new_deposit, total;
+      if (!CheckedAdd(is_a ? ch->deposit_a : ch->deposit_b, d.amount(), &new_deposit) ||
+          !CheckedAdd(ch->deposit_a + ch->deposit_b, d.amount(), &total)) {
+        return Err(TxRule::kOverflow, "channel deposits overflow");
+      }
+      (is_a ? ch->deposit_a : ch->deposit_b) = new_deposit;
+      dirty_channels_.insert(ch->id);
+      *spent = d.amount();
+      return std::nullopt;
+    }
+    case v1::Transaction::kCooperativeClose: {
+      const auto& c = tx.cooperative_close().close();
+      Channel* ch;
+      if (auto e = find_channel(c.channel_id(), &ch)) return e;
+      if (ch->phase == ChannelPhase::kSettled) {
+        return Err(TxRule::kChannelNotOpen, "channel is already settled");
+      }
+      if (signer_id != ch->party_a && signer_id != ch->party_b) {
+        return Err(TxRule::kNotAParty, Short(signer_id) + " is not a party of the channel");
+      }
+      uint64_t sum;
+      if (!CheckedAdd(c.balance_a(), c.balance_b(), &sum) || sum != ch->deposit_a + ch->deposit_b) {
+        return Err(TxRule::kBalancesMismatch, "balances " + std::to_string(c.balance_a()) + " + " +
+                                                  std::to_string(c.balance_b()) +
+                                                  " do not equal the deposits " +
+                                                  std::to_string(ch->deposit_a + ch->deposit_b));
+      }
+      for (const auto& [sig, key] :
+           {std::pair{&c.signature_a(), &ch->party_a}, std::pair{&c.signature_b(), &ch->party_b}}) {
+        auto s = channel::VerifyCooperativeClose(params_.chain_id, ch->id, c.balance_a(),
+                                                 c.balance_b(), AsSpan(*sig), *key);
+        if (!s.ok()) {
+          return Err(TxRule::kBadSignature,
+                     "cooperative close signature of " + Short(*key) + " does not verify");
+        }
+      }
+      const Account* pa = FindAccount(ch->party_a);
+      const Account* pb = FindAccount(ch->party_b);
+      uint64_t na, nb;
+      if (!CheckedAdd(pa ? pa->balance : 0, c.balance_a(), &na) ||
+          !CheckedAdd(pb ? pb->balance : 0, c.balance_b(), &nb)) {
+        return Err(TxRule::kOverflow, "payout overflows an account balance");
+      }
+      // The signer is a party, so its payout counts towards the fee.
+      if ((signer_id == ch->party_a ? na : nb) < tx.fee()) {
+        return Err(TxRule::kInsufficientFunds, "balance after payout cannot cover the fee");
+      }
+      accounts_[ch->party_a].balance = na;
+      accounts_[ch->party_b].balance = nb;
+      dirty_accounts_.insert(ch->party_a);
+      dirty_accounts_.insert(ch->party_b);
+      if (ch->phase == ChannelPhase::kOpen) {
+        ch->close_height = height;
+        ch->closer = signer_id;
+      }
+      ch->phase = ChannelPhase::kSettled;
+      ch->payout_a = c.balance_a();
+      ch->payout_b = c.balance_b();
+      dirty_channels_.insert(ch->id);
+      return std::nullopt;
+    }
+    case v1::Transaction::kUnilateralClose: {
+      const auto& u = tx.unilateral_close();
+      Channel* ch;
+      if (auto e = find_channel(u.channel_id(), &ch)) return e;
+      if (ch->phase != ChannelPhase::kOpen) {
+        return Err(TxRule::kChannelNotOpen, "only an open channel can be closed unilaterally");
+      }
+      bool is_a = signer_id == ch->party_a;
+      if (!is_a && signer_id != ch->party_b) {
+        return Err(TxRule::kNotAParty, Short(signer_id) + " is not a party of the channel");
+      }
+      if (auto e = need(0)) return e;
+      const AccountId& partner = is_a ? ch->party_b : ch->party_a;
+      HeldProof* held = is_a ? &ch->proof_b_to_a : &ch->proof_a_to_b;
+      HeldProof next = *held;
+      if (u.has_partner_proof()) {
+        if (auto e = CheckProof(*ch, u.partner_proof(), partner)) return e;
+        next = HeldProof{u.partner_proof().nonce(), u.partner_proof().transferred(), {}};
+        ToId(u.partner_proof().tips_root(), &next.tips_root);
+      }
+      *held = next;
+      ch->phase = ChannelPhase::kClosing;
+      ch->close_height = height;
+      ch->closer = signer_id;
+      dirty_channels_.insert(ch->id);
+      return std::nullopt;
+    }
+    case v1::Transaction::kUpdateProof: {
+      const auto& u = tx.update_proof();
+      Channel* ch;
+      if (auto e = find_channel(u.channel_id(), &ch)) return e;
+      if (ch->phase != ChannelPhase::kClosing) {
+        return Err(TxRule::kChannelNotClosing, "proofs are updated only while a channel closes");
+      }
+      if (height > ch->WindowEnd()) {
+        return Err(TxRule::kWindowClosed, "settle window ended at height " +
+                                              std::to_string(ch->WindowEnd()) + ", now " +
+                                              std::to_string(height));
+      }
+      if (auto e = need(0)) return e;
+      // The proof names its direction by who signed it.
+      bool by_a = CheckProof(*ch, u.proof(), ch->party_a) == std::nullopt;
+      if (!by_a) {
+        if (auto e = CheckProof(*ch, u.proof(), ch->party_b)) return e;
+      }
+      HeldProof* held = by_a ? &ch->proof_a_to_b : &ch->proof_b_to_a;
+      if (u.proof().nonce() <= held->nonce) {
+        return Err(TxRule::kStaleProof, "proof nonce " + std::to_string(u.proof().nonce()) +
+                                            " is not above the held nonce " +
+                                            std::to_string(held->nonce));
+      }
+      held->nonce = u.proof().nonce();
+      held->transferred = u.proof().transferred();
+      ToId(u.proof().tips_root(), &held->tips_root);
+      dirty_channels_.insert(ch->id);
+      return std::nullopt;
+    }
+    case v1::Transaction::kSettle: {
+      Channel* ch;
+      if (auto e = find_channel(tx.settle().channel_id(), &ch)) return e;
+      if (ch->phase != ChannelPhase::kClosing) {
+        return Err(TxRule::kChannelNotClosing, "only a closing channel can be settled");
+      }
+      if (height <= ch->WindowEnd()) {
+        return Err(TxRule::kWindowOpen, "settle window lasts until height " +
+                                            std::to_string(ch->WindowEnd()) + ", now " +
+                                            std::to_string(height));
+      }
+      if (auto e = need(0)) return e;
+      auto fb = channel::ComputeFinalBalances(
+          ch->deposit_a, ch->deposit_b, ch->proof_a_to_b.transferred, ch->proof_b_to_a.transferred);
+      if (!fb.ok()) return Err(TxRule::kOverflow, fb.error().reason);
+      const Account* pa = FindAccount(ch->party_a);
+      const Account* pb = FindAccount(ch->party_b);
+      uint64_t na, nb;
+      if (!CheckedAdd(pa ? pa->balance : 0, fb->balance_a, &na) ||
+          !CheckedAdd(pb ? pb->balance : 0, fb->balance_b, &nb)) {
+        return Err(TxRule::kOverflow, "payout overflows an account balance");
+      }
+      accounts_[ch->party_a].balance = na;
+      accounts_[ch->party_b].balance = nb;
+      dirty_accounts_.insert(ch->party_a);
+      dirty_accounts_.insert(ch->party_b);
+      ch->phase = ChannelPhase::kSettled;
+      ch->payout_a = fb->balance_a;
+      ch->payout_b = fb->balance_b;
+      dirty_channels_.insert(ch->id);
+      return std::nullopt;
+    }
+    case v1::Transaction::BODY_NOT_SET:
+      return Err(TxRule::kMalformed, "transaction has no body");
+  }
+  return Err(TxRule::kMalformed, "unknown transaction kind");
+}
+
+Status LedgerState::CheckSupply() const {
+  unsigned __int128 total = fees_;
+  for (const auto& [id, a] : accounts_) total += a.balance;
+  for (const auto& [id, ch] : channels_) total += ch.Escrow();
+  if (total != params_.total_supply) {
+    return Status::Internal("supply not conserved: accounts + escrows + fees = " +
+                            std::to_string(static_cast<uint64_t>(total)) + ", genesis supply " +
+                            std::to_string(params_.total_supply));
+  }
+  return Status::Ok();
+}
+
+Hash32 LedgerState::CommitStateHash(const Hash32& previous) {
+  ByteWriter w;
+  w.Raw(previous);
+  for (const AccountId& id : dirty_accounts_) {
+    const Account& a = accounts_.at(id);
+    w.U8('A');
+    w.Raw(id);
+    w.U64(a.balance);
+    w.U64(a.nonce);
+  }
+  for (const ChannelId& id : dirty_channels_) {
+    w.U8('H');
+    WriteChannel(w, channels_.at(id));
+  }
+  w.U8('F');
+  w.U64(fees_);
+  dirty_accounts_.clear();
+  dirty_channels_.clear();
+  return crypto::TaggedHash(kStateTag, w.bytes());
+}
+
+Hash32 LedgerState::GenesisStateHash() const {
+  ByteWriter w;
+  w.Raw(params_.genesis_hash);
+  for (const auto& [id, a] : accounts_) {
+    w.U8('A');
+    w.Raw(id);
+    w.U64(a.balance);
+    w.U64(a.nonce);
+  }
+  w.U8('F');
+  w.U64(0);
+  return crypto::TaggedHash(kStateTag, w.bytes());
+}
+
+void LedgerState::RestoreAccount(const AccountId& id, const Account& account) {
+  accounts_[id] = account;
+}
+
+void LedgerState::RestoreChannel(const Channel& channel) { channels_[channel.id] = channel; }
+
+v1::ChannelState ChannelToProto(const Channel& ch) {
+  v1::ChannelState p;
+  p.set_version(1);
+  p.set_channel_id(std::string(AsStringView(ch.id)));
+  p.set_party_a(std::string(AsStringView(ch.party_a)));
+  p.set_party_b(std::string(AsStringView(ch.party_b)));
+  p.set_deposit_a(ch.deposit_a);
+  p.set_deposit_b(ch.deposit_b);
+  p.set_settle_timeout(ch.settle_timeout);
+  p.set_status(static_cast<v1::ChannelStatus>(ch.phase));
+  p.set_opened_height(ch.opened_height);
+  p.set_close_height(ch.close_height);
+  p.set_closer(std::string(AsStringView(ch.closer)));
+  for (auto [held, out] : {std::pair{&ch.proof_a_to_b, p.mutable_proof_a_to_b()},
+                           std::pair{&ch.proof_b_to_a, p.mutable_proof_b_to_a()}}) {
+    out->set_nonce(held->nonce);
+    out->set_transferred(held->transferred);
+    out->set_tips_root(std::string(AsStringView(held->tips_root)));
+  }
+  p.set_payout_a(ch.payout_a);
+  p.set_payout_b(ch.payout_b);
+  return p;
+}
+
+Result<Channel> ChannelFromProto(const v1::ChannelState& p) {
+  Channel ch;
+  if (!ToId(p.channel_id(), &ch.id) || !ToId(p.party_a(), &ch.party_a) ||
+      !ToId(p.party_b(), &ch.party_b) || !ToId(p.closer(), &ch.closer) ||
+      !ToId(p.proof_a_to_b().tips_root(), &ch.proof_a_to_b.tips_root) ||
+      !ToId(p.proof_b_to_a().tips_root(), &ch.proof_b_to_a.tips_root)) {
+    return Status::Corruption("channel record has a field of the wrong size");
+  }
+  if (p.status() < v1::CHANNEL_STATUS_OPEN || p.status() > v1::CHANNEL_STATUS_SETTLED) {
+    return Status::Corruption("channel record has an unknown status");
+  }
+  ch.deposit_a = p.deposit_a();
+  ch.deposit_b = p.deposit_b();
+  ch.settle_timeout = p.settle_timeout();
+  ch.phase = static_cast<ChannelPhase>(p.status());
+  ch.opened_height = p.opened_height();
+  ch.close_height = p.close_height();
+  ch.proof_a_to_b.nonce = p.proof_a_to_b().nonce();
+  ch.proof_a_to_b.transferred = p.proof_a_to_b().transferred();
+  ch.proof_b_to_a.nonce = p.proof_b_to_a().nonce();
+  ch.proof_b_to_a.transferred = p.proof_b_to_a().transferred();
+  ch.payout_a = p.payout_a();
+  ch.payout_b = p.payout_b();
+  return ch;
+}
+
+}  // namespace tipd::ledger
