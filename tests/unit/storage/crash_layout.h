@@ -36,7 +36,7 @@ inline std::string PartValue(uint64_t seq, int part) {
   return "seq=" + std::to_string(seq) + " part=" + std::to_string(part) + " " +
          std::string(64, static_cast<char>('a' + part));
 }
-// 'n' round/thread prefix of seq[4] -> latest seq[8] that thread wrote.
+// 'n' MakeSeq(round, thread, 0)[8] -> the latest seq[8] that writer committed.
 inline std::string CounterKey(uint32_t round, uint32_t thread) {
   std::string key = "n";
   AppendBigEndian64(&key, MakeSeq(round, thread, 0));

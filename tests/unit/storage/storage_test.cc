@@ -80,6 +80,7 @@ TEST(DatabaseTest, OpenWithoutCreateFailsNamingThePath) {
   o.create_if_missing = false;
   auto db = Database::Open(dir.path() / "absent", o);
   ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), StatusCode::kInvalidArgument) << db.status().ToString();
   EXPECT_NE(db.status().message().find((dir.path() / "absent").string()), std::string::npos)
       << db.status().ToString();
 }
