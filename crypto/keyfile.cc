@@ -149,8 +149,9 @@ Status SaveKeyFile(const std::filesystem::path& path, const SecretKey& sk) {
 
 Result<SecretKey> LoadKeyFile(const std::filesystem::path& path) {
   // O_NOFOLLOW: the permission check below must be about the key itself, not
-  // about a symlink pointing somewhere else.
-  Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  // about a symlink pointing somewhere else. O_NONBLOCK: a FIFO planted at
+  // the path must not hang the node; it is then refused as not regular.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) {
     const int err = errno;
     if (err == ENOENT) return Status::NotFound("key file " + path.string() + " does not exist");

@@ -5,6 +5,7 @@
 
 #include <string_view>
 #include <tuple>
+#include <utility>
 
 namespace tipd::crypto {
 
@@ -69,12 +70,40 @@ NoiseTransport NoiseTransport::FromKeys(const Key32& send_key, const Key32& recv
   return NoiseTransport(send_key, recv_key, chaining_key, remote_static);
 }
 
+NoiseTransport::NoiseTransport(NoiseTransport&& other) noexcept
+    : send_(other.send_),
+      recv_(other.recv_),
+      remote_static_(other.remote_static_),
+      pending_body_len_(other.pending_body_len_),
+      recv_failed_(other.recv_failed_),
+      moved_from_(other.moved_from_) {
+  other.send_.Wipe();
+  other.recv_.Wipe();
+  other.moved_from_ = true;
+}
+
+NoiseTransport& NoiseTransport::operator=(NoiseTransport&& other) noexcept {
+  if (this != &other) {
+    send_ = other.send_;
+    recv_ = other.recv_;
+    remote_static_ = other.remote_static_;
+    pending_body_len_ = other.pending_body_len_;
+    recv_failed_ = other.recv_failed_;
+    moved_from_ = other.moved_from_;
+    other.send_.Wipe();
+    other.recv_.Wipe();
+    other.moved_from_ = true;
+  }
+  return *this;
+}
+
 NoiseTransport::~NoiseTransport() {
   send_.Wipe();
   recv_.Wipe();
 }
 
 Result<Bytes> NoiseTransport::Encrypt(ByteSpan msg) {
+  if (moved_from_) return Status::FailedPrecondition("transport was moved from");
   if (msg.size() > kNoiseMaxMessageSize) {
     return Status::InvalidArgument("message of " + std::to_string(msg.size()) +
                                    " bytes exceeds the transport maximum of " +
@@ -90,6 +119,7 @@ Result<Bytes> NoiseTransport::Encrypt(ByteSpan msg) {
 }
 
 Result<uint16_t> NoiseTransport::DecryptLength(ByteSpan header) {
+  if (moved_from_) return Status::FailedPrecondition("transport was moved from");
   if (recv_failed_) {
     return Status::FailedPrecondition("transport already failed to authenticate a frame");
   }
@@ -114,6 +144,7 @@ Result<uint16_t> NoiseTransport::DecryptLength(ByteSpan header) {
 }
 
 Result<Bytes> NoiseTransport::DecryptBody(ByteSpan body) {
+  if (moved_from_) return Status::FailedPrecondition("transport was moved from");
   if (recv_failed_) {
     return Status::FailedPrecondition("transport already failed to authenticate a frame");
   }
@@ -162,6 +193,49 @@ NoiseHandshake NoiseHandshake::Initiator(const KeyPair& local_static,
 
 NoiseHandshake NoiseHandshake::Responder(const KeyPair& local_static, const KeyPair& ephemeral) {
   return NoiseHandshake(Role::kResponder, local_static, ephemeral, local_static.public_key());
+}
+
+NoiseHandshake::NoiseHandshake(NoiseHandshake&& other) noexcept
+    : role_(other.role_),
+      step_(other.step_),
+      local_static_(other.local_static_),
+      ephemeral_(other.ephemeral_),
+      remote_static_(other.remote_static_),
+      remote_ephemeral_(other.remote_ephemeral_),
+      h_(other.h_),
+      ck_(other.ck_),
+      temp_k_(other.temp_k_),
+      send_key_(other.send_key_),
+      recv_key_(other.recv_key_),
+      failure_(std::move(other.failure_)) {
+  other.MarkMovedFrom();
+}
+
+NoiseHandshake& NoiseHandshake::operator=(NoiseHandshake&& other) noexcept {
+  if (this != &other) {
+    role_ = other.role_;
+    step_ = other.step_;
+    local_static_ = other.local_static_;
+    ephemeral_ = other.ephemeral_;
+    remote_static_ = other.remote_static_;
+    remote_ephemeral_ = other.remote_ephemeral_;
+    h_ = other.h_;
+    ck_ = other.ck_;
+    temp_k_ = other.temp_k_;
+    send_key_ = other.send_key_;
+    recv_key_ = other.recv_key_;
+    failure_ = std::move(other.failure_);
+    other.MarkMovedFrom();
+  }
+  return *this;
+}
+
+void NoiseHandshake::MarkMovedFrom() {
+  // The KeyPair copies keep their secrets until destruction (KeyPair has no
+  // way to clear them), but a failed handshake never uses them again.
+  step_ = Step::kFailed;
+  failure_ = "handshake object was moved from";
+  Wipe();
 }
 
 NoiseHandshake::~NoiseHandshake() { Wipe(); }

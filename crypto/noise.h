@@ -74,8 +74,10 @@ class NoiseTransport {
   static NoiseTransport FromKeys(const Key32& send_key, const Key32& recv_key,
                                  const Key32& chaining_key, const PublicKey& remote_static);
 
-  NoiseTransport(NoiseTransport&&) noexcept = default;
-  NoiseTransport& operator=(NoiseTransport&&) noexcept = default;
+  // Moving transfers the session; the moved-from object is wiped and every
+  // call on it fails (it must never reuse a key/nonce pair of the session).
+  NoiseTransport(NoiseTransport&& other) noexcept;
+  NoiseTransport& operator=(NoiseTransport&& other) noexcept;
   NoiseTransport(const NoiseTransport&) = delete;
   NoiseTransport& operator=(const NoiseTransport&) = delete;
   ~NoiseTransport();
@@ -132,6 +134,7 @@ class NoiseTransport {
   PublicKey remote_static_;
   std::optional<uint16_t> pending_body_len_;  // set between DecryptLength and DecryptBody
   bool recv_failed_ = false;
+  bool moved_from_ = false;
 };
 
 // The three-act BOLT 8 handshake for one connection attempt. Each instance
@@ -152,8 +155,9 @@ class NoiseHandshake {
                                   const KeyPair& ephemeral);
   static NoiseHandshake Responder(const KeyPair& local_static, const KeyPair& ephemeral);
 
-  NoiseHandshake(NoiseHandshake&&) noexcept = default;
-  NoiseHandshake& operator=(NoiseHandshake&&) noexcept = default;
+  // The moved-from handshake is wiped and fails every later call.
+  NoiseHandshake(NoiseHandshake&& other) noexcept;
+  NoiseHandshake& operator=(NoiseHandshake&& other) noexcept;
   NoiseHandshake(const NoiseHandshake&) = delete;
   NoiseHandshake& operator=(const NoiseHandshake&) = delete;
   ~NoiseHandshake();
@@ -208,6 +212,7 @@ class NoiseHandshake {
   // Shared by WriteAct1 and WriteAct2: e, then ECDH(e, remote) and a MAC.
   Bytes WriteEphemeralAct(const PublicKey& remote);
   void Wipe();
+  void MarkMovedFrom();
 
   Role role_;
   Step step_;

@@ -504,6 +504,20 @@ TEST(KeyFileTest, RefusesMalformedContent) {
   EXPECT_TRUE(LoadKeyFile(dir.path() / "no-newline").ok());
 }
 
+TEST(KeyFileTest, RefusesSymlinksAndDirectories) {
+  testing::TempDir dir;
+  const auto target = dir.path() / "real.key";
+  ASSERT_TRUE(SaveKeyFile(target, SecretKey::Generate(SystemRng())).ok());
+  std::filesystem::create_symlink(target, dir.path() / "link.key");
+  EXPECT_EQ(LoadKeyFile(dir.path() / "link.key").status().code(), StatusCode::kInvalidArgument);
+  std::filesystem::create_directory(dir.path() / "dir.key");
+  ASSERT_EQ(::chmod((dir.path() / "dir.key").c_str(), 0700), 0);
+  EXPECT_EQ(LoadKeyFile(dir.path() / "dir.key").status().code(), StatusCode::kInvalidArgument);
+  // Saving onto an existing symlink or directory is refused too.
+  EXPECT_EQ(SaveKeyFile(dir.path() / "link.key", SecretKey::Generate(SystemRng())).code(),
+            StatusCode::kAlreadyExists);
+}
+
 TEST(KeyFileTest, MissingFileIsNotFound) {
   testing::TempDir dir;
   EXPECT_EQ(LoadKeyFile(dir.path() / "absent.key").status().code(), StatusCode::kNotFound);

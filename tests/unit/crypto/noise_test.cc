@@ -582,6 +582,26 @@ TEST(NoiseTransportTest, MovedTransportKeepsWorking) {
   auto body = s.responder.DecryptBody(ByteSpan(*frame).subspan(kNoiseLengthHeaderSize));
   ASSERT_TRUE(body.ok());
   EXPECT_EQ(AsStringView(*body), "after move");
+  // The moved-from object can never reuse the session's key and nonces.
+  EXPECT_EQ(s.initiator.Encrypt(AsSpan("x")).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.initiator.DecryptLength(Bytes(kNoiseLengthHeaderSize)).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.initiator.send_key(), Key32{});
+}
+
+TEST(NoiseHandshakeTest, MovedHandshakeContinuesAndSourceIsDead) {
+  NoiseHandshake source = VectorInitiator();
+  NoiseHandshake hs = std::move(source);
+  EXPECT_EQ(source.WriteAct1().status().code(), StatusCode::kFailedPrecondition);
+  auto act1 = hs.WriteAct1();
+  ASSERT_TRUE(act1.ok());
+  EXPECT_EQ(HexEncode(*act1), kAct1);
+  NoiseHandshake assigned = VectorResponder();
+  assigned = std::move(hs);
+  ASSERT_TRUE(assigned.ReadAct2(Hex(kAct2)).ok());
+  auto act3 = assigned.WriteAct3();
+  ASSERT_TRUE(act3.ok());
+  EXPECT_EQ(HexEncode(*act3), kAct3);
 }
 
 }  // namespace
