@@ -129,9 +129,13 @@ Result<Channel> Channel::Restore(ChannelParams params, RestoredState state) {
                                 ")");
     }
   } else if (receipt_nonce != ch.own_.nonce()) {
-    return Status::Corruption("no update in flight but the receipt (nonce " + U(receipt_nonce) +
-                              ") is behind the own latest proof (nonce " + U(ch.own_.nonce()) +
-                              ")");
+    // Our latest proof awaits its ack but we hold no tips for it: the state
+    // after adopting the peer's copy (OnPeerReestablish). Keep it in flight
+    // so the peer's ack for it is recognised.
+    v1::TipUpdate placeholder;
+    placeholder.set_channel_id(ch.ChannelIdBytes());
+    *placeholder.mutable_proof() = ch.own_;
+    ch.in_flight_.push_back(OutgoingUpdate{std::move(placeholder)});
   }
   if (state.receipt_transferred > ch.own_.transferred()) {
     return Status::Corruption("receipt transferred " + U(state.receipt_transferred) +
@@ -142,16 +146,21 @@ Result<Channel> Channel::Restore(ChannelParams params, RestoredState state) {
 
   if (state.received_latest.nonce() > 0) ch.received_ = state.received_latest;
   ch.received_tip_count_ = state.received_tip_count;
-  // An ack for an older nonce says nothing about which transferred amount it
-  // covered; forgetting it is safe (we only under-count our spendable, and
-  // reestablish sends a fresh ack before any new update).
-  if (state.sent_ack && state.sent_ack->nonce() == ch.received_.nonce() &&
-      ch.received_.nonce() > 0) {
-    if (state.sent_ack->tips_root() != ch.received_.tips_root()) {
-      return Status::Corruption("stored ack root differs from the received proof it acks");
+  if (state.sent_ack && state.sent_ack->nonce() > 0) {
+    const v1::Ack& ack = *state.sent_ack;
+    if (ack.nonce() > ch.received_.nonce() ||
+        state.sent_ack_transferred > ch.received_.transferred()) {
+      return Status::Corruption(
+          "stored ack (nonce " + U(ack.nonce()) + ", transferred " + U(state.sent_ack_transferred) +
+          ") is ahead of the received proof (nonce " + U(ch.received_.nonce()) + ")");
+    }
+    if (ack.nonce() == ch.received_.nonce() &&
+        (ack.tips_root() != ch.received_.tips_root() ||
+         state.sent_ack_transferred != ch.received_.transferred())) {
+      return Status::Corruption("stored ack differs from the received proof it acknowledges");
     }
     ch.sent_ack_ = std::move(state.sent_ack);
-    ch.acked_received_transferred_ = ch.received_.transferred();
+    ch.acked_received_transferred_ = state.sent_ack_transferred;
   }
   return ch;
 }
@@ -330,7 +339,7 @@ ChannelResult<AckOutcome> Channel::OnAck(const v1::Ack& ack) {
   const uint64_t latest = receipt_ ? receipt_->nonce() : 0;
   if (ack.nonce() <= latest) {
     // A resent or stale receipt: harmless, it releases nothing.
-    if (ack.nonce() == latest && ack.tips_root() != receipt_->tips_root()) {
+    if (receipt_ && ack.nonce() == latest && ack.tips_root() != receipt_->tips_root()) {
       return PeerError(ChannelRule::kAckRootMismatch,
                        "ack nonce " + U(ack.nonce()) + " root " + ShortHex(ack.tips_root()) +
                            " differs from the receipt held " + ShortHex(receipt_->tips_root()));
@@ -455,7 +464,8 @@ ChannelResult<ValidatedUpdate> Channel::CheckUpdate(const v1::TipUpdate& update)
 }
 
 ChannelStatus Channel::ApplyUpdate(const ValidatedUpdate& validated) {
-  if (validated.previous_nonce != received_.nonce()) {
+  if (validated.previous_nonce != received_.nonce() || validated.update.tips().empty() ||
+      validated.update.tips(0).index() != received_tip_count_ + 1) {
     return PeerError(ChannelRule::kNonceNotIncreasing,
                      "update was validated against nonce " + U(validated.previous_nonce) +
                          " but the channel is at " + U(received_.nonce()));
@@ -495,8 +505,8 @@ v1::Reestablish Channel::MakeReestablish() const {
   return r;
 }
 
-ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(const v1::Reestablish& peer,
-                                                          uint64_t peer_received_tip_count) {
+ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(
+    const v1::Reestablish& peer, std::optional<uint64_t> peer_received_tip_count) {
   TIPD_CHANNEL_RETURN_IF_ERROR(CheckChannelIdField(peer.channel_id(), "reestablish channel_id"));
   if (peer.sent_tips_root().size() != 32 || peer.received_tips_root().size() != 32) {
     return PeerError(ChannelRule::kMalformed, "reestablish roots must be 32 bytes");
@@ -521,12 +531,13 @@ ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(const v1::Reestablish&
   const uint64_t mine = own_.nonce();
   if (theirs == mine) {
     if (peer.received_tips_root() != own_.tips_root() ||
-        peer_received_tip_count != own_tip_count_) {
+        (peer_received_tip_count && *peer_received_tip_count != own_tip_count_)) {
       return PeerError(ChannelRule::kConflictingState,
                        "peer holds our nonce " + U(theirs) + " with root " +
                            ShortHex(peer.received_tips_root()) + " and " +
-                           U(peer_received_tip_count) + " tips, we signed root " +
-                           ShortHex(own_.tips_root()) + " with " + U(own_tip_count_) + " tips");
+                           U(peer_received_tip_count.value_or(own_tip_count_)) +
+                           " tips, we signed root " + ShortHex(own_.tips_root()) + " with " +
+                           U(own_tip_count_) + " tips");
     }
     return plan;
   }
@@ -579,12 +590,18 @@ ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(const v1::Reestablish&
     return PeerError(ChannelRule::kForgedProof, "peer's copy of our proof nonce " + U(theirs) +
                                                     " is not signed by us: " + sig.error().reason);
   }
+  if (!peer_received_tip_count) {
+    // Without the count we cannot number our next tip; see the header.
+    return PeerError(ChannelRule::kMalformed, "peer holds our nonce " + U(theirs) + " beyond our " +
+                                                  U(mine) +
+                                                  " but did not say how many of our tips it holds");
+  }
+  const uint64_t tip_count = *peer_received_tip_count;
   if (copy.locked() != 0 || copy.locks_root() != kZeroRoot ||
-      copy.transferred() < own_.transferred() ||
-      peer_received_tip_count < own_tip_count_ + (theirs - mine)) {
+      copy.transferred() < own_.transferred() || tip_count < own_tip_count_ + (theirs - mine)) {
     return PeerError(ChannelRule::kConflictingState,
                      "our signed proof nonce " + U(theirs) + " (transferred " +
-                         U(copy.transferred()) + ", " + U(peer_received_tip_count) +
+                         U(copy.transferred()) + ", " + U(tip_count) +
                          " tips) cannot follow our nonce " + U(mine) + " (transferred " +
                          U(own_.transferred()) + ", " + U(own_tip_count_) + " tips)");
   }
@@ -593,7 +610,7 @@ ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(const v1::Reestablish&
   // the peer's receipt for it arrives; reestablish makes the peer resend it.
   plan.adopted_own_proof = true;
   own_ = copy;
-  own_tip_count_ = peer_received_tip_count;
+  own_tip_count_ = tip_count;
   in_flight_.clear();
   v1::TipUpdate placeholder;
   placeholder.set_channel_id(ChannelIdBytes());
@@ -602,7 +619,9 @@ ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(const v1::Reestablish&
   // Queued tips were checked against the old transferred amount; drop the
   // newest ones until the rest fit again, and renumber nothing: indices are
   // assigned when tips are folded into an update.
-  while (!queue_.empty() && SpendableWide() < 0) {
+  while (!queue_.empty() &&
+         (SpendableWide() < 0 ||
+          static_cast<__int128>(own_.transferred()) + queued_amount_ > UINT64_MAX)) {
     queued_amount_ -= queue_.back().amount();
     plan.dropped_tips.push_back(std::move(queue_.back()));
     queue_.pop_back();

@@ -114,7 +114,9 @@ struct ReestablishPlan {
 struct RestoredState {
   // Local -> remote: our latest signed proof (nonce 0 / unset: none yet),
   // how many tips it covers, and the updates still awaiting an ack, oldest
-  // first; the last one's proof must equal `own_latest`.
+  // first; the last one's proof must equal `own_latest`. With no update in
+  // flight and a receipt behind `own_latest`, the latest proof is taken as
+  // awaiting its ack without tips (the state after adopting the peer's copy).
   v1::BalanceProof own_latest;
   uint64_t own_tip_count = 0;
   std::vector<v1::TipUpdate> in_flight;
@@ -123,10 +125,14 @@ struct RestoredState {
   std::optional<v1::Ack> receipt;
   uint64_t receipt_transferred = 0;
   // Remote -> local: the latest proof received (unset: none) and the tips it
-  // covers, plus our latest ack if we made one for exactly that proof.
+  // covers, plus our latest ack (for that proof or an older one) and the
+  // transferred amount of the proof it acknowledged. Our spendable counts only
+  // acknowledged receipts, so without the ack it under-counts until
+  // reestablish sends a fresh one.
   v1::BalanceProof received_latest;
   uint64_t received_tip_count = 0;
   std::optional<v1::Ack> sent_ack;
+  uint64_t sent_ack_transferred = 0;
 };
 
 // A comparable summary of every field that matters; tests compare it
@@ -203,12 +209,16 @@ class Channel {
 
   // ---- Reestablish ----
   v1::Reestablish MakeReestablish() const;
-  // Compares the peer's view with ours. `peer_received_tip_count` is how many
-  // tips of our direction the peer holds; v1::Reestablish has no field for it
-  // yet (docs/protocol.md "Open points"), and it is needed only to adopt the
-  // peer's copy of our proof. On error nothing changes.
-  ChannelResult<ReestablishPlan> OnPeerReestablish(const v1::Reestablish& peer,
-                                                   uint64_t peer_received_tip_count);
+  // Compares the peer's view with ours and returns what to send, in order.
+  // `peer_received_tip_count` is how many tips of our direction the peer
+  // holds. v1::Reestablish has no field for it yet (docs/protocol.md, "Open
+  // point"): when given it is cross-checked; adopting the peer's copy of our
+  // proof needs it (without it, that case is kMalformed). If the plan says
+  // adopted_own_proof, persist the adopted proof as our latest (it awaits its
+  // ack without tips; Restore rebuilds it that way). On error nothing
+  // changes.
+  ChannelResult<ReestablishPlan> OnPeerReestablish(
+      const v1::Reestablish& peer, std::optional<uint64_t> peer_received_tip_count = std::nullopt);
 
   // ---- Close ----
   // Final balances from the latest proofs of both directions.

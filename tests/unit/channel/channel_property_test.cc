@@ -41,6 +41,9 @@ struct Side {
   bool ack_pending = false;
   uint64_t tips_queued = 0;
   uint64_t amount_queued = 0;
+  // What the node would have on disk, maintained the way the contracts say
+  // (persist each update before sending, each receipt, each applied proof).
+  RestoredState disk;
 };
 
 class Simulation {
@@ -55,6 +58,7 @@ class Simulation {
 
   size_t rejections() const { return rejections_; }
   size_t reconnects() const { return reconnects_; }
+  size_t restarts() const { return restarts_; }
 
   void Run(int steps) {
     for (int i = 0; i < steps && !::testing::Test::HasFatalFailure(); ++i) {
@@ -90,15 +94,20 @@ class Simulation {
       Deliver(s, peer);
     } else if (roll <= 87) {
       FlushAck(s, peer);
-    } else if (roll <= 98) {
+    } else if (roll <= 97) {
       InjectInvalid(s, peer);
-    } else {
+    } else if (roll <= 99) {
       Reconnect();
+    } else {
+      Restart(s);
     }
   }
 
   void Pump(Side& s, Side& peer) {
     while (auto out = s.ch.TakeNextUpdate(s.key, rng_)) {
+      s.disk.own_latest = out->update.proof();
+      s.disk.own_tip_count = out->update.tips(out->update.tips_size() - 1).index();
+      s.disk.in_flight.push_back(out->update);
       peer.inbox.push_back(Message{false, out->update, {}});
     }
   }
@@ -137,12 +146,22 @@ class Simulation {
     if (m.is_ack) {
       auto r = s.ch.OnAck(m.ack);
       ASSERT_TRUE(r.ok()) << s.name << ": " << r.error().ToString();
+      if (r->updates_acked > 0) {
+        auto& f = s.disk.in_flight;
+        while (!f.empty() && f.front().proof().nonce() <= m.ack.nonce()) {
+          s.disk.receipt_transferred = f.front().proof().transferred();
+          f.erase(f.begin());
+        }
+        s.disk.receipt = m.ack;
+      }
       Pump(s, peer);
       return;
     }
     auto v = s.ch.CheckUpdate(m.update);
     ASSERT_TRUE(v.ok()) << s.name << " refused an honest update: " << v.error().ToString();
     ASSERT_TRUE(s.ch.ApplyUpdate(*v).ok());
+    s.disk.received_latest = m.update.proof();
+    s.disk.received_tip_count += static_cast<uint64_t>(m.update.tips_size());
     s.ack_pending = true;
     if (Chance(50)) FlushAck(s, peer);
   }
@@ -151,6 +170,8 @@ class Simulation {
     if (!s.ack_pending) return;
     auto ack = s.ch.MakeAck(s.key, rng_);
     ASSERT_TRUE(ack.has_value());
+    s.disk.sent_ack = *ack;
+    s.disk.sent_ack_transferred = s.disk.received_latest.transferred();
     peer.inbox.push_back(Message{true, {}, *ack});
     s.ack_pending = false;
     if (then_pump) Pump(s, peer);
@@ -240,6 +261,24 @@ class Simulation {
     EXPECT_FALSE(plan_a->adopted_own_proof);  // nobody lost state here
     Follow(a_, b_, *plan_a);
     Follow(b_, a_, *plan_b);
+  }
+
+  // The process of `s` restarts from its disk: the queue (never persisted)
+  // is lost, the connection drops, and reestablish follows.
+  void Restart(Side& s) {
+    ++restarts_;
+    const ChannelSnapshot live = s.ch.Snapshot();
+    auto restored = Channel::Restore(s.ch.params(), s.disk);
+    ASSERT_TRUE(restored.ok()) << s.name << ": " << restored.status().ToString();
+    ChannelSnapshot expected = live;
+    expected.queued_tips = 0;
+    expected.queued_amount = 0;
+    EXPECT_EQ(restored->Snapshot(), expected) << s.name;
+    s.tips_queued -= live.queued_tips;
+    s.amount_queued -= live.queued_amount;
+    s.ch = std::move(restored).value();
+    s.ack_pending = false;
+    Reconnect();
   }
 
   void Follow(Side& s, Side& peer, const ReestablishPlan& plan) {
@@ -336,6 +375,7 @@ class Simulation {
   ChannelSnapshot last_a_, last_b_;
   size_t rejections_ = 0;
   size_t reconnects_ = 0;
+  size_t restarts_ = 0;
 };
 
 TEST(ChannelProperty, RandomInterleavingsKeepEveryInvariant) {
@@ -347,7 +387,7 @@ TEST(ChannelProperty, RandomInterleavingsKeepEveryInvariant) {
   const char* runs_env = std::getenv("TIPD_PROPERTY_RUNS");
   const int kRuns = runs_env != nullptr ? std::atoi(runs_env) : 1000;
   constexpr int kSteps = 20;
-  size_t rejections = 0, reconnects = 0;
+  size_t rejections = 0, reconnects = 0, restarts = 0;
   const auto start = std::chrono::steady_clock::now();
   for (int run = 0; run < kRuns && !HasFatalFailure(); ++run) {
     SCOPED_TRACE("run " + std::to_string(run));
@@ -360,13 +400,17 @@ TEST(ChannelProperty, RandomInterleavingsKeepEveryInvariant) {
     sim.Run(kSteps);
     rejections += sim.rejections();
     reconnects += sim.reconnects();
+    restarts += sim.restarts();
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%d interleavings x %d steps: %zu forged updates rejected, %zu reconnects, %.2f s\n",
-              kRuns, kSteps, rejections, reconnects, seconds);
+  std::printf(
+      "%d interleavings x %d steps: %zu forged updates rejected, %zu reconnects, %zu restarts, "
+      "%.2f s\n",
+      kRuns, kSteps, rejections, reconnects, restarts, seconds);
   EXPECT_GT(rejections, 0u);
   EXPECT_GT(reconnects, 0u);
+  EXPECT_GT(restarts, 0u);
 }
 
 }  // namespace

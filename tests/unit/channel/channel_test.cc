@@ -637,6 +637,20 @@ TEST_F(Acks, WrongChannelAndMalformed) {
   ExpectRejected(ack, ChannelRule::kMalformed);
 }
 
+TEST(AcksOnAFreshChannel, NonceZeroReleasesNothing) {
+  ChannelPair pair(10, 0);
+  v1::Ack ack;
+  ack.set_channel_id(std::string(AsStringView(testing::TestChannelId())));
+  ack.set_nonce(0);
+  ack.set_tips_root(std::string(32, '\0'));
+  ack.set_signature(std::string(64, '\0'));
+  ChannelSnapshot before = pair.a.Snapshot();
+  auto r = pair.a.OnAck(ack);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->updates_acked, 0u);
+  EXPECT_EQ(pair.a.Snapshot(), before);
+}
+
 TEST_F(Acks, MakeAckSignsOncePerNonce) {
   auto first = pair.b.MakeAck(pair.key_b, pair.rng);
   auto second = pair.b.MakeAck(pair.key_b, pair.rng);
@@ -708,6 +722,7 @@ TEST(Restore, RebuildsTheSameStateAndContinues) {
   st.received_latest = from_b->update.proof();
   st.received_tip_count = 2;
   st.sent_ack = ack;
+  st.sent_ack_transferred = 5;
   auto restored = Channel::Restore(pair.a.params(), st);
   ASSERT_TRUE(restored.ok()) << restored.status().ToString();
   EXPECT_EQ(restored->Snapshot(), pair.a.Snapshot());

@@ -285,5 +285,37 @@ TEST(Reestablish, WrongChannelAndMalformed) {
   EXPECT_EQ(pair.a.Snapshot(), before);
 }
 
+TEST_F(ForgedCopies, AdoptionNeedsThePeersTipCount) {
+  auto plan = pair.a.OnPeerReestablish(Claim(Proof5(pair.key_a)));
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.rule(), ChannelRule::kMalformed);
+  EXPECT_EQ(pair.a.Snapshot(), before);
+  // Without a count the in-sync case still works (nothing to cross-check).
+  auto in_sync = pair.a.OnPeerReestablish(pair.b.MakeReestablish());
+  ASSERT_TRUE(in_sync.ok()) << in_sync.error().ToString();
+}
+
+TEST(Reestablish, AdoptedStateSurvivesARestart) {
+  ChannelPair pair(100, 0);
+  auto sent = SendFromA(pair, 3);
+  for (const auto& u : sent) Deliver(pair.b, u);
+  RestoredState backup;  // empty: A lost everything
+  Channel a = std::move(Channel::Restore(pair.a.params(), backup)).value();
+  auto plan = a.OnPeerReestablish(pair.b.MakeReestablish(), 3);
+  ASSERT_TRUE(plan.ok()) << plan.error().ToString();
+  ASSERT_TRUE(plan->adopted_own_proof);
+  // A persists the adopted proof as its latest and restarts again before
+  // B's ack arrives.
+  RestoredState persisted;
+  persisted.own_latest = sent[2].proof();
+  persisted.own_tip_count = 3;
+  auto again = Channel::Restore(pair.a.params(), persisted);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->Snapshot(), a.Snapshot());
+  auto ack = again->OnAck(*pair.b.MakeAck(pair.key_b, pair.rng));
+  ASSERT_TRUE(ack.ok()) << ack.error().ToString();
+  EXPECT_EQ(again->Snapshot().receipt_transferred, 15u);
+}
+
 }  // namespace
 }  // namespace tipd::channel
