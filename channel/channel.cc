@@ -460,18 +460,19 @@ ChannelResult<ValidatedUpdate> Channel::CheckUpdate(const v1::TipUpdate& update)
                          U(receipt_transferred_));
   }
   TIPD_CHANNEL_RETURN_IF_ERROR(VerifyBalanceProof(proof, remote_xonly_));
-  return ValidatedUpdate{update, received_.nonce(), amount};
+  return ValidatedUpdate(update, received_.nonce(), amount);
 }
 
 ChannelStatus Channel::ApplyUpdate(const ValidatedUpdate& validated) {
-  if (validated.previous_nonce != received_.nonce() || validated.update.tips().empty() ||
-      validated.update.tips(0).index() != received_tip_count_ + 1) {
+  const v1::TipUpdate& update = validated.update();
+  if (validated.previous_nonce_ != received_.nonce() || update.tips().empty() ||
+      update.tips(0).index() != received_tip_count_ + 1) {
     return PeerError(ChannelRule::kNonceNotIncreasing,
-                     "update was validated against nonce " + U(validated.previous_nonce) +
+                     "update was validated against nonce " + U(validated.previous_nonce_) +
                          " but the channel is at " + U(received_.nonce()));
   }
-  received_ = validated.update.proof();
-  received_tip_count_ += static_cast<uint64_t>(validated.update.tips_size());
+  received_ = update.proof();
+  received_tip_count_ += static_cast<uint64_t>(update.tips_size());
   return {};
 }
 

@@ -22,6 +22,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "channel/codec.h"
@@ -79,11 +80,21 @@ struct OutgoingUpdate {
 };
 
 // A peer update that passed every rule, bound to the state it was checked
-// against. Only ApplyUpdate consumes it.
-struct ValidatedUpdate {
-  v1::TipUpdate update;
-  uint64_t previous_nonce = 0;  // the received nonce it was checked against
-  uint64_t amount = 0;          // sum of the tip amounts
+// against. Only Channel::CheckUpdate makes one; only ApplyUpdate consumes it.
+class ValidatedUpdate {
+ public:
+  const v1::TipUpdate& update() const { return update_; }
+  // Sum of the tip amounts.
+  uint64_t amount() const { return amount_; }
+
+ private:
+  friend class Channel;
+  ValidatedUpdate(v1::TipUpdate update, uint64_t previous_nonce, uint64_t amount)
+      : update_(std::move(update)), previous_nonce_(previous_nonce), amount_(amount) {}
+
+  v1::TipUpdate update_;
+  uint64_t previous_nonce_;  // the received nonce it was checked against
+  uint64_t amount_;
 };
 
 struct AckOutcome {

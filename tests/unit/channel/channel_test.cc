@@ -536,6 +536,24 @@ TEST(Sender, ByteBudgetCap) {
   EXPECT_EQ(total, 20u);
 }
 
+TEST(Sender, LargestValidTipFitsTheSmallestBudget) {
+  crypto::KeyPair ka = KeyFromByte(1), kb = KeyFromByte(2);
+  ChannelParams p = testing::ParamsFor(ka, kb, true, UINT64_MAX / 2, 0);
+  p.max_update_bytes = kMinUpdateBytesBudget;
+  Channel a = std::move(Channel::Open(p)).value();
+  testing::ZeroRandom rng;
+  TipDraft d = Draft(UINT64_MAX / 2, std::string(1000, 'x'));
+  for (int i = 0; i < 8; ++i) {
+    d.metadata[std::string(31, 'k') + static_cast<char>('a' + i)] = std::string(256, 'v');
+  }
+  d.created_at_ms = UINT64_MAX;
+  ASSERT_TRUE(a.QueueTip(d).ok());
+  auto out = a.TakeNextUpdate(ka, rng);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(out->update.tips_size(), 1);
+  EXPECT_LE(out->update.ByteSizeLong(), kMinUpdateBytesBudget);
+}
+
 TEST(Sender, DefaultBudgetFits256ShortTips) {
   ChannelPair pair(1000000, 0);
   for (int i = 0; i < 256; ++i) {
