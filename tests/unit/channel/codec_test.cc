@@ -4,7 +4,6 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <string>
 
 #include "tests/unit/channel/channel_test_util.h"
@@ -112,33 +111,6 @@ Golden MakeGolden() {
   g.ack.set_tips_root(std::string(AsStringView(g.root2)));
   EXPECT_TRUE(SignAck("tipd-test", &g.ack, KeyFromByte(0x02), rng).ok());
   return g;
-}
-
-TEST(Golden, PrintVectors) {
-  // Regenerates the values below and in docs/protocol.md when run with
-  // TIPD_PRINT_GOLDEN=1; the other tests compare against the fixed copies.
-  if (std::getenv("TIPD_PRINT_GOLDEN") == nullptr) GTEST_SKIP();
-  ZeroRandom rng;
-  Golden g = MakeGolden();
-  ChannelId id = TestChannelId();
-  std::printf("xonly_a %s\nxonly_b %s\n", HexEncode(KeyFromByte(1).XOnly()).c_str(),
-              HexEncode(KeyFromByte(2).XOnly()).c_str());
-  std::printf("tip1 %s\ntip2 %s\n", HexEncode(*EncodeTip(GoldenTip1())).c_str(),
-              HexEncode(*EncodeTip(GoldenTip2())).c_str());
-  std::printf("hash1 %s\nhash2 %s\nroot1 %s\nroot2 %s\n", HexEncode(g.hash1).c_str(),
-              HexEncode(g.hash2).c_str(), HexEncode(g.root1).c_str(), HexEncode(g.root2).c_str());
-  std::printf("proof %s\nproof_sig %s\n", HexEncode(*EncodeBalanceProof(g.proof)).c_str(),
-              Hex(g.proof.signature()).c_str());
-  std::printf("ack %s\nack_sig %s\n", HexEncode(*EncodeAck("tipd-test", g.ack)).c_str(),
-              Hex(g.ack.signature()).c_str());
-  std::printf("close %s\n",
-              HexEncode(*EncodeCooperativeClose("tipd-test", id, 98979, 51021)).c_str());
-  std::printf(
-      "close_sig_a %s\n",
-      HexEncode(*SignCooperativeClose("tipd-test", id, 98979, 51021, KeyFromByte(1), rng)).c_str());
-  std::printf(
-      "close_sig_b %s\n",
-      HexEncode(*SignCooperativeClose("tipd-test", id, 98979, 51021, KeyFromByte(2), rng)).c_str());
 }
 
 TEST(Golden, Keys) {
