@@ -291,4 +291,23 @@ Result<std::optional<v1::StoredTxLocation>> Chain::FindTransaction(const Hash32&
   return TxRecords(db_).Get(TxKey(id));
 }
 
+Result<std::optional<v1::AccountState>> Chain::GetStoredAccount(const AccountId& id) const {
+  TIPD_ASSIGN_OR_RETURN(std::optional<v1::AccountState> rec,
+                        AccountRecords(db_).Get(AccountKey(id)));
+  if (rec) return rec;
+  for (const auto& [acct, amount] : state_.params().allocations) {
+    if (acct == id) {
+      v1::AccountState genesis;
+      genesis.set_version(1);
+      genesis.set_balance(amount);
+      return std::optional<v1::AccountState>(genesis);
+    }
+  }
+  return std::optional<v1::AccountState>();
+}
+
+Result<std::optional<v1::ChannelState>> Chain::GetStoredChannel(const ChannelId& id) const {
+  return ChannelRecords(db_).Get(ChannelStateKey(id));
+}
+
 }  // namespace tipd::ledger

@@ -73,6 +73,10 @@ class Chain {
   // ---- reads (from disk) ----
   Result<std::optional<v1::Block>> GetBlock(uint64_t height) const;
   Result<std::optional<v1::StoredTxLocation>> FindTransaction(const Hash32& id) const;
+  // Sealed (persisted) state of an account — its genesis allocation if no
+  // block touched it yet — or of a channel; nullopt if unknown.
+  Result<std::optional<v1::AccountState>> GetStoredAccount(const AccountId& id) const;
+  Result<std::optional<v1::ChannelState>> GetStoredChannel(const ChannelId& id) const;
 
  private:
   Chain(storage::Database* db, Params params);
