@@ -116,6 +116,8 @@ class ShutdownSignals {
  private:
   // Shared with pending handlers so they stay valid after destruction.
   struct State;
+  static void WaitForStop(const std::shared_ptr<State>& state);
+  static void WaitForHup(const std::shared_ptr<State>& state);
   std::shared_ptr<State> state_;
 };
 
