@@ -111,11 +111,11 @@ struct HostOptions {
   // Largest serialized Envelope sent or accepted (<= 65535, the Noise limit).
   size_t max_message_size = 65535;
   // Per-peer send queue bounds (encrypted bytes / frames not yet written to
-  // the socket). Send() refuses a message that would exceed either.
+  // the socket). Send() refuses a message that would exceed either; after a
+  // refusal, on_writable fires once the queue drains to half of both bounds.
   size_t max_send_queue_bytes = 4 << 20;
   size_t max_send_queue_messages = 4096;
-  // After a refused Send, on_writable fires once the queue drains to half of
-  // both bounds.
+
   // After Disconnect or a protocol error, queued frames (e.g. the Error) get
   // this long to reach the socket before it is closed.
   std::chrono::milliseconds linger_timeout{1'000};
