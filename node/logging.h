@@ -45,8 +45,10 @@ const char* LogLevelName(LogLevel level);
 // append mode, mode per umask) or to stderr when `file` is empty. Makes a
 // logger named `process_name` (e.g. "node", "ledger") the spdlog default, so
 // bare spdlog::info() calls are attributed to it. May be called again to
-// change the settings (tests do). Fails with kIOError if the file cannot be
-// opened; the previous configuration then stays in effect.
+// change the settings (tests do). Call it before starting threads that log:
+// re-pointing loggers registered by other code is not atomic. Fails with
+// kIOError if the file cannot be opened; the previous configuration then
+// stays in effect.
 Status InitLogging(LogLevel level, const std::filesystem::path& file,
                    std::string_view process_name);
 
