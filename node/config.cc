@@ -402,7 +402,9 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
     connect.repeatable = true;
     s.push_back(connect);
     s.push_back(Spec("chain-id", OptionType::kString, "",
-                     "expected chain id (default: learned from the ledger)"));
+                     "expected chain id; must match the genesis when given"));
+    s.push_back(Spec("genesis", OptionType::kPath, "",
+                     "genesis JSON file of the ledger (default: <datadir>/genesis.json)"));
     OptionSpec rpc = Spec("rpc-listen", OptionType::kHostPort, "127.0.0.1:8080",
                           "HTTP API listen address (port 0: any free port)");
     rpc.allow_port_zero = true;
@@ -745,6 +747,8 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   c.ledger = o.GetLedgerAddress("ledger");
   c.connect = o.GetPeerAddresses("connect");
   if (o.Has("chain-id")) c.chain_id = o.GetString("chain-id");
+  c.genesis =
+      o.Has("genesis") ? std::filesystem::path(o.GetString("genesis")) : c.datadir / "genesis.json";
   c.rpc_listen = o.GetHostPort("rpc-listen");
   c.log_level = ParseLogLevel(o.GetString("log-level")).value();
   if (o.Has("log-file")) c.log_file = o.GetString("log-file");

@@ -233,7 +233,8 @@ struct NodeConfig {
   HostPort listen;                    // p2p listen address, default 127.0.0.1:9735
   LedgerAddress ledger;               // required: the sequencer to follow
   std::vector<PeerAddress> connect;   // persistent peers, may be empty
-  std::string chain_id;               // empty: learn it from the ledger
+  std::string chain_id;               // empty: the genesis decides
+  std::filesystem::path genesis;      // default <datadir>/genesis.json
   HostPort rpc_listen;                // HTTP API, default 127.0.0.1:8080
   LogLevel log_level = LogLevel::kInfo;
   std::filesystem::path log_file;  // empty: stderr

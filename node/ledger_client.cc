@@ -1,0 +1,203 @@
+#include "node/ledger_client.h"
+
+#include <spdlog/spdlog.h>
+
+#include "ledger/codec.h"
+#include "node/logging.h"
+
+namespace tipd::node {
+
+namespace {
+constexpr char kUnavailable[] = "LEDGER_UNAVAILABLE";
+}  // namespace
+
+LedgerClient::LedgerClient(p2p::Host& host, ledger::Chain& chain,
+                           const crypto::PublicKey& sequencer, std::string address, uint16_t port)
+    : host_(host),
+      chain_(chain),
+      sequencer_(sequencer),
+      address_(std::move(address)),
+      port_(port),
+      log_(Logger("follower")) {}
+
+LedgerClient::~LedgerClient() = default;
+
+Status LedgerClient::Start() {
+  if (sequencer_.XOnly() != chain_.params().sequencer) {
+    return Status::InvalidArgument("ledger key " + sequencer_.Hex() +
+                                   " is not the genesis sequencer key " +
+                                   HexEncode(chain_.params().sequencer));
+  }
+  return host_.AddPersistentPeer(address_, port_, sequencer_);
+}
+
+bool LedgerClient::OnConnected(const p2p::PeerInfo& info) {
+  if (info.node_id != sequencer_) return false;
+  peer_ = info.id;
+  sync_in_flight_ = false;
+  log_->info("connected to the ledger at {}; local height {}", info.address, chain_.height());
+  if (!halted_.ok()) return true;
+  v1::Envelope env;
+  env.mutable_subscribe_blocks()->set_from_height(chain_.height() + 1);
+  Status s = host_.Send(info.id, env);
+  if (!s.ok()) log_->warn("subscribe failed: {}", s.ToString());
+  sync_in_flight_ = true;  // the subscription answers with a catch-up batch
+  return true;
+}
+
+bool LedgerClient::OnDisconnected(const p2p::DisconnectEvent& ev) {
+  if (!peer_ || ev.id != *peer_) {
+    return ev.node_id.has_value() && *ev.node_id == sequencer_;
+  }
+  peer_.reset();
+  sync_in_flight_ = false;
+  log_->warn("ledger connection lost: {}", ev.reason.ToString());
+  FailPending("the ledger connection dropped before it answered");
+  return true;
+}
+
+void LedgerClient::FailPending(const std::string& why) {
+  auto pending = std::move(submits_);
+  submits_.clear();
+  for (auto& [id, done] : pending) {
+    SubmitOutcome out;
+    out.code = kUnavailable;
+    out.message = why;
+    done(out);
+  }
+}
+
+bool LedgerClient::OnMessage(p2p::PeerId peer, const v1::Envelope& env) {
+  if (!peer_ || peer != *peer_) return false;
+  switch (env.msg_case()) {
+    case v1::Envelope::kSubmitTxResult: {
+      const auto& r = env.submit_tx_result();
+      auto it = submits_.find(r.request_id());
+      if (it == submits_.end()) return true;
+      auto done = std::move(it->second);
+      submits_.erase(it);
+      SubmitOutcome out;
+      out.accepted = r.accepted();
+      if (r.tx_id().size() == 32) std::copy(r.tx_id().begin(), r.tx_id().end(), out.tx_id.begin());
+      out.code = r.code();
+      out.message = r.message();
+      done(out);
+      return true;
+    }
+    case v1::Envelope::kBlocks: {
+      sync_in_flight_ = false;
+      for (const auto& block : env.blocks().blocks()) {
+        if (!halted_.ok()) return true;
+        if (block.header().height() <= chain_.height()) continue;
+        ApplyBlock(block);
+      }
+      if (halted_.ok() && env.blocks().tip_height() > chain_.height()) RequestBlocks();
+      return true;
+    }
+    case v1::Envelope::kNewBlock: {
+      const auto& block = env.new_block().block();
+      uint64_t h = block.header().height();
+      if (!halted_.ok() || h <= chain_.height()) return true;
+      if (h == chain_.height() + 1 && !sync_in_flight_) {
+        ApplyBlock(block);
+      } else if (!sync_in_flight_) {
+        RequestBlocks();  // we missed a push
+      }
+      return true;
+    }
+    default:
+      log_->warn("unexpected message {} from the ledger", static_cast<int>(env.msg_case()));
+      return true;
+  }
+}
+
+void LedgerClient::RequestBlocks() {
+  if (!peer_ || sync_in_flight_) return;
+  v1::Envelope env;
+  env.mutable_get_blocks()->set_request_id(next_request_id_++);
+  env.mutable_get_blocks()->set_from_height(chain_.height() + 1);
+  Status s = host_.Send(*peer_, env);
+  if (!s.ok()) {
+    log_->warn("block request failed: {}", s.ToString());
+    return;
+  }
+  sync_in_flight_ = true;
+}
+
+void LedgerClient::ApplyBlock(const v1::Block& block) {
+  Status s = chain_.AcceptBlock(block);
+  if (!s.ok()) {
+    Halt(s);
+    return;
+  }
+  uint64_t h = block.header().height();
+  if (block.header().tx_count() > 0 || h % 100 == 0) {
+    log_->info("followed block {} ({} transaction(s)) state {}", h, block.header().tx_count(),
+               HexEncode(chain_.state_hash()));
+  }
+  if (!inclusion_waiters_.empty()) {
+    for (const auto& tx : block.transactions()) {
+      auto id = ledger::TransactionId(tx);
+      if (!id.ok()) continue;
+      auto [lo, hi] = inclusion_waiters_.equal_range(*id);
+      std::vector<std::function<void(uint64_t)>> ready;
+      for (auto it = lo; it != hi; ++it) ready.push_back(std::move(it->second));
+      inclusion_waiters_.erase(lo, hi);
+      for (auto& done : ready) done(h);
+    }
+  }
+  for (auto& observer : observers_) observer(block);
+}
+
+void LedgerClient::Halt(const Status& why) {
+  halted_ = why;
+  log_->critical(
+      "STOPPED FOLLOWING THE LEDGER at height {}: {}. The sequencer sent a block this node "
+      "cannot verify or re-execute; no further block will be applied. Investigate, then restart.",
+      chain_.height(), why.ToString());
+  if (peer_) {
+    Status s = host_.Disconnect(*peer_, "invalid block: " + why.message());
+    (void)s;
+  }
+  Status s = host_.RemovePersistentPeer(sequencer_);
+  (void)s;
+}
+
+void LedgerClient::Submit(const v1::Transaction& tx,
+                          std::function<void(const SubmitOutcome&)> done) {
+  if (!peer_) {
+    SubmitOutcome out;
+    out.code = kUnavailable;
+    out.message = "not connected to the ledger";
+    done(out);
+    return;
+  }
+  uint64_t id = next_request_id_++;
+  v1::Envelope env;
+  env.mutable_submit_tx()->set_request_id(id);
+  *env.mutable_submit_tx()->mutable_tx() = tx;
+  Status s = host_.Send(*peer_, env);
+  if (!s.ok()) {
+    SubmitOutcome out;
+    out.code = kUnavailable;
+    out.message = "cannot send to the ledger: " + s.message();
+    done(out);
+    return;
+  }
+  submits_.emplace(id, std::move(done));
+}
+
+void LedgerClient::WhenIncluded(const Hash32& tx_id, std::function<void(uint64_t height)> done) {
+  auto loc = chain_.FindTransaction(tx_id);
+  if (loc.ok() && loc->has_value()) {
+    done((*loc)->height());
+    return;
+  }
+  inclusion_waiters_.emplace(tx_id, std::move(done));
+}
+
+void LedgerClient::AddBlockObserver(std::function<void(const v1::Block&)> observer) {
+  observers_.push_back(std::move(observer));
+}
+
+}  // namespace tipd::node

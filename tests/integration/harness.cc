@@ -1,0 +1,187 @@
+#include "tests/integration/harness.h"
+
+#include <fstream>
+
+namespace tipd::testing {
+
+namespace {
+const char* kTipd = TIPD_BINARY;
+constexpr auto kStartTimeout = 30s;
+}  // namespace
+
+TestClient::TestClient(const std::filesystem::path& dir, const v1::GenesisParams& genesis,
+                       const crypto::PublicKey& sequencer, uint16_t ledger_port)
+    : identity_(crypto::KeyPair::Generate(crypto::SystemRng())) {
+  db_ = std::move(storage::Database::Open(dir).value());
+  chain_ =
+      std::move(ledger::Chain::Open(db_.get(), ledger::ValidateGenesis(genesis).value()).value());
+  p2p::HostOptions options;
+  options.chain_id = genesis.chain_id();
+  host_ = std::make_unique<p2p::Host>(io_, identity_, crypto::SystemRng(), options);
+  client_ =
+      std::make_unique<node::LedgerClient>(*host_, *chain_, sequencer, "127.0.0.1", ledger_port);
+  p2p::Callbacks cb;
+  cb.on_connected = [this](const p2p::PeerInfo& info) { client_->OnConnected(info); };
+  cb.on_disconnected = [this](const p2p::DisconnectEvent& ev) { client_->OnDisconnected(ev); };
+  cb.on_message = [this](p2p::PeerId peer, const v1::Envelope& env) {
+    client_->OnMessage(peer, env);
+  };
+  host_->SetCallbacks(std::move(cb));
+  EXPECT_TRUE(client_->Start().ok());
+}
+
+TestClient::~TestClient() {
+  host_->Shutdown();
+  client_.reset();
+  host_.reset();
+}
+
+bool TestClient::WaitConnected(std::chrono::milliseconds timeout) {
+  return RunUntil(
+      io_, [&] { return client_->connected(); }, timeout);
+}
+
+node::SubmitOutcome TestClient::SubmitAndWait(const v1::Transaction& tx,
+                                              std::chrono::milliseconds timeout) {
+  std::optional<node::SubmitOutcome> result;
+  client_->Submit(tx, [&](const node::SubmitOutcome& out) { result = out; });
+  if (!RunUntil(
+          io_, [&] { return result.has_value(); }, timeout)) {
+    node::SubmitOutcome none;
+    none.code = "TIMEOUT";
+    return none;
+  }
+  return *result;
+}
+
+uint64_t TestClient::SubmitAndInclude(const v1::Transaction& tx,
+                                      std::chrono::milliseconds timeout) {
+  node::SubmitOutcome out = SubmitAndWait(tx, timeout);
+  EXPECT_TRUE(out.accepted) << out.code << ": " << out.message;
+  if (!out.accepted) return 0;
+  uint64_t height = 0;
+  client_->WhenIncluded(out.tx_id, [&](uint64_t h) { height = h; });
+  EXPECT_TRUE(RunUntil(
+      io_, [&] { return height != 0; }, timeout))
+      << "never included";
+  return height;
+}
+
+bool TestClient::WaitHeight(uint64_t height, std::chrono::milliseconds timeout) {
+  return RunUntil(
+      io_, [&] { return chain_->height() >= height; }, timeout);
+}
+
+NetworkFixture::NetworkFixture() {
+  for (int i = 0; i < 4; ++i) accounts_.push_back({crypto::KeyPair::Generate(crypto::SystemRng())});
+  ledger_dir_ = dir_.path() / "ledger";
+}
+
+NetworkFixture::~NetworkFixture() {
+  for (auto& [name, p] : nodes_) {
+    p->Signal(SIGTERM);
+    p->Wait(10s);
+  }
+  if (ledger_) {
+    ledger_->Signal(SIGTERM);
+    ledger_->Wait(10s);
+  }
+  if (HasFailure()) {
+    std::fprintf(stderr, "logs kept under %s\n", dir_.path().c_str());
+    for (auto& [name, p] : nodes_)
+      std::fprintf(stderr, "--- %s\n%s\n", name.c_str(), p->Output().c_str());
+    if (ledger_) std::fprintf(stderr, "--- ledger\n%s\n", ledger_->Output().c_str());
+  }
+}
+
+void NetworkFixture::InitLedger(uint64_t block_interval_ms, uint64_t min_settle_timeout) {
+  ledger_port_ = FreeLoopbackPort();
+  std::vector<std::string> argv = {kTipd,
+                                   "ledger",
+                                   "init",
+                                   "--datadir",
+                                   ledger_dir_.string(),
+                                   "--chain-id",
+                                   "tipd-itest",
+                                   "--block-interval-ms",
+                                   std::to_string(block_interval_ms),
+                                   "--min-settle-timeout",
+                                   std::to_string(min_settle_timeout),
+                                   "--listen",
+                                   "127.0.0.1:" + std::to_string(ledger_port_)};
+  for (const auto& a : accounts_) {
+    argv.push_back("--fund");
+    argv.push_back(HexEncode(a.key.XOnly()) + "=1000000");
+  }
+  std::string error;
+  auto init = Process::Start(argv, dir_.path() / "ledger-init.log", &error);
+  ASSERT_TRUE(init) << error;
+  ASSERT_EQ(init->Wait(kStartTimeout), 0) << init->Output();
+  auto g = ledger::LoadGenesisFile(ledger_dir_ / "genesis.json");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  genesis_ = *g;
+  Bytes node_id = {0x02};
+  node_id.insert(node_id.end(), genesis_.sequencer_key().begin(), genesis_.sequencer_key().end());
+  sequencer_ = crypto::PublicKey::Parse(node_id).value();
+  std::string out = init->Output();
+  EXPECT_NE(out.find(sequencer_.Hex()), std::string::npos) << "init prints the ledger node id";
+}
+
+void NetworkFixture::StartLedger(const std::vector<std::string>& extra) {
+  std::vector<std::string> argv = {kTipd, "ledger", "--datadir", ledger_dir_.string()};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  std::string error;
+  ledger_ = Process::Start(argv, dir_.path() / "ledger.log", &error);
+  ASSERT_TRUE(ledger_) << error;
+  ASSERT_TRUE(ledger_->WaitForOutput("listening on", kStartTimeout)) << ledger_->Output();
+}
+
+void NetworkFixture::StopLedger(int signo) {
+  ledger_->Signal(signo);
+  auto code = ledger_->Wait(kStartTimeout);
+  ASSERT_TRUE(code.has_value());
+  if (signo == SIGTERM) {
+    EXPECT_EQ(*code, 0) << ledger_->Output();
+  }
+  ledger_.reset();
+}
+
+Process* NetworkFixture::StartNode(const std::string& name) {
+  auto dir = NodeDir(name);
+  std::filesystem::create_directories(dir);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all);
+  if (!std::filesystem::exists(dir / "genesis.json")) {
+    std::filesystem::copy_file(ledger_dir_ / "genesis.json", dir / "genesis.json");
+  }
+  std::vector<std::string> argv = {
+      kTipd,       "node",
+      "--datadir", dir.string(),
+      "--listen",  "127.0.0.1:" + std::to_string(FreeLoopbackPort()),
+      "--ledger",  "127.0.0.1:" + std::to_string(ledger_port_) + "@" + sequencer_.Hex()};
+  std::string error;
+  auto p = Process::Start(argv, dir_.path() / (name + ".log"), &error);
+  EXPECT_TRUE(p) << error;
+  if (!p) return nullptr;
+  EXPECT_TRUE(p->WaitForOutput("listening on", kStartTimeout)) << p->Output();
+  Process* raw = p.get();
+  nodes_[name] = std::move(p);
+  return raw;
+}
+
+std::unique_ptr<TestClient> NetworkFixture::Client(const std::string& name) {
+  return std::make_unique<TestClient>(dir_.path() / name, genesis_, sequencer_, ledger_port_);
+}
+
+v1::Transaction NetworkFixture::Transfer(Account& from, const Account& to, uint64_t amount) {
+  v1::Transaction tx;
+  tx.set_chain_id(genesis_.chain_id());
+  tx.set_signer(Str(from.key.XOnly()));
+  tx.set_nonce(from.nonce++);
+  tx.set_fee(genesis_.fee_per_tx());
+  tx.mutable_transfer()->set_to(Str(to.key.XOnly()));
+  tx.mutable_transfer()->set_amount(amount);
+  EXPECT_TRUE(ledger::SignTransaction(&tx, from.key, crypto::SystemRng()).ok());
+  return tx;
+}
+
+}  // namespace tipd::testing
