@@ -1,0 +1,196 @@
+// The node's HTTP/1.1 JSON API server (docs/api.md), on Boost.Beast.
+//
+// An RpcServer listens (loopback by default), parses requests with size and
+// time limits, routes them by method and path pattern, checks the bearer
+// token and the route's scope, and hands a parsed `ApiRequest` to the route's
+// handler. A handler answers at once (returning an ApiResponse) or later
+// through a `Responder` (e.g. POST /v1/tips answers once the tip is acked),
+// or turns the response into a Server-Sent Events stream (`EventStream`, for
+// GET /v1/events). Beast stays inside rpc_server.cc.
+//
+// Threading contract: an RpcServer is driven by the caller's io_context and
+// is not thread-safe. Construct it, register routes, Listen, Stop and
+// destroy it on the one thread that runs the io_context (or while no thread
+// runs it). Handlers run on that thread, from inside io_context::run().
+// Responder and EventStream methods must be called on that thread too; other
+// threads hand work in with boost::asio::post(io, ...). The io_context must
+// outlive the server. A Responder or EventStream may outlive the server;
+// after Stop its calls do nothing.
+//
+// Per connection: requests are read one at a time (no pipelining overlap),
+// each within `read_timeout` (headers + body; also the keep-alive idle time),
+// else the connection is closed. While a handler has not answered, no
+// timeout applies: the handler owns that wait.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "node/auth.h"
+#include "node/lifecycle.h"
+#include "util/status.h"
+
+namespace boost::asio {
+class io_context;
+}  // namespace boost::asio
+
+namespace google::protobuf {
+class Message;
+}  // namespace google::protobuf
+
+namespace tipd::node {
+
+class MetricsRegistry;
+
+struct RpcLimits {
+  size_t max_body_bytes = 64 * 1024;   // larger: 413
+  size_t max_header_bytes = 8 * 1024;  // larger: 431
+  std::chrono::milliseconds read_timeout{15'000};
+  std::chrono::milliseconds write_timeout{15'000};  // one response write
+  size_t max_connections = 256;                     // more: answered 503 and closed
+  // An event stream whose unsent data exceeds this is closed (slow reader).
+  size_t max_stream_buffer_bytes = 1 << 20;
+};
+
+enum class HttpMethod { kGet, kPost, kPut, kDelete, kPatch };
+const char* HttpMethodName(HttpMethod m);
+
+// A JSON (or other) response. Errors use ApiResponse::Error.
+struct ApiResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers
+
+  // `message` rendered with the API JSON options (see ToJson).
+  static ApiResponse Json(const google::protobuf::Message& message, int status = 200);
+  // {"code": code, "message": message} with `status`.
+  static ApiResponse Error(int status, std::string_view code, std::string_view message);
+  // Maps a Status: kInvalidArgument 400 invalid_argument, kNotFound 404
+  // not_found, kAlreadyExists 409 already_exists, kFailedPrecondition 409
+  // failed_precondition, kPermissionDenied 403 permission_denied,
+  // kResourceExhausted 429 resource_exhausted, kUnavailable 503 unavailable,
+  // kCorruption/kIOError/kInternal 500 internal. REQUIRES: !status.ok().
+  static ApiResponse FromStatus(const Status& status);
+  static ApiResponse Text(int status, std::string_view content_type, std::string body);
+};
+
+struct ApiRequest {
+  HttpMethod method = HttpMethod::kGet;
+  std::string target;                          // as sent, e.g. /v1/tips?limit=5
+  std::string path;                            // percent-decoded, no query
+  std::map<std::string, std::string> params;   // from {name} segments, decoded
+  std::map<std::string, std::string> query;    // decoded; last value wins
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+  std::optional<TokenClaims> token;  // set on every authenticated route
+  std::string remote;                // "ip:port" of the client
+
+  // The header's value or "" (name in lower case).
+  const std::string& Header(const std::string& lower_name) const;
+};
+
+// Parses a JSON request body into `out` with protobuf's JSON mapping. An
+// empty body reads as {}. Unknown fields are rejected. kInvalidArgument
+// "invalid JSON for tipd.v1.TipRequest: <parser's reason>".
+Status ParseJson(std::string_view json, google::protobuf::Message* out);
+// Renders with proto field names kept, primitive fields printed even when
+// zero, 64-bit integers as strings (protobuf's JSON mapping).
+std::string ToJson(const google::protobuf::Message& message);
+
+// A long-lived `text/event-stream` response. Writes are queued and sent in
+// order. Once the client disconnects (or Close is called, or the buffer
+// limit is hit) `closed()` turns true, later sends return false, and the
+// on_close callback runs once (on the io thread).
+class EventStream {
+ public:
+  virtual ~EventStream() = default;
+  // Sends one event: `id:` (omitted if empty), `event:` (omitted if empty)
+  // and `data:` (one `data:` line per line of `data`), then a blank line.
+  // Returns false if the stream is closed.
+  virtual bool Send(std::string_view id, std::string_view event, std::string_view data) = 0;
+  // Sends `: text` (a comment; keeps proxies from timing out idle streams).
+  virtual bool SendComment(std::string_view text) = 0;
+  virtual bool closed() const = 0;
+  // Replaces the close callback; runs at once (synchronously) if already
+  // closed.
+  virtual void OnClose(std::function<void()> on_close) = 0;
+  // Flushes nothing more; closes the connection.
+  virtual void Close() = 0;
+};
+
+// The answer channel of one request. Copyable handle; the first Send (or
+// StartEventStream) wins and later calls do nothing. If every copy is
+// destroyed without an answer, the client gets 500 "handler did not answer".
+class Responder {
+ public:
+  void Send(ApiResponse response) const;
+  // Answers 200 with `Content-Type: text/event-stream` and returns the
+  // stream; nullptr if an answer was already given or the connection is
+  // gone.
+  std::shared_ptr<EventStream> StartEventStream() const;
+  bool answered() const;
+
+  struct State;  // defined in rpc_server.cc
+  explicit Responder(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+// Which token a route needs. A route with kPublic needs none (use sparingly:
+// DESIGN.md requires a token on every RPC call).
+struct RouteAuth {
+  static RouteAuth Public() { return RouteAuth{true, Scope::kRead}; }
+  static RouteAuth Needs(Scope s) { return RouteAuth{false, s}; }
+  bool is_public = false;
+  Scope scope = Scope::kRead;
+};
+
+using SyncHandler = std::function<ApiResponse(const ApiRequest&)>;
+using AsyncHandler = std::function<void(ApiRequest request, Responder responder)>;
+
+class RpcServer {
+ public:
+  // `authority` verifies tokens, `clock` supplies now for expiry. `metrics`
+  // (optional) gets tipd_rpc_requests_total{route,code} and
+  // tipd_rpc_request_duration_seconds{route}. All must outlive the server.
+  RpcServer(boost::asio::io_context& io, const TokenAuthority& authority, const Clock& clock,
+            RpcLimits limits = {}, MetricsRegistry* metrics = nullptr);
+  ~RpcServer();  // Stop()s.
+  RpcServer(const RpcServer&) = delete;
+  RpcServer& operator=(const RpcServer&) = delete;
+
+  // Registers a route. `pattern` is a path whose segments are literals or
+  // `{name}` captures (a non-empty segment), e.g. "/v1/channels/{id}/close".
+  // On a path several patterns match, the one with more literal segments
+  // wins. Register before Listen.
+  void Handle(HttpMethod method, std::string_view pattern, RouteAuth auth, SyncHandler handler);
+  void HandleAsync(HttpMethod method, std::string_view pattern, RouteAuth auth,
+                   AsyncHandler handler);
+
+  // Binds and starts accepting; returns the bound port (pass 0 for any free
+  // port). kInvalidArgument for a bad host, kUnavailable if the address is
+  // in use or cannot be bound. REQUIRES: called at most once.
+  Result<uint16_t> Listen(const std::string& host, uint16_t port);
+  // Stops accepting and closes every connection and event stream.
+  // Idempotent.
+  void Stop();
+
+  size_t connection_count() const;
+
+  struct Shared;  // defined in rpc_server.cc
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
+
+}  // namespace tipd::node
