@@ -1,0 +1,526 @@
+#include "node/rpc_server.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "node/metrics.h"
+#include "storage/storage.h"
+#include "tests/support/test_support.h"
+#include "tipd/api.pb.h"
+
+namespace tipd::node {
+namespace {
+
+namespace net = boost::asio;
+namespace http = boost::beast::http;
+using tcp = net::ip::tcp;
+
+// A blocking test client; every read gives up after 10 s so a bug fails the
+// test instead of hanging it.
+class Client {
+ public:
+  explicit Client(uint16_t port) : sock_(io_) {
+    boost::system::error_code ec;
+    sock_.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port), ec);
+    EXPECT_FALSE(ec) << ec.message();
+    timeval tv{10, 0};
+    ::setsockopt(sock_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  http::response<http::string_body> Do(http::verb verb, const std::string& target,
+                                       const std::string& token = "",
+                                       const std::string& body = "") {
+    http::request<http::string_body> req(verb, target, 11);
+    req.set(http::field::host, "127.0.0.1");
+    if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+    if (!body.empty() || verb == http::verb::post) {
+      req.set(http::field::content_type, "application/json");
+      req.body() = body;
+    }
+    req.prepare_payload();
+    boost::system::error_code ec;
+    http::write(sock_, req, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    return Read();
+  }
+  http::response<http::string_body> Read() {
+    http::response<http::string_body> res;
+    boost::system::error_code ec;
+    http::read(sock_, buf_, res, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    return res;
+  }
+  void WriteRaw(const std::string& s) {
+    boost::system::error_code ec;
+    net::write(sock_, net::buffer(s), ec);
+    EXPECT_FALSE(ec) << ec.message();
+  }
+  // Reads until the server closes; returns what arrived and whether the
+  // close came before the 10 s receive deadline.
+  bool ReadUntilClosed(std::string* got = nullptr) {
+    char tmp[4096];
+    while (true) {
+      boost::system::error_code ec;
+      size_t n = sock_.read_some(net::buffer(tmp), ec);
+      if (got) got->append(tmp, n);
+      if (ec == net::error::eof || ec == net::error::connection_reset) return true;
+      if (ec) return false;  // timed out
+    }
+  }
+  std::string ReadLine() {
+    boost::system::error_code ec;
+    size_t n = net::read_until(sock_, sbuf_, "\n", ec);
+    EXPECT_FALSE(ec) << ec.message();
+    std::string line(net::buffers_begin(sbuf_.data()), net::buffers_begin(sbuf_.data()) + n);
+    sbuf_.consume(n);
+    return line;
+  }
+  void Close() {
+    boost::system::error_code ec;
+    sock_.shutdown(tcp::socket::shutdown_both, ec);
+    sock_.close(ec);
+  }
+
+ private:
+  net::io_context io_;
+  tcp::socket sock_;
+  boost::beast::flat_buffer buf_;
+  net::streambuf sbuf_;
+};
+
+std::string ErrorCode(const std::string& json) {
+  tipd::v1::ApiError e;
+  EXPECT_TRUE(ParseJson(json, &e).ok()) << json;
+  return e.code();
+}
+std::string ErrorMessage(const std::string& json) {
+  tipd::v1::ApiError e;
+  EXPECT_TRUE(ParseJson(json, &e).ok()) << json;
+  return e.message();
+}
+
+constexpr uint32_t kRead = static_cast<uint32_t>(Scope::kRead);
+constexpr uint32_t kTip = static_cast<uint32_t>(Scope::kTip);
+
+class RpcServerTest : public ::testing::Test {
+ protected:
+  RpcServerTest() : authority_(MakeKey()) {}
+  static crypto::Key32 MakeKey() {
+    crypto::Key32 k;
+    k.fill(0x42);
+    return k;
+  }
+  // Registers the test routes, listens and starts the io thread.
+  void Start(RpcLimits limits = {}) {
+    server_ = std::make_unique<RpcServer>(io_, authority_, clock_, limits, &metrics_);
+    server_->Handle(HttpMethod::kGet, "/v1/channels/{id}", RouteAuth::Needs(Scope::kRead),
+                    [](const ApiRequest& r) {
+                      tipd::v1::ChannelApi c;
+                      c.set_channel_id(r.params.at("id"));
+                      c.set_state(r.query.count("state") ? r.query.at("state") : "");
+                      return ApiResponse::Json(c);
+                    });
+    server_->Handle(
+        HttpMethod::kGet, "/v1/channels/summary", RouteAuth::Needs(Scope::kRead),
+        [](const ApiRequest&) { return ApiResponse::Text(200, "text/plain", "summary"); });
+    server_->Handle(HttpMethod::kPost, "/v1/channels/{id}/close", RouteAuth::Needs(Scope::kAdmin),
+                    [](const ApiRequest& r) {
+                      tipd::v1::CloseChannelRequest req;
+                      Status s = ParseJson(r.body, &req);
+                      if (!s.ok()) return ApiResponse::FromStatus(s);
+                      tipd::v1::CloseChannelResponse resp;
+                      resp.mutable_channel()->set_channel_id(r.params.at("id"));
+                      resp.mutable_channel()->set_state(req.force() ? "force" : "coop");
+                      return ApiResponse::Json(resp);
+                    });
+    server_->Handle(HttpMethod::kPost, "/v1/tips/echo", RouteAuth::Needs(Scope::kTip),
+                    [](const ApiRequest& r) {
+                      tipd::v1::TipRequest req;
+                      Status s = ParseJson(r.body, &req);
+                      if (!s.ok()) return ApiResponse::FromStatus(s);
+                      return ApiResponse::Json(req);
+                    });
+    server_->Handle(HttpMethod::kGet, "/health", RouteAuth::Public(),
+                    [](const ApiRequest&) { return ApiResponse::Text(200, "text/plain", "ok"); });
+    server_->Handle(HttpMethod::kGet, "/boom", RouteAuth::Public(),
+                    [](const ApiRequest&) -> ApiResponse { throw std::runtime_error("boom"); });
+    server_->Handle(HttpMethod::kGet, "/metrics", RouteAuth::Needs(Scope::kRead),
+                    [this](const ApiRequest&) {
+                      return ApiResponse::Text(200, kMetricsContentType, metrics_.Render());
+                    });
+    server_->HandleAsync(HttpMethod::kPost, "/v1/later", RouteAuth::Public(),
+                         [this](ApiRequest, Responder r) {
+                           std::lock_guard<std::mutex> l(mu_);
+                           pending_.push_back(std::move(r));
+                           cv_.notify_all();
+                         });
+    server_->HandleAsync(HttpMethod::kGet, "/v1/drop", RouteAuth::Public(),
+                         [](ApiRequest, Responder) {});
+    server_->HandleAsync(HttpMethod::kGet, "/v1/events", RouteAuth::Needs(Scope::kRead),
+                         [this](ApiRequest, Responder r) {
+                           auto s = r.StartEventStream();
+                           ASSERT_NE(s, nullptr);
+                           s->OnClose([this] {
+                             std::lock_guard<std::mutex> l(mu_);
+                             stream_closed_ = true;
+                             cv_.notify_all();
+                           });
+                           std::lock_guard<std::mutex> l(mu_);
+                           stream_ = s;
+                           cv_.notify_all();
+                         });
+    AddRoutes();
+    auto port = server_->Listen("127.0.0.1", 0);
+    ASSERT_TRUE(port.ok()) << port.status().ToString();
+    port_ = *port;
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  virtual void AddRoutes() {}
+
+  void TearDown() override {
+    if (thread_.joinable()) {
+      net::post(io_, [this] {
+        pending_.clear();
+        stream_.reset();
+        server_->Stop();
+      });
+      guard_.reset();
+      thread_.join();
+    }
+  }
+  // Runs `f` on the io thread and waits for it.
+  template <class F>
+  void OnIo(F f) {
+    std::promise<void> done;
+    net::post(io_, [&] {
+      f();
+      done.set_value();
+    });
+    ASSERT_EQ(done.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  }
+  template <class Pred>
+  bool WaitFor(Pred p) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, std::chrono::seconds(10), p);
+  }
+
+  std::string Token(uint32_t scopes, uint64_t expires = 0, uint64_t cap = 0) {
+    return authority_.Issue(TokenAuthority::NewClaims(scopes, expires, cap, crypto::SystemRng()));
+  }
+
+  net::io_context io_;
+  net::executor_work_guard<net::io_context::executor_type> guard_{io_.get_executor()};
+  TokenAuthority authority_;
+  ManualClock clock_{1'700'000'000'000};
+  MetricsRegistry metrics_;
+  std::unique_ptr<RpcServer> server_;
+  uint16_t port_ = 0;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Responder> pending_;
+  std::shared_ptr<EventStream> stream_;
+  bool stream_closed_ = false;
+};
+
+TEST_F(RpcServerTest, RoutesWithParamsQueryAndLiteralPrecedence) {
+  Start();
+  Client c(port_);
+  const std::string tok = Token(kRead);
+  auto res = c.Do(http::verb::get, "/v1/channels/ab%2Fcd?state=open+now", tok);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res[http::field::content_type], "application/json");
+  tipd::v1::ChannelApi ch;
+  ASSERT_TRUE(ParseJson(res.body(), &ch).ok()) << res.body();
+  EXPECT_EQ(ch.channel_id(), "ab/cd");
+  EXPECT_EQ(ch.state(), "open now");
+  // JSON keeps proto names and prints uint64 as strings.
+  EXPECT_NE(res.body().find("\"deposit_local\":\"0\""), std::string::npos) << res.body();
+  // Same connection (keep-alive): the literal route beats {id}.
+  res = c.Do(http::verb::get, "/v1/channels/summary", tok);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "summary");
+  res = c.Do(http::verb::post, "/v1/channels/xyz/close", Token(kAllScopes), "{\"force\": true}");
+  EXPECT_EQ(res.result_int(), 200) << res.body();
+  EXPECT_NE(res.body().find("\"state\":\"force\""), std::string::npos) << res.body();
+}
+
+TEST_F(RpcServerTest, UnknownRouteWrongMethodAndTooLarge) {
+  RpcLimits limits;
+  limits.max_body_bytes = 1024;
+  limits.max_header_bytes = 2048;
+  Start(limits);
+  {
+    Client c(port_);
+    auto res = c.Do(http::verb::get, "/v1/nope", Token(kRead));
+    EXPECT_EQ(res.result_int(), 404);
+    EXPECT_EQ(ErrorCode(res.body()), "not_found");
+    EXPECT_EQ(ErrorMessage(res.body()), "no API endpoint at /v1/nope");
+    res = c.Do(http::verb::delete_, "/v1/channels/abc", Token(kRead));
+    EXPECT_EQ(res.result_int(), 405);
+    EXPECT_EQ(ErrorCode(res.body()), "method_not_allowed");
+    EXPECT_EQ(res[http::field::allow], "GET");
+  }
+  {
+    Client c(port_);
+    auto res = c.Do(http::verb::post, "/v1/tips/echo", Token(kTip), std::string(5000, 'x'));
+    EXPECT_EQ(res.result_int(), 413);
+    EXPECT_EQ(ErrorCode(res.body()), "payload_too_large");
+    EXPECT_TRUE(c.ReadUntilClosed());
+  }
+  {
+    Client c(port_);
+    c.WriteRaw("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'a') + "\r\n\r\n");
+    auto res = c.Read();
+    EXPECT_EQ(res.result_int(), 431);
+    EXPECT_EQ(ErrorCode(res.body()), "header_too_large");
+  }
+  {
+    Client c(port_);
+    c.WriteRaw("NOT A REQUEST\r\n\r\n");
+    auto res = c.Read();
+    EXPECT_EQ(res.result_int(), 400);
+  }
+  {
+    Client c(port_);
+    auto res = c.Do(http::verb::get, "/boom");
+    EXPECT_EQ(res.result_int(), 500);
+    EXPECT_EQ(ErrorCode(res.body()), "internal");
+  }
+}
+
+TEST_F(RpcServerTest, BadJsonIsA400NamingTheProblem) {
+  Start();
+  Client c(port_);
+  const std::string tok = Token(kTip);
+  auto res = c.Do(http::verb::post, "/v1/tips/echo", tok, "{\"amount\": \"5\", \"bogus\": 1}");
+  EXPECT_EQ(res.result_int(), 400);
+  EXPECT_EQ(ErrorCode(res.body()), "invalid_argument");
+  EXPECT_NE(ErrorMessage(res.body()).find("bogus"), std::string::npos) << res.body();
+  EXPECT_NE(ErrorMessage(res.body()).find("tipd.v1.TipRequest"), std::string::npos);
+  res = c.Do(http::verb::post, "/v1/tips/echo", tok, "{\"amount\": ");
+  EXPECT_EQ(res.result_int(), 400);
+  res = c.Do(http::verb::post, "/v1/tips/echo", tok, "{\"amount\": \"many\"}");
+  EXPECT_EQ(res.result_int(), 400);
+  EXPECT_NE(ErrorMessage(res.body()).find("amount"), std::string::npos) << res.body();
+  res =
+      c.Do(http::verb::post, "/v1/tips/echo", tok,
+           "{\"amount\": \"5\", \"metadata\": {\"app_name\": \"x\"}, \"idempotency_key\": \"k\"}");
+  EXPECT_EQ(res.result_int(), 200) << res.body();
+  tipd::v1::TipRequest echoed;
+  ASSERT_TRUE(ParseJson(res.body(), &echoed).ok());
+  EXPECT_EQ(echoed.amount(), 5u);
+  EXPECT_EQ(echoed.metadata().at("app_name"), "x");
+}
+
+TEST_F(RpcServerTest, AuthStatuses) {
+  Start();
+  Client c(port_);
+  auto res = c.Do(http::verb::get, "/v1/channels/a");
+  EXPECT_EQ(res.result_int(), 401);
+  EXPECT_EQ(ErrorCode(res.body()), "unauthenticated");
+  EXPECT_EQ(res[http::field::www_authenticate], "Bearer realm=\"tipd\"");
+  res = c.Do(http::verb::get, "/v1/channels/a", "tipd1_nothex");
+  EXPECT_EQ(res.result_int(), 401);
+  EXPECT_NE(ErrorMessage(res.body()).find("malformed"), std::string::npos);
+  crypto::Key32 other;
+  other.fill(1);
+  res = c.Do(
+      http::verb::get, "/v1/channels/a",
+      TokenAuthority(other).Issue(TokenAuthority::NewClaims(kRead, 0, 0, crypto::SystemRng())));
+  EXPECT_EQ(res.result_int(), 401);
+  EXPECT_NE(ErrorMessage(res.body()).find("does not verify"), std::string::npos);
+  const std::string short_lived = Token(kRead, clock_.NowMs() + 1000);
+  res = c.Do(http::verb::get, "/v1/channels/a", short_lived);
+  EXPECT_EQ(res.result_int(), 200);
+  clock_.AdvanceMs(1000);
+  res = c.Do(http::verb::get, "/v1/channels/a", short_lived);
+  EXPECT_EQ(res.result_int(), 401);
+  EXPECT_NE(ErrorMessage(res.body()).find("expired"), std::string::npos);
+  res = c.Do(http::verb::post, "/v1/channels/a/close", Token(kRead | kTip), "{}");
+  EXPECT_EQ(res.result_int(), 403);
+  EXPECT_EQ(ErrorCode(res.body()), "permission_denied");
+  EXPECT_EQ(ErrorMessage(res.body()), "token lacks scope 'admin' (it has: read,tip)");
+  res = c.Do(http::verb::get, "/health");
+  EXPECT_EQ(res.result_int(), 200);  // public route
+  res = c.Do(http::verb::get, "/metrics", Token(kRead));
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_NE(res.body().find("tipd_rpc_requests_total{route=\"/v1/channels/{id}\",code=\"401\"} 4"),
+            std::string::npos)
+      << res.body();
+}
+
+TEST_F(RpcServerTest, AsyncResponderAnswersLaterAndDroppedOneIs500) {
+  Start();
+  Client c(port_);
+  auto fut =
+      std::async(std::launch::async, [&] { return c.Do(http::verb::post, "/v1/later", "", "{}"); });
+  ASSERT_TRUE(WaitFor([&] { return pending_.size() == 1; }));
+  OnIo([&] {
+    tipd::v1::ApiError e;
+    e.set_code("done");
+    pending_[0].Send(ApiResponse::Json(e, 202));
+    pending_[0].Send(ApiResponse::Json(e, 200));  // second answer ignored
+    EXPECT_TRUE(pending_[0].answered());
+  });
+  auto res = fut.get();
+  EXPECT_EQ(res.result_int(), 202);
+  EXPECT_EQ(ErrorCode(res.body()), "done");
+  res = c.Do(http::verb::get, "/v1/drop");
+  EXPECT_EQ(res.result_int(), 500);
+  EXPECT_EQ(ErrorMessage(res.body()), "handler did not answer");
+}
+
+TEST_F(RpcServerTest, SlowClientTimesOut) {
+  RpcLimits limits;
+  limits.read_timeout = std::chrono::milliseconds(200);
+  Start(limits);
+  Client c(port_);
+  c.WriteRaw("GET /health HTTP/1.1\r\nHost: x\r\n");  // never finishes the header
+  EXPECT_TRUE(c.ReadUntilClosed());                   // closed well before 10 s
+  Client idle(port_);
+  auto res = idle.Do(http::verb::get, "/health");
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_TRUE(idle.ReadUntilClosed());  // keep-alive idle also times out
+}
+
+TEST_F(RpcServerTest, ConnectionLimitAnswers503) {
+  RpcLimits limits;
+  limits.max_connections = 1;
+  Start(limits);
+  Client first(port_);
+  EXPECT_EQ(first.Do(http::verb::get, "/health").result_int(), 200);
+  Client second(port_);
+  auto res = second.Read();
+  EXPECT_EQ(res.result_int(), 503);
+  EXPECT_EQ(ErrorCode(res.body()), "unavailable");
+}
+
+TEST_F(RpcServerTest, EventStreamDeliversInOrderAndDetectsDisconnect) {
+  Start();
+  Client c(port_);
+  c.WriteRaw("GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + Token(kRead) +
+             "\r\n\r\n");
+  ASSERT_TRUE(WaitFor([&] { return stream_ != nullptr; }));
+  EXPECT_EQ(c.ReadLine(), "HTTP/1.1 200 OK\r\n");
+  bool saw_type = false;
+  for (std::string line = c.ReadLine(); line != "\r\n"; line = c.ReadLine()) {
+    if (line == "Content-Type: text/event-stream\r\n") saw_type = true;
+  }
+  EXPECT_TRUE(saw_type);
+  OnIo([&] {
+    for (int i = 1; i <= 20; ++i) {
+      EXPECT_TRUE(
+          stream_->Send(std::to_string(i), "tip_received", "{\"n\":" + std::to_string(i) + "}"));
+    }
+    EXPECT_TRUE(stream_->Send("", "", "two\nlines"));
+  });
+  for (int i = 1; i <= 20; ++i) {
+    EXPECT_EQ(c.ReadLine(), "id: " + std::to_string(i) + "\n");
+    EXPECT_EQ(c.ReadLine(), "event: tip_received\n");
+    EXPECT_EQ(c.ReadLine(), "data: {\"n\":" + std::to_string(i) + "}\n");
+    EXPECT_EQ(c.ReadLine(), "\n");
+  }
+  EXPECT_EQ(c.ReadLine(), "data: two\n");
+  EXPECT_EQ(c.ReadLine(), "data: lines\n");
+  EXPECT_EQ(c.ReadLine(), "\n");
+  c.Close();
+  ASSERT_TRUE(WaitFor([&] { return stream_closed_; }));
+  OnIo([&] {
+    EXPECT_TRUE(stream_->closed());
+    EXPECT_FALSE(stream_->Send("21", "x", "y"));
+  });
+}
+
+// Spending cap through the API: many concurrent requests each reserve, the
+// handler answers later (as POST /v1/tips will), and the total never passes
+// the cap, also after a restart of the limiter.
+class SpendRpcTest : public RpcServerTest {
+ protected:
+  void AddRoutes() override {
+    auto db = storage::Database::Open(dir_.path() / "db");
+    ASSERT_TRUE(db.ok());
+    db_ = std::move(*db);
+    limiter_ = std::make_unique<SpendLimiter>(db_.get(), clock_);
+    server_->HandleAsync(HttpMethod::kPost, "/v1/spend", RouteAuth::Needs(Scope::kTip),
+                         [this](ApiRequest req, Responder r) {
+                           tipd::v1::TipRequest tip;
+                           Status s = ParseJson(req.body, &tip);
+                           if (!s.ok()) return r.Send(ApiResponse::FromStatus(s));
+                           auto res = limiter_->Reserve(*req.token, tip.amount());
+                           if (!res.ok()) return r.Send(ApiResponse::FromStatus(res.status()));
+                           // Complete on a later turn of the loop, so reservations overlap.
+                           auto held = std::make_shared<Reservation>(std::move(*res));
+                           net::post(io_, [this, held, r] {
+                             Status c = limiter_->Commit(std::move(*held));
+                             r.Send(c.ok() ? ApiResponse::Text(200, "application/json", "{}")
+                                           : ApiResponse::FromStatus(c));
+                           });
+                         });
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<storage::Database> db_;
+  std::unique_ptr<SpendLimiter> limiter_;
+};
+
+TEST_F(SpendRpcTest, ConcurrentRequestsNeverExceedCap) {
+  Start();
+  TokenClaims claims = TokenAuthority::NewClaims(kTip, 0, 100, crypto::SystemRng());
+  const std::string tok = authority_.Issue(claims);
+  std::atomic<int> ok{0}, capped{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 16; ++t) {
+    threads.emplace_back([&] {
+      Client c(port_);
+      for (int i = 0; i < 3; ++i) {
+        auto res = c.Do(http::verb::post, "/v1/spend", tok, "{\"amount\": \"9\"}");
+        if (res.result_int() == 200) {
+          ++ok;
+        } else {
+          EXPECT_EQ(res.result_int(), 429) << res.body();
+          EXPECT_EQ(ErrorCode(res.body()), "resource_exhausted");
+          ++capped;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 11);  // 11 * 9 = 99 <= 100 < 108
+  EXPECT_EQ(capped.load(), 48 - 11);
+  OnIo([&] {
+    EXPECT_EQ(limiter_->SpentToday(claims.id).value(), 99u);
+    // Restart: a new limiter on the same database remembers the day.
+    limiter_ = std::make_unique<SpendLimiter>(db_.get(), clock_);
+    EXPECT_EQ(limiter_->SpentToday(claims.id).value(), 99u);
+  });
+  Client c(port_);
+  EXPECT_EQ(c.Do(http::verb::post, "/v1/spend", tok, "{\"amount\": \"2\"}").result_int(), 429);
+  EXPECT_EQ(c.Do(http::verb::post, "/v1/spend", tok, "{\"amount\": \"1\"}").result_int(), 200);
+}
+
+TEST(ApiResponseTest, StatusMapping) {
+  EXPECT_EQ(ApiResponse::FromStatus(Status::InvalidArgument("x")).status, 400);
+  EXPECT_EQ(ApiResponse::FromStatus(Status::NotFound("x")).status, 404);
+  EXPECT_EQ(ApiResponse::FromStatus(Status::FailedPrecondition("x")).status, 409);
+  EXPECT_EQ(ApiResponse::FromStatus(Status::ResourceExhausted("x")).status, 429);
+  EXPECT_EQ(ApiResponse::FromStatus(Status::IOError("x")).status, 500);
+  EXPECT_EQ(ApiResponse::Error(404, "not_found", "m").body,
+            "{\"code\":\"not_found\",\"message\":\"m\"}");
+}
+
+}  // namespace
+}  // namespace tipd::node
