@@ -503,6 +503,7 @@ v1::Reestablish Channel::MakeReestablish() const {
   r.set_received_tips_root(received_.tips_root());
   if (received_.nonce() > 0) *r.mutable_received_proof() = received_;
   r.set_acked_received_nonce(sent_ack_ ? sent_ack_->nonce() : 0);
+  r.set_received_tip_count(received_tip_count_);
   return r;
 }
 

@@ -116,7 +116,9 @@ TEST(Reestablish, SenderRestartedBehindAdoptsItsOwnSignedProof) {
   EXPECT_EQ(a.Snapshot().sent_nonce, 1u);
   ASSERT_TRUE(a.QueueTip(Draft(1)).ok());  // queued while reconnecting
 
-  auto plan_a = a.OnPeerReestablish(pair.b.MakeReestablish(), b_view.received_tip_count);
+  v1::Reestablish from_b = pair.b.MakeReestablish();
+  EXPECT_EQ(from_b.received_tip_count(), 4u) << "the tip count travels in the message";
+  auto plan_a = a.OnPeerReestablish(from_b, from_b.received_tip_count());
   ASSERT_TRUE(plan_a.ok()) << plan_a.error().ToString();
   EXPECT_TRUE(plan_a->adopted_own_proof);
   EXPECT_TRUE(plan_a->resend.empty());
