@@ -9,25 +9,8 @@ namespace {
 using storage::Direction;
 using storage::EscapeKey;
 
-constexpr char kReceiptFamily = 'R';
-constexpr char kOutgoingFamily = 'O';
-// The key families ChannelDb adds must not collide with storage's.
-static_assert(kReceiptFamily != static_cast<char>(storage::KeyFamily::kMeta) &&
-              kReceiptFamily != static_cast<char>(storage::KeyFamily::kChannel) &&
-              kReceiptFamily != static_cast<char>(storage::KeyFamily::kDirection) &&
-              kReceiptFamily != static_cast<char>(storage::KeyFamily::kTip) &&
-              kReceiptFamily != static_cast<char>(storage::KeyFamily::kBlock) &&
-              kReceiptFamily != static_cast<char>(storage::KeyFamily::kTx) &&
-              kReceiptFamily != static_cast<char>(storage::KeyFamily::kAccount) &&
-              kReceiptFamily != static_cast<char>(storage::KeyFamily::kChannelState));
-static_assert(kOutgoingFamily != static_cast<char>(storage::KeyFamily::kMeta) &&
-              kOutgoingFamily != static_cast<char>(storage::KeyFamily::kChannel) &&
-              kOutgoingFamily != static_cast<char>(storage::KeyFamily::kDirection) &&
-              kOutgoingFamily != static_cast<char>(storage::KeyFamily::kTip) &&
-              kOutgoingFamily != static_cast<char>(storage::KeyFamily::kBlock) &&
-              kOutgoingFamily != static_cast<char>(storage::KeyFamily::kTx) &&
-              kOutgoingFamily != static_cast<char>(storage::KeyFamily::kAccount) &&
-              kOutgoingFamily != static_cast<char>(storage::KeyFamily::kChannelState));
+constexpr char kReceiptFamily = static_cast<char>(storage::KeyFamily::kReceipt);
+constexpr char kOutgoingFamily = static_cast<char>(storage::KeyFamily::kOutgoingUpdate);
 
 std::string U(uint64_t v) { return std::to_string(v); }
 

@@ -248,10 +248,12 @@ class GroupCommitter {
 // order. The full layout is in docs/storage.md.
 
 enum class KeyFamily : char {
-  kMeta = 'M',       // node metadata: 'M' name
-  kChannel = 'C',    // StoredChannel: 'C' channel_id[32]
-  kDirection = 'D',  // StoredDirection: 'D' channel_id[32] direction[1]
-  kTip = 'T',        // StoredTip: 'T' channel_id[32] direction[1] index[8 BE]
+  kMeta = 'M',            // node metadata: 'M' name
+  kChannel = 'C',         // StoredChannel: 'C' channel_id[32]
+  kDirection = 'D',       // StoredDirection: 'D' channel_id[32] direction[1]
+  kTip = 'T',             // StoredTip: 'T' channel_id[32] direction[1] index[8 BE]
+  kReceipt = 'R',         // StoredReceipt: 'R' channel_id[32] direction[1] (node/channel_db.h)
+  kOutgoingUpdate = 'O',  // StoredOutgoingUpdate: 'O' channel_id[32] nonce[8 BE]
   // Reserved for ledger/ (layout chosen there, documented in docs/storage.md).
   kBlock = 'B',         // block by height
   kTx = 'X',            // transaction by id
