@@ -13,10 +13,15 @@
 #include <google/protobuf/message.h>
 #include <google/protobuf/util/json_util.h>
 
+// GCC 12 with -fsanitize reports a false -Wmaybe-uninitialized inside
+// Beast's parser (boost::optional content length); it is not our code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#pragma GCC diagnostic pop
 #include <cctype>
 #include <deque>
 #include <exception>
