@@ -11,6 +11,9 @@
 #include "node/ledger_server.h"
 #include "node/lifecycle.h"
 #include "node/logging.h"
+#include "node/metrics.h"
+#include "node/node_api.h"
+#include "node/rpc_server.h"
 #include "p2p/p2p.h"
 #include "storage/storage.h"
 
@@ -218,11 +221,33 @@ int RunNode(const NodeConfig& config) {
     s = host.AddPersistentPeer(NumericHost(peer.address.host), peer.address.port, peer.node_id);
     if (!s.ok()) log->warn("peer {}: {}", peer.ToString(), s.ToString());
   }
-  log->info("node {} on chain {} at ledger height {}, listening on {}:{}", key->public_key().Hex(),
-            params->chain_id, (*chain)->height(), config.listen.host, *port);
+  // HTTP/JSON API with bearer tokens (rpc.key and admin.token in the data dir).
+  SystemClock clock;
+  auto authority = TokenAuthority::LoadOrCreate(config.datadir, crypto::SystemRng());
+  if (!authority.ok()) return Fail("rpc key", authority.status());
+  auto admin = EnsureAdminToken(config.datadir, *authority, crypto::SystemRng(), clock.NowMs());
+  if (!admin.ok()) return Fail("admin token", admin.status());
+  MetricsRegistry metrics;
+  Gauge& height_gauge = metrics.AddGauge("tipd_ledger_height", "ledger height this node followed");
+  Gauge& peers_gauge = metrics.AddGauge("tipd_peers", "connected peers (Init done)");
+  metrics.AddCollectHook([&] {
+    height_gauge.Set(static_cast<double>((*chain)->height()));
+    peers_gauge.Set(static_cast<double>(host.Peers().size()));
+  });
+  RpcServer rpc(io, *authority, clock, RpcLimits{}, &metrics);
+  NodeApi api(NodeServices{io, *key, **chain, ledger_client, host, **db, *authority, metrics, clock,
+                           crypto::SystemRng()});
+  api.Register(rpc);
+  auto rpc_port = rpc.Listen(NumericHost(config.rpc_listen.host), config.rpc_listen.port);
+  if (!rpc_port.ok()) return Fail("rpc listen " + config.rpc_listen.ToString(), rpc_port.status());
+
+  log->info("node {} on chain {} at ledger height {}, listening on {}:{}, API on http://{}:{}",
+            key->public_key().Hex(), params->chain_id, (*chain)->height(), config.listen.host,
+            *port, config.rpc_listen.host, *rpc_port);
 
   ShutdownSignals signals(io, [&](int signo) {
     log->info("signal {}: stopping", signo);
+    rpc.Stop();
     host.Shutdown();
     io.stop();
   });

@@ -254,6 +254,7 @@ enum class KeyFamily : char {
   kTip = 'T',             // StoredTip: 'T' channel_id[32] direction[1] index[8 BE]
   kReceipt = 'R',         // StoredReceipt: 'R' channel_id[32] direction[1] (node/channel_db.h)
   kOutgoingUpdate = 'O',  // StoredOutgoingUpdate: 'O' channel_id[32] nonce[8 BE]
+  kIdempotency = 'I',     // StoredIdempotentResult: 'I' kind '/' key (node/node_api.h)
   // Reserved for ledger/ (layout chosen there, documented in docs/storage.md).
   kBlock = 'B',         // block by height
   kTx = 'X',            // transaction by id

@@ -146,23 +146,28 @@ void NetworkFixture::StopLedger(int signo) {
   ledger_.reset();
 }
 
-Process* NetworkFixture::StartNode(const std::string& name) {
+Process* NetworkFixture::StartNode(const std::string& name, const crypto::KeyPair* key,
+                                   uint16_t rpc_port) {
   auto dir = NodeDir(name);
   std::filesystem::create_directories(dir);
   std::filesystem::permissions(dir, std::filesystem::perms::owner_all);
+  if (key && !std::filesystem::exists(dir / "node.key")) {
+    EXPECT_TRUE(crypto::SaveKeyFile(dir / "node.key", key->secret()).ok());
+  }
   if (!std::filesystem::exists(dir / "genesis.json")) {
     std::filesystem::copy_file(ledger_dir_ / "genesis.json", dir / "genesis.json");
   }
   std::vector<std::string> argv = {
-      kTipd,       "node",
-      "--datadir", dir.string(),
-      "--listen",  "127.0.0.1:" + std::to_string(FreeLoopbackPort()),
-      "--ledger",  "127.0.0.1:" + std::to_string(ledger_port_) + "@" + sequencer_.Hex()};
+      kTipd,          "node",
+      "--datadir",    dir.string(),
+      "--listen",     "127.0.0.1:" + std::to_string(FreeLoopbackPort()),
+      "--ledger",     "127.0.0.1:" + std::to_string(ledger_port_) + "@" + sequencer_.Hex(),
+      "--rpc-listen", "127.0.0.1:" + std::to_string(rpc_port)};
   std::string error;
   auto p = Process::Start(argv, dir_.path() / (name + ".log"), &error);
   EXPECT_TRUE(p) << error;
   if (!p) return nullptr;
-  EXPECT_TRUE(p->WaitForOutput("listening on", kStartTimeout)) << p->Output();
+  EXPECT_TRUE(p->WaitForOutput("API on http://", kStartTimeout)) << p->Output();
   Process* raw = p.get();
   nodes_[name] = std::move(p);
   return raw;

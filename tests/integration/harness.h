@@ -87,7 +87,10 @@ class NetworkFixture : public ::testing::Test {
   void StartLedger(const std::vector<std::string>& extra = {});
   void StopLedger(int signo = SIGTERM);
   // Starts node `name` following the ledger; waits until it reports ready.
-  Process* StartNode(const std::string& name);
+  // `key`, if given, becomes the node's key (so the genesis can fund it);
+  // `rpc_port`, if non-zero, is its API port.
+  Process* StartNode(const std::string& name, const crypto::KeyPair* key = nullptr,
+                     uint16_t rpc_port = 0);
   std::filesystem::path NodeDir(const std::string& name) const { return dir_.path() / name; }
   std::unique_ptr<TestClient> Client(const std::string& name = "client");
 

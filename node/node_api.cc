@@ -1,0 +1,268 @@
+#include "node/node_api.h"
+
+#include <boost/asio/steady_timer.hpp>
+#include <charconv>
+
+#include "ledger/codec.h"
+#include "tipd/api.pb.h"
+#include "tipd/storage.pb.h"
+
+namespace tipd::node {
+namespace {
+
+using IdempotencyRecords = storage::RecordStore<v1::StoredIdempotentResult>;
+
+std::string IdempotencyKey(std::string_view kind, std::string_view key) {
+  std::string k(1, static_cast<char>(storage::KeyFamily::kIdempotency));
+  k.append(kind).append("/").append(key);
+  return k;
+}
+
+std::string Str(ByteSpan b) { return std::string(AsStringView(b)); }
+
+// Transfers and other ledger transactions take a 1..200 byte key.
+Status CheckIdempotencyKey(const std::string& key) {
+  if (key.size() > 200) return Status::InvalidArgument("idempotency_key is longer than 200 bytes");
+  return Status::Ok();
+}
+
+}  // namespace
+
+NodeApi::NodeApi(NodeServices services) : s_(services) {}
+
+NodeApi::~NodeApi() { *alive_ = false; }
+
+void NodeApi::Register(RpcServer& server) {
+  auto sync = [this](ApiResponse (NodeApi::*fn)(const ApiRequest&)) {
+    return [this, fn](const ApiRequest& req) { return (this->*fn)(req); };
+  };
+  server.Handle(HttpMethod::kGet, "/v1/info", RouteAuth::Needs(Scope::kRead), sync(&NodeApi::Info));
+  server.Handle(HttpMethod::kGet, "/v1/balance", RouteAuth::Needs(Scope::kRead),
+                sync(&NodeApi::Balance));
+  server.Handle(HttpMethod::kGet, "/v1/peers", RouteAuth::Needs(Scope::kRead),
+                sync(&NodeApi::ListPeers));
+  server.Handle(HttpMethod::kPost, "/v1/peers", RouteAuth::Needs(Scope::kAdmin),
+                sync(&NodeApi::ConnectPeer));
+  server.Handle(HttpMethod::kGet, "/v1/ledger/blocks/{height}", RouteAuth::Needs(Scope::kRead),
+                sync(&NodeApi::GetBlock));
+  server.Handle(HttpMethod::kPost, "/v1/tokens", RouteAuth::Needs(Scope::kAdmin),
+                sync(&NodeApi::CreateToken));
+  server.Handle(HttpMethod::kGet, "/metrics", RouteAuth::Needs(Scope::kRead),
+                sync(&NodeApi::Metrics));
+  server.HandleAsync(HttpMethod::kPost, "/v1/ledger/transfer", RouteAuth::Needs(Scope::kAdmin),
+                     [this](ApiRequest req, Responder r) { Transfer(std::move(req), r); });
+}
+
+ApiResponse NodeApi::Info(const ApiRequest&) {
+  v1::InfoResponse out;
+  out.set_node_id(s_.key.public_key().Hex());
+  out.set_chain_id(s_.chain.params().chain_id);
+  out.set_version("tipd/0.1.0");
+  out.set_ledger_height(s_.chain.height());
+  out.set_peers_count(static_cast<uint32_t>(s_.host.Peers().size()));
+  out.set_channels_count(0);
+  return ApiResponse::Json(out);
+}
+
+ApiResponse NodeApi::Balance(const ApiRequest&) {
+  v1::BalanceResponse out;
+  const ledger::Account* a = s_.chain.state().FindAccount(s_.key.XOnly());
+  out.set_onchain(a ? a->balance : 0);
+  return ApiResponse::Json(out);
+}
+
+ApiResponse NodeApi::ListPeers(const ApiRequest&) {
+  v1::ListPeersResponse out;
+  for (const p2p::PeerInfo& p : s_.host.Peers()) {
+    v1::PeerApi* peer = out.add_peers();
+    peer->set_node_id(p.node_id.Hex());
+    peer->set_address(p.address);
+    peer->set_inbound(p.direction == p2p::Direction::kInbound);
+  }
+  return ApiResponse::Json(out);
+}
+
+ApiResponse NodeApi::ConnectPeer(const ApiRequest& req) {
+  v1::ConnectPeerRequest in;
+  if (Status st = ParseJson(req.body, &in); !st.ok()) return ApiResponse::FromStatus(st);
+  auto node_id = crypto::PublicKey::FromHex(in.node_id());
+  if (!node_id.ok()) {
+    return ApiResponse::Error(400, "INVALID_NODE_ID",
+                              "node_id must be a 66-hex compressed public key");
+  }
+  auto address = ParseHostPort(in.address());
+  if (!address.ok()) return ApiResponse::Error(400, "INVALID_ADDRESS", address.status().message());
+  std::string host = address->host == "localhost" ? "127.0.0.1" : address->host;
+  Status st;
+  if (in.persistent()) {
+    st = s_.host.AddPersistentPeer(host, address->port, *node_id);
+  } else {
+    auto id = s_.host.Connect(host, address->port, *node_id);
+    st = id.status();
+  }
+  if (!st.ok()) return ApiResponse::FromStatus(st);
+  v1::ConnectPeerResponse out;
+  out.mutable_peer()->set_node_id(node_id->Hex());
+  out.mutable_peer()->set_address(address->ToString());
+  out.mutable_peer()->set_persistent(in.persistent());
+  return ApiResponse::Json(out, 202);
+}
+
+ApiResponse NodeApi::GetBlock(const ApiRequest& req) {
+  uint64_t height = 0;
+  const std::string& text = req.params.at("height");
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), height);
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    return ApiResponse::Error(400, "INVALID_HEIGHT", "height must be a decimal number");
+  }
+  auto block = s_.chain.GetBlock(height);
+  if (!block.ok()) return ApiResponse::FromStatus(block.status());
+  if (!block->has_value()) {
+    return ApiResponse::Error(
+        404, "NOT_FOUND",
+        "no block " + text + "; this node's ledger height is " + std::to_string(s_.chain.height()));
+  }
+  v1::BlockResponse out;
+  *out.mutable_block() = **block;
+  out.set_block_hash(HexEncode(*ledger::BlockHash((*block)->header())));
+  return ApiResponse::Json(out);
+}
+
+ApiResponse NodeApi::CreateToken(const ApiRequest& req) {
+  v1::CreateTokenRequest in;
+  if (Status st = ParseJson(req.body, &in); !st.ok()) return ApiResponse::FromStatus(st);
+  uint32_t scopes = 0;
+  for (const std::string& name : in.scopes()) {
+    auto scope = ParseScope(name);
+    if (!scope.ok()) return ApiResponse::Error(400, "INVALID_SCOPE", scope.status().message());
+    scopes |= static_cast<uint32_t>(*scope);
+  }
+  if (scopes == 0) {
+    return ApiResponse::Error(400, "INVALID_SCOPE",
+                              "give at least one scope: read, receive, tip, admin");
+  }
+  if (in.expires_at_ms() != 0 && in.ttl_ms() != 0) {
+    return ApiResponse::Error(400, "INVALID_EXPIRY", "give expires_at_ms or ttl_ms, not both");
+  }
+  uint64_t expires = in.expires_at_ms();
+  if (in.ttl_ms() != 0) expires = static_cast<uint64_t>(s_.clock.NowMs()) + in.ttl_ms();
+  TokenClaims claims = TokenAuthority::NewClaims(scopes, expires, in.daily_spend_cap(), s_.rng);
+  v1::CreateTokenResponse out;
+  out.set_token(s_.tokens.Issue(claims));
+  out.set_token_id(claims.IdHex());
+  for (const std::string& name : in.scopes()) out.add_scopes(name);
+  out.set_expires_at_ms(expires);
+  out.set_daily_spend_cap(in.daily_spend_cap());
+  return ApiResponse::Json(out, 201);
+}
+
+ApiResponse NodeApi::Metrics(const ApiRequest&) {
+  return ApiResponse::Text(200, kMetricsContentType, s_.metrics.Render());
+}
+
+uint64_t NodeApi::NextNonce() {
+  const ledger::Account* a = s_.chain.state().FindAccount(s_.key.XOnly());
+  uint64_t chain_nonce = a ? a->nonce : 0;
+  next_nonce_ = std::max(next_nonce_, chain_nonce);
+  return next_nonce_++;
+}
+
+void NodeApi::Transfer(ApiRequest req, Responder responder) {
+  v1::TransferRequest in;
+  if (Status st = ParseJson(req.body, &in); !st.ok()) {
+    return responder.Send(ApiResponse::FromStatus(st));
+  }
+  auto to = HexDecode(in.to());
+  if (!to.ok() || to->size() != 32 || !crypto::ParseXOnly(*to).ok()) {
+    return responder.Send(
+        ApiResponse::Error(400, "INVALID_ACCOUNT", "to must be a 64-hex x-only account key"));
+  }
+  if (in.amount() == 0) {
+    return responder.Send(ApiResponse::Error(400, "INVALID_AMOUNT", "amount must be >= 1"));
+  }
+  if (Status st = CheckIdempotencyKey(in.idempotency_key()); !st.ok()) {
+    return responder.Send(ApiResponse::FromStatus(st));
+  }
+  IdempotencyRecords records(&s_.db);
+  const std::string record_key = IdempotencyKey("transfer", in.idempotency_key());
+  Hash32 request_hash = crypto::Sha256(AsSpan(in.to() + "/" + std::to_string(in.amount())));
+  if (!in.idempotency_key().empty()) {
+    auto prior = records.Get(record_key);
+    if (!prior.ok()) return responder.Send(ApiResponse::FromStatus(prior.status()));
+    if (prior->has_value()) {
+      if ((*prior)->request_hash() != AsStringView(request_hash)) {
+        return responder.Send(
+            ApiResponse::Error(409, "IDEMPOTENCY_KEY_REUSED",
+                               "idempotency_key was used for a different transfer; use a new key"));
+      }
+      v1::TransferResponse first;
+      first.ParseFromString((*prior)->response());
+      auto id = HexDecodeFixed<32>(first.tx_id());
+      if (id.ok()) {
+        auto loc = s_.chain.FindTransaction(*id);
+        if (loc.ok() && loc->has_value()) first.set_height((*loc)->height());
+      }
+      return responder.Send(ApiResponse::Json(first, first.height() ? 200 : 202));
+    }
+  }
+
+  v1::Transaction tx;
+  tx.set_chain_id(s_.chain.params().chain_id);
+  tx.set_signer(Str(s_.key.XOnly()));
+  tx.set_nonce(NextNonce());
+  tx.set_fee(s_.chain.params().fee_per_tx);
+  tx.mutable_transfer()->set_to(Str(*to));
+  tx.mutable_transfer()->set_amount(in.amount());
+  if (Status st = ledger::SignTransaction(&tx, s_.key, s_.rng); !st.ok()) {
+    return responder.Send(ApiResponse::FromStatus(st));
+  }
+  Hash32 tx_id = *ledger::TransactionId(tx);
+  auto response = std::make_shared<v1::TransferResponse>();
+  response->set_tx_id(HexEncode(tx_id));
+  response->set_nonce(tx.nonce());
+  response->set_fee(tx.fee());
+  if (!in.idempotency_key().empty()) {
+    // Persisted before the transaction leaves: a retry after a crash finds
+    // this record and never pays twice.
+    v1::StoredIdempotentResult rec;
+    rec.set_request_hash(Str(request_hash));
+    rec.set_response(response->SerializeAsString());
+    storage::WriteBatch batch;
+    records.Put(&batch, record_key, rec);
+    if (Status st = s_.db.Write(batch); !st.ok()) {
+      return responder.Send(ApiResponse::FromStatus(st));
+    }
+  }
+  auto alive = alive_;
+  s_.ledger.Submit(tx, [this, alive, responder, response, record_key, tx_id,
+                        keyed = !in.idempotency_key().empty()](const SubmitOutcome& out) {
+    if (!*alive) return;
+    if (!out.accepted) {
+      next_nonce_ = 0;  // resynchronise with the chain on the next transfer
+      if (keyed) {
+        // Never submitted successfully: the key may be retried.
+        storage::WriteBatch batch;
+        batch.Delete(record_key);
+        (void)s_.db.Write(batch);
+      }
+      int status = out.code == "LEDGER_UNAVAILABLE" ? 503 : 400;
+      return responder.Send(ApiResponse::Error(status, out.code, out.message));
+    }
+    auto timer = std::make_shared<boost::asio::steady_timer>(s_.io, inclusion_wait);
+    auto answered = std::make_shared<bool>(false);
+    timer->async_wait([alive, responder, response, answered, timer](const auto& ec) {
+      if (ec || !*alive || *answered) return;
+      *answered = true;
+      responder.Send(ApiResponse::Json(*response, 202));  // still pending
+    });
+    s_.ledger.WhenIncluded(tx_id, [alive, responder, response, answered, timer](uint64_t h) {
+      if (!*alive || *answered) return;
+      *answered = true;
+      timer->cancel();
+      response->set_height(h);
+      responder.Send(ApiResponse::Json(*response, 200));
+    });
+  });
+}
+
+}  // namespace tipd::node

@@ -1,0 +1,68 @@
+// The node's HTTP/JSON endpoints (docs/api.md) over the services that exist:
+// node info, balances, peers, ledger transfers and blocks, tokens, metrics.
+// Channel and tip endpoints join with the channel manager (issue 4).
+//
+// Threading: handlers run on the io_context thread that drives the Host, the
+// follower and the RpcServer, so they use those objects directly.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "crypto/crypto.h"
+#include "ledger/chain.h"
+#include "node/auth.h"
+#include "node/config.h"
+#include "node/ledger_client.h"
+#include "node/lifecycle.h"
+#include "node/metrics.h"
+#include "node/rpc_server.h"
+#include "p2p/p2p.h"
+#include "storage/storage.h"
+
+namespace tipd::node {
+
+struct NodeServices {
+  boost::asio::io_context& io;
+  const crypto::KeyPair& key;
+  ledger::Chain& chain;
+  LedgerClient& ledger;
+  p2p::Host& host;
+  storage::Database& db;
+  const TokenAuthority& tokens;
+  MetricsRegistry& metrics;
+  const Clock& clock;
+  crypto::RandomSource& rng;
+};
+
+class NodeApi {
+ public:
+  explicit NodeApi(NodeServices services);
+  ~NodeApi();
+  // Registers every route on `server`.
+  void Register(RpcServer& server);
+
+  // How long POST /v1/ledger/transfer waits for inclusion before answering
+  // 202 with height 0 (the transfer stays pending; GET the block later).
+  std::chrono::milliseconds inclusion_wait{30'000};
+
+ private:
+  ApiResponse Info(const ApiRequest& req);
+  ApiResponse Balance(const ApiRequest& req);
+  ApiResponse ListPeers(const ApiRequest& req);
+  ApiResponse ConnectPeer(const ApiRequest& req);
+  ApiResponse GetBlock(const ApiRequest& req);
+  ApiResponse CreateToken(const ApiRequest& req);
+  ApiResponse Metrics(const ApiRequest& req);
+  void Transfer(ApiRequest req, Responder responder);
+  // The nonce for this node's next ledger transaction.
+  uint64_t NextNonce();
+
+  NodeServices s_;
+  uint64_t next_nonce_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace tipd::node
