@@ -132,10 +132,10 @@ Result<Channel> Channel::Restore(ChannelParams params, RestoredState state) {
     // Our latest proof awaits its ack but we hold no tips for it: the state
     // after adopting the peer's copy (OnPeerReestablish). Keep it in flight
     // so the peer's ack for it is recognised.
-    v1::TipUpdate placeholder;
-    placeholder.set_channel_id(ch.ChannelIdBytes());
-    *placeholder.mutable_proof() = ch.own_;
-    ch.in_flight_.push_back(OutgoingUpdate{std::move(placeholder)});
+    v1::TipUpdate adopted_update;
+    adopted_update.set_channel_id(ch.ChannelIdBytes());
+    *adopted_update.mutable_proof() = ch.own_;
+    ch.in_flight_.push_back(OutgoingUpdate{std::move(adopted_update)});
   }
   if (state.receipt_transferred > ch.own_.transferred()) {
     return Status::Corruption("receipt transferred " + U(state.receipt_transferred) +
@@ -614,10 +614,10 @@ ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(
   own_ = copy;
   own_tip_count_ = tip_count;
   in_flight_.clear();
-  v1::TipUpdate placeholder;
-  placeholder.set_channel_id(ChannelIdBytes());
-  *placeholder.mutable_proof() = copy;
-  in_flight_.push_back(OutgoingUpdate{std::move(placeholder)});
+  v1::TipUpdate adopted_update;
+  adopted_update.set_channel_id(ChannelIdBytes());
+  *adopted_update.mutable_proof() = copy;
+  in_flight_.push_back(OutgoingUpdate{std::move(adopted_update)});
   // Queued tips were checked against the old transferred amount; drop the
   // newest ones until the rest fit again, and renumber nothing: indices are
   // assigned when tips are folded into an update.
