@@ -15,8 +15,8 @@
 // where tag = HMAC-SHA256(root_key, "tipd/rpc-token/v1" || the 37 bytes
 // before it). 144 characters in all.
 //
-// Revocation is not implemented: a token stays valid until it expires or the
-// root key is replaced (delete rpc.key and restart: every token, including
+// Tokens are stateless: one stays valid until it expires or the root key is
+// replaced (delete rpc.key and restart: every token, including
 // admin.token, is then reissued/invalidated).
 #pragma once
 
