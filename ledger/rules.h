@@ -118,6 +118,10 @@ class LedgerState {
   // On success the touched accounts and channels are recorded for the next
   // TakeStateDiff().
   std::optional<TxError> Apply(const v1::Transaction& tx, uint64_t height);
+  // As Apply, but the caller has already checked the signer's signature with
+  // VerifyTransactionSignature (e.g. for a whole block, in parallel). Every
+  // other rule, including signatures inside the body, is still checked.
+  std::optional<TxError> ApplyPreverified(const v1::Transaction& tx, uint64_t height);
 
   const Account* FindAccount(const AccountId& id) const;
   const Channel* FindChannel(const ChannelId& id) const;
@@ -146,6 +150,8 @@ class LedgerState {
   void RestoreFees(uint64_t fees) { fees_ = fees; }
 
  private:
+  std::optional<TxError> ApplyChecked(const v1::Transaction& tx, uint64_t height,
+                                      bool signature_verified);
   std::optional<TxError> ApplyBody(const v1::Transaction& tx, uint64_t height, Account& signer,
                                    uint64_t* spent);
   std::optional<TxError> CheckProof(const Channel& ch, const v1::BalanceProof& proof,
@@ -158,6 +164,10 @@ class LedgerState {
   std::set<AccountId> dirty_accounts_;
   std::set<ChannelId> dirty_channels_;
 };
+
+// The signer's signature over the canonical transaction bytes: the check
+// Apply starts with. Thread-safe (pure).
+bool VerifyTransactionSignature(const v1::Transaction& tx);
 
 // Channel <-> stored record.
 v1::ChannelState ChannelToProto(const Channel& ch);

@@ -181,6 +181,31 @@ TEST_F(ChainTest, FollowerRefusesTamperedBlocks) {
   EXPECT_EQ(follower->state_hash(), seq->state_hash());
 }
 
+TEST_F(ChainTest, FollowerRejectsABlockWithABadTransactionSignatureBeforeTouchingState) {
+  auto seq_db = OpenDb("seq");
+  auto seq = OpenChain(seq_db.get());
+  // 40 transfers: large enough for the two-thread signature check.
+  auto blocks = Produce(*seq, 1, 40);
+  auto f_db = OpenDb("follower");
+  auto follower = OpenChain(f_db.get());
+  for (int victim : {3, 37}) {
+    v1::Block bad = blocks[0];
+    // Transaction ids (and so the header) do not cover signatures: the
+    // sequencer's signature on the header still verifies.
+    std::string sig = bad.transactions(victim).signature();
+    sig[10] ^= 1;
+    bad.mutable_transactions(victim)->set_signature(sig);
+    Status s = follower->AcceptBlock(bad);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+    EXPECT_NE(s.message().find("transaction " + std::to_string(victim)), std::string::npos)
+        << s.ToString();
+    EXPECT_TRUE(follower->health().ok()) << "nothing was applied, so nothing is poisoned";
+    EXPECT_EQ(follower->height(), 0u);
+  }
+  ASSERT_TRUE(follower->AcceptBlock(blocks[0]).ok());
+  EXPECT_EQ(follower->state_hash(), seq->state_hash());
+}
+
 TEST_F(ChainTest, SealRejectsForeignSequencerKey) {
   auto db = OpenDb("seq");
   auto chain = OpenChain(db.get());
