@@ -4,9 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 
 #include "storage/storage.h"
 #include "util/bytes.h"
@@ -286,10 +288,16 @@ Result<std::string> EnsureAdminToken(const std::filesystem::path& datadir,
 
 // ---- SpendLimiter ----
 
-std::string SpendKey(const TokenId& id, uint64_t day) {
+std::string SpendDayPrefix(const TokenId& id, uint64_t day) {
   std::string key(1, kSpendKeyFamily);
   key.append(reinterpret_cast<const char*>(id.data()), id.size());
   storage::AppendBigEndian64(&key, day);
+  return key;
+}
+
+std::string SpendKey(const TokenId& id, uint64_t day, uint64_t seq) {
+  std::string key = SpendDayPrefix(id, day);
+  storage::AppendBigEndian64(&key, seq);
   return key;
 }
 
@@ -323,16 +331,29 @@ uint64_t SpendLimiter::DayOf(int64_t now_ms) {
 Result<SpendLimiter::DayTotal*> SpendLimiter::LoadLocked(const TokenId& id, uint64_t day) {
   auto it = totals_.find({id, day});
   if (it != totals_.end()) return &it->second;
-  const std::string key = SpendKey(id, day);
-  TIPD_ASSIGN_OR_RETURN(std::optional<std::string> value, db_->Get(key));
+  const std::string prefix = SpendDayPrefix(id, day);
   DayTotal total;
-  if (value) {
-    if (value->size() != 8) {
-      return Status::Corruption("spend record " + storage::EscapeKey(key) + " has " +
-                                std::to_string(value->size()) + " bytes, expected 8");
-    }
-    total.spent = GetU64(reinterpret_cast<const uint8_t*>(value->data()));
-  }
+  TIPD_RETURN_IF_ERROR(db_->ScanPrefix(
+      prefix, std::numeric_limits<size_t>::max(),
+      [&](std::string_view key, std::string_view value) -> Status {
+        if (key.size() != prefix.size() + 8 || value.size() != 8) {
+          return Status::Corruption("spend record " + storage::EscapeKey(key) + " has a " +
+                                    std::to_string(key.size()) + "-byte key and " +
+                                    std::to_string(value.size()) +
+                                    " value bytes, expected " +
+                                    std::to_string(prefix.size() + 8) + " and 8");
+        }
+        const uint64_t amount = GetU64(reinterpret_cast<const uint8_t*>(value.data()));
+        const uint64_t seq =
+            GetU64(reinterpret_cast<const uint8_t*>(key.data()) + prefix.size());
+        if (amount > std::numeric_limits<uint64_t>::max() - total.spent) {
+          return Status::Corruption("spend records under " + storage::EscapeKey(prefix) +
+                                    " overflow 64 bits");
+        }
+        total.spent += amount;
+        total.next_seq = std::max(total.next_seq, seq + 1);
+        return Status::Ok();
+      }));
   return &totals_.emplace(Key{id, day}, total).first->second;
 }
 
@@ -359,13 +380,13 @@ Result<Reservation> SpendLimiter::Reserve(const TokenClaims& token, uint64_t amo
   return r;
 }
 
-uint64_t SpendLimiter::MarkSpent(Reservation& r) {
+std::string SpendLimiter::MarkSpent(Reservation& r) {
   std::lock_guard<std::mutex> lock(mu_);
   DayTotal& total = totals_[{r.token_id_, r.day_}];  // present: reserved in it
   total.reserved -= r.amount_;
   total.spent += r.amount_;
   r.limiter_ = nullptr;
-  return total.spent;
+  return SpendKey(r.token_id_, r.day_, total.next_seq++);
 }
 
 Status SpendLimiter::Commit(Reservation reservation) {
@@ -377,11 +398,10 @@ Status SpendLimiter::Commit(Reservation reservation) {
 
 void SpendLimiter::CommitToBatch(Reservation reservation, storage::WriteBatch* batch) {
   if (!reservation.active()) return;
-  const uint64_t spent = MarkSpent(reservation);
+  const std::string key = MarkSpent(reservation);
   uint8_t value[8];
-  PutU64(value, spent);
-  batch->Put(SpendKey(reservation.token_id_, reservation.day_),
-             std::string_view(reinterpret_cast<const char*>(value), sizeof(value)));
+  PutU64(value, reservation.amount_);
+  batch->Put(key, std::string_view(reinterpret_cast<const char*>(value), sizeof(value)));
 }
 
 void SpendLimiter::Release(Reservation reservation) {

@@ -135,15 +135,20 @@ Result<std::string> ReadTokenFile(const std::filesystem::path& path);
 // anyway; the mutex makes the limiter safe from any thread.) A reservation
 // counts against the day it was made, even if committed after midnight.
 //
-// Committed totals are persisted in the node database under
-//   'S' token_id[16] day[8 BE]  ->  spent u64 BE (8 bytes)
-// so a restart does not reset the day. Commit writes the new total either
+// Each committed spend is persisted in the node database as its own record
+//   'S' token_id[16] day[8 BE] seq[8 BE]  ->  amount u64 BE (8 bytes)
+// and the day's total is the sum of its records, read back once per day on
+// first use, so a restart does not reset the day. Writing one record per
+// spend (not a running total) keeps the stored total right whatever order
+// concurrent commits reach the disk in. Commit writes the record either
 // synchronously (Commit) or into the caller's batch (CommitToBatch), so the
 // spend becomes durable together with the payment record that depends on
 // it. Old days are never read again; pruning them is left to a later change.
 // Tokens without a cap (daily_cap == 0) are not tracked.
 inline constexpr char kSpendKeyFamily = 'S';
-std::string SpendKey(const TokenId& id, uint64_t day);
+std::string SpendKey(const TokenId& id, uint64_t day, uint64_t seq);
+// The prefix shared by every spend record of `id` on `day`.
+std::string SpendDayPrefix(const TokenId& id, uint64_t day);
 
 class SpendLimiter;
 
@@ -185,11 +190,11 @@ class SpendLimiter {
   // zero amount, or a storage error reading the persisted total. For an
   // uncapped token returns an inactive (no-op) Reservation.
   Result<Reservation> Reserve(const TokenClaims& token, uint64_t amount);
-  // Makes the reservation spent and writes the new day total synchronously.
+  // Makes the reservation spent and writes its spend record synchronously.
   // On a write error the amount stays spent in memory (fail closed).
   Status Commit(Reservation reservation);
-  // Makes the reservation spent and adds the new day total to `batch`; the
-  // caller commits the batch (in the order of CommitToBatch calls).
+  // Makes the reservation spent and adds its spend record to `batch`; the
+  // caller commits the batch (in any order relative to other commits).
   void CommitToBatch(Reservation reservation, storage::WriteBatch* batch);
   // Gives the amount back. Same as dropping the Reservation.
   void Release(Reservation reservation);
@@ -203,12 +208,13 @@ class SpendLimiter {
   struct DayTotal {
     uint64_t spent = 0;
     uint64_t reserved = 0;
+    uint64_t next_seq = 0;  // sequence number of the next spend record
   };
   using Key = std::pair<TokenId, uint64_t>;
   // REQUIRES: mu_ held.
   Result<DayTotal*> LoadLocked(const TokenId& id, uint64_t day);
-  // Moves the amount from reserved to spent; returns the new spent total.
-  uint64_t MarkSpent(Reservation& r);
+  // Moves the amount from reserved to spent; returns the record's key.
+  std::string MarkSpent(Reservation& r);
   void ReleaseInternal(Reservation& r);
 
   storage::Database* db_;

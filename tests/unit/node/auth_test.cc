@@ -226,14 +226,52 @@ TEST_F(SpendLimiterTest, ConcurrentReservationsNeverExceedCapAndSurviveRestart) 
   EXPECT_TRUE(lim.Reserve(claims_, 100).ok());
 }
 
-TEST(SpendKeyTest, LayoutIsFamilyIdDay) {
+TEST_F(SpendLimiterTest, CommitsReachingDiskOutOfOrderKeepTheRightTotal) {
+  {
+    SpendLimiter lim(db_.get(), clock_);
+    auto a = lim.Reserve(claims_, 30);
+    auto b = lim.Reserve(claims_, 20);
+    ASSERT_TRUE(a.ok() && b.ok());
+    storage::WriteBatch first, second;
+    lim.CommitToBatch(std::move(*a), &first);
+    lim.CommitToBatch(std::move(*b), &second);
+    ASSERT_TRUE(db_->Write(second).ok());  // the later commit lands first
+    ASSERT_TRUE(db_->Write(first).ok());
+    EXPECT_EQ(lim.SpentToday(claims_.id).value(), 50u);
+  }
+  Open();
+  SpendLimiter lim(db_.get(), clock_);
+  EXPECT_EQ(lim.SpentToday(claims_.id).value(), 50u);
+  auto c = lim.Reserve(claims_, 50);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(lim.Commit(std::move(*c)).ok());  // a new record, not an overwrite
+  Open();
+  SpendLimiter again(db_.get(), clock_);
+  EXPECT_EQ(again.SpentToday(claims_.id).value(), 100u);
+}
+
+TEST_F(SpendLimiterTest, CorruptSpendRecordIsAnErrorNamingTheKey) {
+  const uint64_t day = SpendLimiter::DayOf(clock_.NowMs());
+  storage::WriteBatch batch;
+  batch.Put(SpendKey(claims_.id, day, 0), "abc");
+  ASSERT_TRUE(db_->Write(batch).ok());
+  SpendLimiter lim(db_.get(), clock_);
+  auto r = lim.Reserve(claims_, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(r.status().message().find("spend record"), std::string::npos);
+}
+
+TEST(SpendKeyTest, LayoutIsFamilyIdDaySeq) {
   TokenId id;
   id.fill(0xab);
-  const std::string k = SpendKey(id, 0x0102);
-  ASSERT_EQ(k.size(), 25u);
+  const std::string k = SpendKey(id, 0x0102, 0x0304);
+  ASSERT_EQ(k.size(), 33u);
   EXPECT_EQ(k[0], 'S');
   EXPECT_EQ(static_cast<uint8_t>(k[1]), 0xab);
-  EXPECT_EQ(k.substr(17), std::string("\0\0\0\0\0\0\x01\x02", 8));
+  EXPECT_EQ(k.substr(17, 8), std::string("\0\0\0\0\0\0\x01\x02", 8));
+  EXPECT_EQ(k.substr(25), std::string("\0\0\0\0\0\0\x03\x04", 8));
+  EXPECT_EQ(k.substr(0, 25), SpendDayPrefix(id, 0x0102));
 }
 
 }  // namespace
