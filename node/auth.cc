@@ -339,13 +339,11 @@ Result<SpendLimiter::DayTotal*> SpendLimiter::LoadLocked(const TokenId& id, uint
         if (key.size() != prefix.size() + 8 || value.size() != 8) {
           return Status::Corruption("spend record " + storage::EscapeKey(key) + " has a " +
                                     std::to_string(key.size()) + "-byte key and " +
-                                    std::to_string(value.size()) +
-                                    " value bytes, expected " +
+                                    std::to_string(value.size()) + " value bytes, expected " +
                                     std::to_string(prefix.size() + 8) + " and 8");
         }
         const uint64_t amount = GetU64(reinterpret_cast<const uint8_t*>(value.data()));
-        const uint64_t seq =
-            GetU64(reinterpret_cast<const uint8_t*>(key.data()) + prefix.size());
+        const uint64_t seq = GetU64(reinterpret_cast<const uint8_t*>(key.data()) + prefix.size());
         if (amount > std::numeric_limits<uint64_t>::max() - total.spent) {
           return Status::Corruption("spend records under " + storage::EscapeKey(prefix) +
                                     " overflow 64 bits");
