@@ -74,6 +74,8 @@ std::string Octal(mode_t mode) {
 
 std::string Errno(int err) { return std::strerror(err); }
 
+}  // namespace
+
 Status WriteFileAtomic0600(const std::filesystem::path& path, const std::string& text) {
   std::filesystem::path dir = path.parent_path();
   if (dir.empty()) dir = ".";
@@ -113,8 +115,6 @@ Status WriteFileAtomic0600(const std::filesystem::path& path, const std::string&
   if (rc != 0) return Status::IOError("fsync directory " + dir.string() + ": " + Errno(errno));
   return Status::Ok();
 }
-
-}  // namespace
 
 const char* ScopeName(Scope scope) {
   switch (scope) {

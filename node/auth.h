@@ -109,6 +109,10 @@ class TokenAuthority {
   crypto::Key32 key_{};
 };
 
+// Writes `text` to `path` with mode 0600: a temporary file in the same
+// directory, fsync, rename over `path`. Symlinks are not followed.
+Status WriteFileAtomic0600(const std::filesystem::path& path, const std::string& text);
+
 // The admin token file: `<datadir>/admin.token` holds one admin token and a
 // newline, mode 0600. If the file exists and its token verifies under
 // `authority`, returns that token. Otherwise (missing, or issued under an

@@ -240,6 +240,10 @@ int RunNode(const NodeConfig& config) {
   api.Register(rpc);
   auto rpc_port = rpc.Listen(NumericHost(config.rpc_listen.host), config.rpc_listen.port);
   if (!rpc_port.ok()) return Fail("rpc listen " + config.rpc_listen.ToString(), rpc_port.status());
+  // tipctl finds the API through this file (docs/operator-guide.md).
+  s = WriteFileAtomic0600(config.datadir / "rpc.url", "http://" + config.rpc_listen.host + ":" +
+                                                          std::to_string(*rpc_port) + "\n");
+  if (!s.ok()) return Fail("rpc.url", s);
 
   log->info("node {} on chain {} at ledger height {}, listening on {}:{}, API on http://{}:{}",
             key->public_key().Hex(), params->chain_id, (*chain)->height(), config.listen.host,
