@@ -184,6 +184,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Answer(ApiResponse r);
   std::shared_ptr<EventStream> StartStream();
   bool QueueStreamWrite(std::string data);
+  size_t stream_buffered_bytes() const { return sse_bytes_; }
   void Close();
   bool closed() const { return closed_; }
 
@@ -245,6 +246,11 @@ class StreamImpl final : public EventStream {
   }
   bool SendComment(std::string_view text) override { return Write(": " + OneLine(text) + "\n\n"); }
   bool closed() const override { return closed_; }
+  size_t buffered_bytes() const override {
+    if (closed_) return 0;
+    auto s = session_.lock();
+    return s ? s->stream_buffered_bytes() : 0;
+  }
   void OnClose(std::function<void()> on_close) override {
     if (closed_) {
       if (on_close) on_close();

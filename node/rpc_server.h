@@ -120,6 +120,10 @@ class EventStream {
   // Sends `: text` (a comment; keeps proxies from timing out idle streams).
   virtual bool SendComment(std::string_view text) = 0;
   virtual bool closed() const = 0;
+  // Bytes queued but not yet written to the socket (0 once closed). A sender
+  // with much to send (e.g. a replay) waits while this is high instead of
+  // running into max_stream_buffer_bytes, which closes the stream.
+  virtual size_t buffered_bytes() const = 0;
   // Replaces the close callback; runs at once (synchronously) if already
   // closed.
   virtual void OnClose(std::function<void()> on_close) = 0;
