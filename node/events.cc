@@ -9,6 +9,7 @@
 #include <optional>
 #include <utility>
 
+#include "node/logging.h"
 #include "node/rpc_server.h"
 #include "storage/storage.h"
 #include "tipd/storage.pb.h"
@@ -333,6 +334,8 @@ class EventsSession : public std::enable_shared_from_this<EventsSession> {
     Result<std::vector<tipd::v1::Event>> page = log_.ReadAfter(cursor_, options_.replay_page);
     if (!page.ok()) {
       // The client reconnects with its Last-Event-ID and retries.
+      Logger("events")->error("event replay after id {} failed: {}", cursor_,
+                              page.status().ToString());
       stream_->Close();
       return Finish();
     }
@@ -376,6 +379,7 @@ class EventsSession : public std::enable_shared_from_this<EventsSession> {
     tipd::v1::Event reset;
     reset.set_id(resume_after);
     reset.set_type(std::string(kEventReset));
+    reset.set_time_ms(static_cast<uint64_t>(std::max<int64_t>(0, log_.clock().NowMs())));
     cursor_ = resume_after;
     if (!stream_->Send(std::to_string(resume_after), kEventReset, ToJson(reset))) Finish();
   }

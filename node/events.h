@@ -152,6 +152,7 @@ class EventLog {
   size_t subscriber_count() const { return subscribers_.size(); }
 
   boost::asio::io_context& io() const { return io_; }
+  const Clock& clock() const { return clock_; }
 
  private:
   EventLog(boost::asio::io_context& io, storage::Database* db, storage::GroupCommitter* committer,

@@ -721,6 +721,7 @@ TEST_F(EventRoutesTest, ResetWhenTheResumePointWasPruned) {
     EXPECT_EQ(ev->event, "reset");
     EXPECT_EQ(ev->id, "15");  // the stream continues after 15
     EXPECT_EQ(ParseData(*ev).type(), "reset");
+    EXPECT_EQ(ParseData(*ev).time_ms(), static_cast<uint64_t>(kNow));
     EXPECT_EQ(ReadIdsThrough(c, 20), Range(16, 20));
   }
   {
@@ -728,6 +729,19 @@ TEST_F(EventRoutesTest, ResetWhenTheResumePointWasPruned) {
     SseClient c(port_);
     ASSERT_EQ(c.Get("/v1/events", ReadToken(), "Last-Event-ID: 15\r\n"), 200);
     auto ev = c.Next();
+    ASSERT_TRUE(ev);
+    EXPECT_EQ(ev->id + ev->event, "16ack");
+  }
+  {
+    // from= below the window resets too; from=0 never does.
+    SseClient c(port_);
+    ASSERT_EQ(c.Get("/v1/events?from=2", ReadToken()), 200);
+    auto ev = c.Next();
+    ASSERT_TRUE(ev);
+    EXPECT_EQ(ev->id + ev->event, "15reset");
+    SseClient all(port_);
+    ASSERT_EQ(all.Get("/v1/events?from=0", ReadToken()), 200);
+    ev = all.Next();
     ASSERT_TRUE(ev);
     EXPECT_EQ(ev->id + ev->event, "16ack");
   }
