@@ -3,6 +3,7 @@
 //   tipd node   --datadir D [--ledger HOST:PORT@ID] [--listen HOST:PORT] ...
 //   tipd ledger init --datadir D [--fund ACCOUNT=AMOUNT]...
 //   tipd ledger --datadir D [--listen HOST:PORT] ...
+//   tipd devnet [--nodes N] [--dir DIR] [--stream] ...   (docs/devnet.md)
 //
 // Options come from flags, then <datadir>/tipd.conf (or --config), then
 // defaults: docs/configuration.md.
@@ -12,6 +13,7 @@
 
 #include "node/config.h"
 #include "node/daemons.h"
+#include "node/devnet.h"
 
 namespace {
 
@@ -59,6 +61,31 @@ int main(int argc, char** argv) {
   init_cmd->add_option("--listen", init_listen, "address the ledger will listen on")
       ->capture_default_str();
 
+  CLI::App* devnet_cmd = app.add_subcommand(
+      "devnet", "start a local ledger and N nodes with channels, optionally streaming tips");
+  tipd::node::DevnetOptions devnet;
+  uint32_t devnet_nodes = 3;
+  std::string devnet_duration;
+  devnet_cmd
+      ->add_option("--nodes", devnet_nodes,
+                   "number of nodes, 1..16 (default 3, or the count recorded in DIR)")
+      ->check(CLI::Range(1u, tipd::node::kDevnetMaxNodes))
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // scripts/devnet.sh --nodes 5
+  devnet_cmd->add_option("--dir", devnet.dir, "devnet directory (state, logs, devnet.json)")
+      ->capture_default_str()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  devnet_cmd->add_flag("--stream", devnet.stream, "stream demo tips and show a live status line");
+  devnet_cmd->add_option("--base-port", devnet.base_port,
+                         "ledger on PORT, node i on PORT+1+2i (p2p) and PORT+2+2i (API); "
+                         "default: free ports");
+  devnet_cmd
+      ->add_option("--tips-per-second", devnet.tips_per_second,
+                   "limit the demo stream (0 = as fast as the nodes answer)")
+      ->capture_default_str();
+  devnet_cmd->add_option(
+      "--duration", devnet_duration,
+      "stop after this long (e.g. 30s, 5m) with a summary; default: until Ctrl-C");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -87,6 +114,17 @@ int main(int argc, char** argv) {
     auto config = tipd::node::ResolveLedgerConfig(ledger_flags);
     if (!config.ok()) return Fail(config.status());
     return tipd::node::RunLedger(*config);
+  }
+  if (devnet_cmd->parsed()) {
+    if (devnet_cmd->count("--nodes") > 0) devnet.nodes = devnet_nodes;
+    if (!devnet_duration.empty()) {
+      auto ms = tipd::node::ParseDurationMs(devnet_duration);
+      if (!ms.ok()) {
+        return Fail(tipd::Status::InvalidArgument("--duration: " + ms.status().message()));
+      }
+      devnet.duration_ms = *ms;
+    }
+    return tipd::node::RunDevnet(devnet);
   }
   if (node_cmd->parsed()) {
     auto config = tipd::node::ResolveNodeConfig(node_flags);
