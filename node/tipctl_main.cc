@@ -15,6 +15,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -816,6 +817,25 @@ int main(int argc, char** argv) {
       return kExitOk;
     };
   });
+
+  // An unknown command: CLI11 would only say "A subcommand is required".
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--datadir" || a == "--rpc" || a == "--token" || a == "--token-file" ||
+        a == "--timeout") {
+      ++i;  // skip the value
+      continue;
+    }
+    if (a.empty() || a.front() == '-') continue;
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+      names.push_back(sub->get_name());
+    if (std::find(names.begin(), names.end(), a) != names.end()) break;
+    std::string hint = tipd::node::ClosestMatch(a, names);
+    return UsageError("unknown command '" + std::string(a) + "'" +
+                      (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
+                      "; see tipctl --help");
+  }
 
   try {
     app.parse(argc, argv);
