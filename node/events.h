@@ -121,7 +121,9 @@ class EventLog {
   // Stages `event` into a batch of its own and commits it through the
   // committer; publishes once durable, or abandons the id if the commit
   // fails. `done` (optional) runs on the io thread after that, with the
-  // commit's outcome. Returns the assigned id.
+  // commit's outcome (not at all if the log is destroyed first). Returns the
+  // assigned id. REQUIRES: the io_context outlives the commit's completion
+  // (stop the committer before destroying the io_context).
   uint64_t Append(tipd::v1::Event event, std::function<void(Status)> done = {});
 
   // Up to `limit` stored events with id > after_id, in id order, by a range
@@ -131,8 +133,9 @@ class EventLog {
   Result<std::vector<tipd::v1::Event>> ReadAfter(uint64_t after_id, size_t limit) const;
 
   // The oldest retained id: every id below it has been pruned (or was never
-  // stored). 1 while nothing has been pruned; last_id() + 1 if the log is
-  // empty after pruning (cannot happen with retain >= 1 once an id stored).
+  // stored); 1 until something is pruned. Readers (ReadAfter) never see
+  // ids below it, even if a record lingers there (a staged batch committed
+  // after the batch pruning its id); the next open prunes such leftovers.
   uint64_t first_id() const { return first_id_; }
   // The newest id assigned (staged or appended); 0 if none yet.
   uint64_t last_id() const { return next_id_ - 1; }
