@@ -6,6 +6,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -1209,7 +1210,14 @@ int Devnet::Loop() {
       if (errors > 0) line << " | errors " << errors;
       line << " | " << BalancesLine(true);
       if (tty) {
-        std::cout << "\r\x1b[2K" << line.str() << std::flush;
+        // Refreshed in place: one line, cut to the terminal's width.
+        std::string text = line.str();
+        winsize ws{};
+        if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 &&
+            text.size() >= ws.ws_col) {
+          text.resize(ws.ws_col - 1);
+        }
+        std::cout << "\r\x1b[2K" << text << std::flush;
       } else {
         std::cout << "devnet: " << line.str() << "\n";
         if (errors > 0 && !last_error.empty())
