@@ -499,6 +499,23 @@ void StopChildren(const std::vector<Child*>& children, StopSignals& signals,
   }
 }
 
+// True if `pid` runs `tipd devnet` (its command line says so): a pid from an
+// old devnet.json may since belong to an unrelated process.
+bool IsRunningDevnet(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  for (size_t start = 0; start < cmdline.size();) {
+    size_t end = cmdline.find('\0', start);
+    if (end == std::string::npos) end = cmdline.size();
+    args.push_back(cmdline.substr(start, end - start));
+    start = end + 1;
+  }
+  return args.size() >= 2 && fs::path(args[0]).filename().string().starts_with("tipd") &&
+         args[1] == "devnet";
+}
+
 // ---------------------------------------------------------------------------
 // Ports
 // ---------------------------------------------------------------------------
@@ -887,10 +904,10 @@ Status Devnet::LoadExisting() {
                                 node.name + " recorded in devnet.json (" + node.node_id + ")");
     }
   }
-  if (m_.devnet_pid > 0 && m_.devnet_pid != ::getpid() && ::kill(m_.devnet_pid, 0) == 0) {
-    // Only a hint: the pid locks of the data dirs are what refuses a second run.
-    std::cout << "devnet: note: devnet.json names pid " << m_.devnet_pid
-              << " as its devnet, which still exists\n";
+  if (m_.devnet_pid > 0 && m_.devnet_pid != ::getpid() && IsRunningDevnet(m_.devnet_pid)) {
+    return Status::FailedPrecondition(dir_.string() + " is in use by tipd devnet pid " +
+                                      std::to_string(m_.devnet_pid) + "; stop it first (kill " +
+                                      std::to_string(m_.devnet_pid) + ")");
   }
   std::cout << "devnet: restarting the devnet of " << m_.nodes.size() << " node(s) in " << Rel(dir_)
             << "\n";

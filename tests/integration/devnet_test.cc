@@ -159,6 +159,14 @@ TEST_F(DevnetTest, UpStopAndRestartWithTheSameNetwork) {
   EXPECT_NE(wrong->Output().find("run with --nodes " + std::to_string(n)), std::string::npos)
       << wrong->Output();
 
+  // A second devnet on a directory in use is refused.
+  auto again = Start({"--duration", "1s"}, "devnet-4.log");
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->Wait(60s), 1) << again->Output();
+  EXPECT_NE(again->Output().find("is in use by tipd devnet pid " + std::to_string(second->pid())),
+            std::string::npos)
+      << again->Output();
+
   second->Signal(SIGINT);
   EXPECT_EQ(second->Wait(60s), 0) << second->Output();
   ExpectAllGone(m2, second->pid());
