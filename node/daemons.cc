@@ -7,6 +7,8 @@
 
 #include "ledger/chain.h"
 #include "ledger/genesis.h"
+#include "node/channel_manager.h"
+#include "node/events.h"
 #include "node/ledger_client.h"
 #include "node/ledger_server.h"
 #include "node/lifecycle.h"
@@ -200,21 +202,68 @@ int RunNode(const NodeConfig& config) {
 
   LedgerClient ledger_client(host, **chain, *config.ledger.sequencer_pubkey,
                              NumericHost(config.ledger.address.host), config.ledger.address.port);
+  SystemClock clock;
+  MetricsRegistry metrics;
+  // One writer thread merges every channel step, event and spend into synced
+  // LevelDB writes (storage/storage.h GroupCommitter).
+  Histogram& batch_writes =
+      metrics.AddHistogram("tipd_group_commit_writes", "Put/Delete operations per synced write",
+                           ExponentialBuckets(1, 4, 9));
+  Histogram& batch_submissions = metrics.AddHistogram("tipd_group_commit_submissions",
+                                                      "caller batches merged into one synced write",
+                                                      ExponentialBuckets(1, 2, 12));
+  Histogram& sync_latency =
+      metrics.AddHistogram("tipd_group_commit_sync_seconds", "time of one synced write",
+                           ExponentialBuckets(5e-5, 2, 14));
+  storage::GroupCommitOptions commit_options;
+  commit_options.on_batch = [&](const storage::CommitBatchInfo& info) {
+    batch_writes.Observe(static_cast<double>(info.writes));
+    batch_submissions.Observe(static_cast<double>(info.submissions));
+    sync_latency.Observe(std::chrono::duration<double>(info.sync_latency).count());
+  };
+  storage::GroupCommitter committer(db->get(), commit_options);
+  auto events = EventLog::Open(io, db->get(), &committer, clock);
+  if (!events.ok()) return Fail("event log", events.status());
+  struct EventAdapter final : EventSink {
+    EventLog& log;
+    explicit EventAdapter(EventLog& l) : log(l) {}
+    uint64_t Stage(storage::WriteBatch* batch, v1::Event* event) override {
+      return log.Stage(batch, event);
+    }
+    void Publish(const v1::Event& event) override { log.Publish(event); }
+    void Append(v1::Event event) override { log.Append(std::move(event)); }
+    void Abandon(uint64_t id) override { log.Abandon(id); }
+  } event_sink(**events);
+  SpendLimiter spend(db->get(), clock);
+  ChannelManagerOptions channel_options;
+  ChannelManager channels(io, *key, host, ledger_client, **db, committer, spend, clock,
+                          crypto::SystemRng(), channel_options);
+  channels.SetEventSink(&event_sink);
+  channels.RegisterMetrics(metrics);
+
   p2p::Callbacks cb;
   cb.on_connected = [&](const p2p::PeerInfo& info) {
     if (ledger_client.OnConnected(info)) return;
     log->info("peer {} connected ({} {})", info.node_id.Hex(), p2p::DirectionName(info.direction),
               info.address);
+    channels.OnPeerConnected(info);
   };
   cb.on_disconnected = [&](const p2p::DisconnectEvent& ev) {
     if (ledger_client.OnDisconnected(ev)) return;
     if (ev.was_connected) log->info("peer {} disconnected: {}", ev.address, ev.reason.ToString());
+    channels.OnPeerDisconnected(ev);
   };
   cb.on_message = [&](p2p::PeerId peer, const v1::Envelope& env) {
     if (ledger_client.OnMessage(peer, env)) return;
+    if (channels.OnMessage(peer, env)) return;
     log->debug("message {} from peer {} has no handler", static_cast<int>(env.msg_case()), peer);
   };
+  cb.on_error = [&](p2p::PeerId peer, const v1::Error& error) {
+    channels.OnPeerError(peer, error);
+  };
   host.SetCallbacks(std::move(cb));
+  s = channels.Start();
+  if (!s.ok()) return Fail("channels", s);
   s = ledger_client.Start();
   if (!s.ok()) return Fail("ledger", s);
   for (const PeerAddress& peer : config.connect) {
@@ -222,12 +271,10 @@ int RunNode(const NodeConfig& config) {
     if (!s.ok()) log->warn("peer {}: {}", peer.ToString(), s.ToString());
   }
   // HTTP/JSON API with bearer tokens (rpc.key and admin.token in the data dir).
-  SystemClock clock;
   auto authority = TokenAuthority::LoadOrCreate(config.datadir, crypto::SystemRng());
   if (!authority.ok()) return Fail("rpc key", authority.status());
   auto admin = EnsureAdminToken(config.datadir, *authority, crypto::SystemRng(), clock.NowMs());
   if (!admin.ok()) return Fail("admin token", admin.status());
-  MetricsRegistry metrics;
   Gauge& height_gauge = metrics.AddGauge("tipd_ledger_height", "ledger height this node followed");
   Gauge& peers_gauge = metrics.AddGauge("tipd_peers", "connected peers (Init done)");
   metrics.AddCollectHook([&] {
@@ -236,8 +283,9 @@ int RunNode(const NodeConfig& config) {
   });
   RpcServer rpc(io, *authority, clock, RpcLimits{}, &metrics);
   NodeApi api(NodeServices{io, *key, **chain, ledger_client, host, **db, *authority, metrics, clock,
-                           crypto::SystemRng()});
+                           crypto::SystemRng(), &channels});
   api.Register(rpc);
+  RegisterEventRoutes(rpc, **events);
   auto rpc_port = rpc.Listen(NumericHost(config.rpc_listen.host), config.rpc_listen.port);
   if (!rpc_port.ok()) return Fail("rpc listen " + config.rpc_listen.ToString(), rpc_port.status());
   // tipctl finds the API through this file (docs/operator-guide.md).
@@ -256,6 +304,7 @@ int RunNode(const NodeConfig& config) {
     io.stop();
   });
   io.run();
+  committer.Stop();  // everything submitted is durable before the process exits
   log->info("stopped at ledger height {}", (*chain)->height());
   FlushLogs();
   return 0;

@@ -1,6 +1,7 @@
 #include "node/ledger_client.h"
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 
 #include "ledger/codec.h"
 #include "node/logging.h"
@@ -198,6 +199,13 @@ void LedgerClient::WhenIncluded(const Hash32& tx_id, std::function<void(uint64_t
 
 void LedgerClient::AddBlockObserver(std::function<void(const v1::Block&)> observer) {
   observers_.push_back(std::move(observer));
+}
+
+uint64_t LedgerClient::NextNonce(const ledger::AccountId& account) {
+  const ledger::Account* a = chain_.state().FindAccount(account);
+  uint64_t& next = next_nonce_[account];
+  next = std::max(next, a ? a->nonce : uint64_t{0});
+  return next++;
 }
 
 }  // namespace tipd::node

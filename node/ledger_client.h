@@ -70,6 +70,15 @@ class LedgerClient {
   // Runs after every block is persisted here, in order.
   void AddBlockObserver(std::function<void(const v1::Block&)> observer);
 
+  // The account nonce for `account`'s next transaction: the chain's nonce,
+  // or one past the last nonce handed out if that is higher (several
+  // transactions may be pending at once). Every sender of this node's
+  // transactions (API transfers, the channel manager) draws from here.
+  uint64_t NextNonce(const ledger::AccountId& account);
+  // Forgets handed-out nonces (after a rejection): the next NextNonce starts
+  // from the chain's nonce again.
+  void ResetNonces() { next_nonce_.clear(); }
+
  private:
   void RequestBlocks();
   void ApplyBlock(const v1::Block& block);
@@ -87,6 +96,7 @@ class LedgerClient {
   std::map<uint64_t, std::function<void(const SubmitOutcome&)>> submits_;
   std::multimap<Hash32, std::function<void(uint64_t)>> inclusion_waiters_;
   std::vector<std::function<void(const v1::Block&)>> observers_;
+  std::map<ledger::AccountId, uint64_t> next_nonce_;
   Status halted_;
   std::shared_ptr<spdlog::logger> log_;
 };

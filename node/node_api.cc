@@ -51,6 +51,7 @@ void NodeApi::Register(RpcServer& server) {
                 sync(&NodeApi::Metrics));
   server.HandleAsync(HttpMethod::kPost, "/v1/ledger/transfer", RouteAuth::Needs(Scope::kAdmin),
                      [this](ApiRequest req, Responder r) { Transfer(std::move(req), r); });
+  if (s_.channels != nullptr) RegisterChannelRoutes(server);
 }
 
 ApiResponse NodeApi::Info(const ApiRequest&) {
@@ -60,7 +61,7 @@ ApiResponse NodeApi::Info(const ApiRequest&) {
   out.set_version("tipd/0.1.0");
   out.set_ledger_height(s_.chain.height());
   out.set_peers_count(static_cast<uint32_t>(s_.host.Peers().size()));
-  out.set_channels_count(0);
+  out.set_channels_count(s_.channels ? static_cast<uint32_t>(s_.channels->channel_count()) : 0);
   return ApiResponse::Json(out);
 }
 
@@ -68,6 +69,7 @@ ApiResponse NodeApi::Balance(const ApiRequest&) {
   v1::BalanceResponse out;
   const ledger::Account* a = s_.chain.state().FindAccount(s_.key.XOnly());
   out.set_onchain(a ? a->balance : 0);
+  if (s_.channels) s_.channels->Balances(&out);
   return ApiResponse::Json(out);
 }
 
@@ -160,13 +162,6 @@ ApiResponse NodeApi::Metrics(const ApiRequest&) {
   return ApiResponse::Text(200, kMetricsContentType, s_.metrics.Render());
 }
 
-uint64_t NodeApi::NextNonce() {
-  const ledger::Account* a = s_.chain.state().FindAccount(s_.key.XOnly());
-  uint64_t chain_nonce = a ? a->nonce : 0;
-  next_nonce_ = std::max(next_nonce_, chain_nonce);
-  return next_nonce_++;
-}
-
 void NodeApi::Transfer(ApiRequest req, Responder responder) {
   v1::TransferRequest in;
   if (Status st = ParseJson(req.body, &in); !st.ok()) {
@@ -209,7 +204,7 @@ void NodeApi::Transfer(ApiRequest req, Responder responder) {
   v1::Transaction tx;
   tx.set_chain_id(s_.chain.params().chain_id);
   tx.set_signer(Str(s_.key.XOnly()));
-  tx.set_nonce(NextNonce());
+  tx.set_nonce(s_.ledger.NextNonce(s_.key.XOnly()));
   tx.set_fee(s_.chain.params().fee_per_tx);
   tx.mutable_transfer()->set_to(Str(*to));
   tx.mutable_transfer()->set_amount(in.amount());
@@ -238,7 +233,7 @@ void NodeApi::Transfer(ApiRequest req, Responder responder) {
                         keyed = !in.idempotency_key().empty()](const SubmitOutcome& out) {
     if (!*alive) return;
     if (!out.accepted) {
-      next_nonce_ = 0;  // resynchronise with the chain on the next transfer
+      s_.ledger.ResetNonces();  // resynchronise with the chain on the next one
       if (keyed) {
         // Never submitted successfully: the key may be retried.
         storage::WriteBatch batch;

@@ -1,6 +1,6 @@
-// The node's HTTP/JSON endpoints (docs/api.md) over the services that exist:
-// node info, balances, peers, ledger transfers and blocks, tokens, metrics.
-// Channel and tip endpoints join with the channel manager (issue 4).
+// The node's HTTP/JSON endpoints (docs/api.md): node info, balances, peers,
+// channels and tips (over the ChannelManager; channel_api.cc), ledger
+// transfers and blocks, tokens, metrics.
 //
 // Threading: handlers run on the io_context thread that drives the Host, the
 // follower and the RpcServer, so they use those objects directly.
@@ -14,6 +14,7 @@
 #include "crypto/crypto.h"
 #include "ledger/chain.h"
 #include "node/auth.h"
+#include "node/channel_manager.h"
 #include "node/config.h"
 #include "node/ledger_client.h"
 #include "node/lifecycle.h"
@@ -35,6 +36,7 @@ struct NodeServices {
   MetricsRegistry& metrics;
   const Clock& clock;
   crypto::RandomSource& rng;
+  ChannelManager* channels = nullptr;  // channel and tip routes need it
 };
 
 class NodeApi {
@@ -57,11 +59,23 @@ class NodeApi {
   ApiResponse CreateToken(const ApiRequest& req);
   ApiResponse Metrics(const ApiRequest& req);
   void Transfer(ApiRequest req, Responder responder);
-  // The nonce for this node's next ledger transaction.
-  uint64_t NextNonce();
+
+  // Channels and tips (channel_api.cc).
+  void RegisterChannelRoutes(RpcServer& server);
+  void OpenChannel(ApiRequest req, Responder responder);
+  ApiResponse ListChannels(const ApiRequest& req);
+  ApiResponse GetChannel(const ApiRequest& req);
+  void DepositChannel(ApiRequest req, Responder responder);
+  void CloseChannel(ApiRequest req, Responder responder);
+  void SendTip(ApiRequest req, Responder responder);
+  void SendTipBatch(ApiRequest req, Responder responder);
+  ApiResponse ListTips(const ApiRequest& req);
+
+  // How long channel open/close/deposit calls wait for the ledger before
+  // answering 202 with the channel as it is.
+  std::chrono::milliseconds channel_wait{30'000};
 
   NodeServices s_;
-  uint64_t next_nonce_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -1,0 +1,227 @@
+// NodeApi's channel and tip routes (docs/api.md), over the ChannelManager.
+#include <charconv>
+#include <memory>
+
+#include "node/node_api.h"
+#include "tipd/api.pb.h"
+
+namespace tipd::node {
+namespace {
+
+// The status a Status maps to, with the route's own machine code.
+ApiResponse ErrorWithCode(const Status& st, const std::string& code) {
+  ApiResponse r = ApiResponse::FromStatus(st);
+  return ApiResponse::Error(r.status, code.empty() ? "failed_precondition" : code, st.message());
+}
+
+Result<std::string> ParseChannelId(const std::string& hex) {
+  auto bytes = HexDecode(hex);
+  if (!bytes.ok() || bytes->size() != 32) {
+    return Status::InvalidArgument("channel id must be 64 hex characters, got '" + hex + "'");
+  }
+  return std::string(AsStringView(*bytes));
+}
+
+Result<TipRequestIn> ToTipRequest(const v1::TipRequest& in, const ApiRequest& req) {
+  TipRequestIn out;
+  if (in.channel_id().empty() == in.peer_node_id().empty()) {
+    return Status::InvalidArgument("give exactly one of channel_id and peer_node_id");
+  }
+  if (!in.channel_id().empty()) {
+    TIPD_ASSIGN_OR_RETURN(out.channel_id, ParseChannelId(in.channel_id()));
+  } else {
+    auto peer = crypto::PublicKey::FromHex(in.peer_node_id());
+    if (!peer.ok()) {
+      return Status::InvalidArgument("peer_node_id must be a 66-hex compressed public key");
+    }
+    out.peer = *peer;
+  }
+  if (in.amount() == 0) return Status::InvalidArgument("amount must be at least 1");
+  out.draft.amount = in.amount();
+  out.draft.message = in.message();
+  for (const auto& [k, v] : in.metadata()) out.draft.metadata[k] = v;
+  out.idempotency_key = in.idempotency_key();
+  // Tokens with a daily cap are charged; admin tokens have none unless set.
+  if (req.token && req.token->daily_cap != 0) out.token = *req.token;
+  return out;
+}
+
+ApiResponse TipAnswer(const TipResult& r) {
+  if (!r.status.ok()) return ErrorWithCode(r.status, r.error_code);
+  return ApiResponse::Json(r.response, r.acked ? 200 : 202);
+}
+
+}  // namespace
+
+void NodeApi::RegisterChannelRoutes(RpcServer& server) {
+  auto sync = [this](ApiResponse (NodeApi::*fn)(const ApiRequest&)) {
+    return [this, fn](const ApiRequest& req) { return (this->*fn)(req); };
+  };
+  auto async = [this](void (NodeApi::*fn)(ApiRequest, Responder)) {
+    return [this, fn](ApiRequest req, Responder r) { (this->*fn)(std::move(req), r); };
+  };
+  server.HandleAsync(HttpMethod::kPost, "/v1/channels", RouteAuth::Needs(Scope::kAdmin),
+                     async(&NodeApi::OpenChannel));
+  server.Handle(HttpMethod::kGet, "/v1/channels", RouteAuth::Needs(Scope::kRead),
+                sync(&NodeApi::ListChannels));
+  server.Handle(HttpMethod::kGet, "/v1/channels/{id}", RouteAuth::Needs(Scope::kRead),
+                sync(&NodeApi::GetChannel));
+  server.HandleAsync(HttpMethod::kPost, "/v1/channels/{id}/deposit",
+                     RouteAuth::Needs(Scope::kAdmin), async(&NodeApi::DepositChannel));
+  server.HandleAsync(HttpMethod::kPost, "/v1/channels/{id}/close", RouteAuth::Needs(Scope::kAdmin),
+                     async(&NodeApi::CloseChannel));
+  server.HandleAsync(HttpMethod::kPost, "/v1/tips", RouteAuth::Needs(Scope::kTip),
+                     async(&NodeApi::SendTip));
+  server.HandleAsync(HttpMethod::kPost, "/v1/tips/batch", RouteAuth::Needs(Scope::kTip),
+                     async(&NodeApi::SendTipBatch));
+  server.Handle(HttpMethod::kGet, "/v1/tips", RouteAuth::Needs(Scope::kRead),
+                sync(&NodeApi::ListTips));
+}
+
+void NodeApi::OpenChannel(ApiRequest req, Responder responder) {
+  v1::OpenChannelRequest in;
+  if (Status st = ParseJson(req.body, &in); !st.ok()) {
+    return responder.Send(ApiResponse::FromStatus(st));
+  }
+  auto peer = crypto::PublicKey::FromHex(in.peer_node_id());
+  if (!peer.ok()) {
+    return responder.Send(ApiResponse::Error(400, "INVALID_NODE_ID",
+                                             "peer_node_id must be a 66-hex compressed public key"));
+  }
+  s_.channels->Open(*peer, in.deposit(), in.push_deposit(), in.settle_timeout(), channel_wait,
+                    [responder](Result<v1::ChannelApi> ch, std::string) {
+                      if (!ch.ok()) return responder.Send(ApiResponse::FromStatus(ch.status()));
+                      v1::OpenChannelResponse out;
+                      *out.mutable_channel() = *ch;
+                      responder.Send(ApiResponse::Json(out, ch->state() == "open" ? 200 : 202));
+                    });
+}
+
+ApiResponse NodeApi::ListChannels(const ApiRequest&) {
+  v1::ListChannelsResponse out;
+  for (v1::ChannelApi& c : s_.channels->ListChannels()) *out.add_channels() = std::move(c);
+  return ApiResponse::Json(out);
+}
+
+ApiResponse NodeApi::GetChannel(const ApiRequest& req) {
+  auto id = ParseChannelId(req.params.at("id"));
+  if (!id.ok()) return ApiResponse::FromStatus(id.status());
+  auto ch = s_.channels->GetChannel(*id);
+  if (!ch.ok()) return ApiResponse::FromStatus(ch.status());
+  v1::GetChannelResponse out;
+  *out.mutable_channel() = *ch;
+  return ApiResponse::Json(out);
+}
+
+void NodeApi::DepositChannel(ApiRequest req, Responder responder) {
+  auto id = ParseChannelId(req.params.at("id"));
+  if (!id.ok()) return responder.Send(ApiResponse::FromStatus(id.status()));
+  v1::DepositRequest in;
+  if (Status st = ParseJson(req.body, &in); !st.ok()) {
+    return responder.Send(ApiResponse::FromStatus(st));
+  }
+  s_.channels->Deposit(*id, in.amount(), channel_wait,
+                       [responder](Result<v1::ChannelApi> ch, std::string tx_id) {
+                         if (!ch.ok()) return responder.Send(ApiResponse::FromStatus(ch.status()));
+                         v1::DepositResponse out;
+                         *out.mutable_channel() = *ch;
+                         out.set_tx_id(tx_id);
+                         responder.Send(ApiResponse::Json(out));
+                       });
+}
+
+void NodeApi::CloseChannel(ApiRequest req, Responder responder) {
+  auto id = ParseChannelId(req.params.at("id"));
+  if (!id.ok()) return responder.Send(ApiResponse::FromStatus(id.status()));
+  v1::CloseChannelRequest in;
+  if (Status st = ParseJson(req.body, &in); !st.ok()) {
+    return responder.Send(ApiResponse::FromStatus(st));
+  }
+  s_.channels->Close(*id, in.force(), channel_wait,
+                     [responder](Result<v1::ChannelApi> ch, std::string tx_id) {
+                       if (!ch.ok()) return responder.Send(ApiResponse::FromStatus(ch.status()));
+                       v1::CloseChannelResponse out;
+                       *out.mutable_channel() = *ch;
+                       out.set_tx_id(tx_id);
+                       responder.Send(ApiResponse::Json(out, ch->state() == "closed" ? 200 : 202));
+                     });
+}
+
+void NodeApi::SendTip(ApiRequest req, Responder responder) {
+  v1::TipRequest in;
+  if (Status st = ParseJson(req.body, &in); !st.ok()) {
+    return responder.Send(ApiResponse::FromStatus(st));
+  }
+  auto tip = ToTipRequest(in, req);
+  if (!tip.ok()) return responder.Send(ApiResponse::FromStatus(tip.status()));
+  s_.channels->SendTip(std::move(*tip),
+                       [responder](TipResult r) { responder.Send(TipAnswer(r)); });
+}
+
+void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
+  v1::TipBatchRequest in;
+  if (Status st = ParseJson(req.body, &in); !st.ok()) {
+    return responder.Send(ApiResponse::FromStatus(st));
+  }
+  if (in.tips_size() == 0 || in.tips_size() > 1000) {
+    return responder.Send(
+        ApiResponse::Error(400, "invalid_argument", "a batch holds 1 to 1000 tips"));
+  }
+  // Every tip is checked before any is queued: a bad one refuses the batch.
+  std::vector<TipRequestIn> tips;
+  for (int i = 0; i < in.tips_size(); ++i) {
+    auto tip = ToTipRequest(in.tips(i), req);
+    if (!tip.ok()) {
+      return responder.Send(ApiResponse::Error(
+          400, "invalid_argument", "tips[" + std::to_string(i) + "]: " + tip.status().message()));
+    }
+    tips.push_back(std::move(*tip));
+  }
+  // Results come back in request order; each tip succeeds or fails alone
+  // (the ones before a refused tip stay paid).
+  struct Gather {
+    v1::TipBatchResponse out;
+    size_t remaining = 0;
+  };
+  auto g = std::make_shared<Gather>();
+  g->remaining = tips.size();
+  for (size_t i = 0; i < tips.size(); ++i) g->out.add_results();
+  for (size_t i = 0; i < tips.size(); ++i) {
+    s_.channels->SendTip(std::move(tips[i]), [g, i, responder](TipResult r) {
+      v1::TipResponse& slot = *g->out.mutable_results(static_cast<int>(i));
+      if (r.status.ok()) {
+        slot = r.response;
+      } else {
+        slot.mutable_tip()->set_direction("sent");
+        slot.set_error_code(r.error_code);
+        slot.set_error_message(r.status.message());
+      }
+      if (--g->remaining == 0) responder.Send(ApiResponse::Json(g->out));
+    });
+  }
+}
+
+ApiResponse NodeApi::ListTips(const ApiRequest& req) {
+  auto q = [&](const char* name) -> std::string {
+    auto it = req.query.find(name);
+    return it == req.query.end() ? std::string() : it->second;
+  };
+  std::string channel_id;
+  if (!q("channel_id").empty()) {
+    auto id = ParseChannelId(q("channel_id"));
+    if (!id.ok()) return ApiResponse::FromStatus(id.status());
+    channel_id = *id;
+  }
+  uint32_t limit = 0;
+  if (const std::string text = q("limit"); !text.empty()) {
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), limit);
+    if (ec != std::errc() || ptr != text.data() + text.size()) {
+      return ApiResponse::Error(400, "invalid_argument", "limit must be a decimal number");
+    }
+  }
+  auto page = s_.channels->ListTips(q("direction"), channel_id, limit, q("cursor"));
+  if (!page.ok()) return ApiResponse::FromStatus(page.status());
+  return ApiResponse::Json(*page);
+}
+
+}  // namespace tipd::node
