@@ -1185,8 +1185,9 @@ int Devnet::Loop() {
   bool streaming = streamer_ != nullptr;
   int code = 0;
   for (;;) {
-    auto wake = last + interval;
-    if (end < wake) wake = end;
+    // Wake for the next status line, the end, and at least every second to
+    // notice a child that died.
+    auto wake = std::min({last + interval, end, Steady::now() + 1s});
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake - Steady::now());
     if (signals_.Wait(std::max(wait, 0ms))) break;
     bool dead = false;
@@ -1205,9 +1206,10 @@ int Devnet::Loop() {
     }
     auto now = Steady::now();
     if (now >= end) break;
-    if (streaming && now >= last + interval) {
+    if (now >= last + interval) {
       double secs = std::chrono::duration<double>(now - last).count();
       last = now;
+      if (!streaming) continue;
       uint64_t tips, errors, n, p50, p99;
       std::string last_error;
       {
