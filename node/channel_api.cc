@@ -85,8 +85,8 @@ void NodeApi::OpenChannel(ApiRequest req, Responder responder) {
   }
   auto peer = crypto::PublicKey::FromHex(in.peer_node_id());
   if (!peer.ok()) {
-    return responder.Send(ApiResponse::Error(400, "INVALID_NODE_ID",
-                                             "peer_node_id must be a 66-hex compressed public key"));
+    return responder.Send(ApiResponse::Error(
+        400, "INVALID_NODE_ID", "peer_node_id must be a 66-hex compressed public key"));
   }
   s_.channels->Open(*peer, in.deposit(), in.push_deposit(), in.settle_timeout(), channel_wait,
                     [responder](Result<v1::ChannelApi> ch, std::string) {
@@ -154,8 +154,7 @@ void NodeApi::SendTip(ApiRequest req, Responder responder) {
   }
   auto tip = ToTipRequest(in, req);
   if (!tip.ok()) return responder.Send(ApiResponse::FromStatus(tip.status()));
-  s_.channels->SendTip(std::move(*tip),
-                       [responder](TipResult r) { responder.Send(TipAnswer(r)); });
+  s_.channels->SendTip(std::move(*tip), [responder](TipResult r) { responder.Send(TipAnswer(r)); });
 }
 
 void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {

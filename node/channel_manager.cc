@@ -112,6 +112,7 @@ struct ChannelManager::Live {
   bool shutdown_received = false;
   bool proposal_sent = false;
   std::optional<channel::FinalBalances> proposed;
+  std::optional<v1::CloseRequest> pending_proposal;  // B: A's, before we were quiescent
   std::vector<ChannelCallback> open_waiters;
   std::vector<ChannelCallback> close_waiters;
 
@@ -167,9 +168,8 @@ Status ChannelManager::Start() {
   for (v1::StoredChannel& rec : stored) {
     TIPD_ASSIGN_OR_RETURN(crypto::PublicKey remote,
                           crypto::PublicKey::Parse(AsSpan(rec.remote_key())));
-    TIPD_ASSIGN_OR_RETURN(channel::Channel ch,
-                          chdb_.Restore(rec.channel_id(), key_.public_key(),
-                                        options_.local_limits));
+    TIPD_ASSIGN_OR_RETURN(channel::Channel ch, chdb_.Restore(rec.channel_id(), key_.public_key(),
+                                                             options_.local_limits));
     TIPD_ASSIGN_OR_RETURN(channel::RestoredState state, chdb_.Load(rec.channel_id()));
     auto live = std::make_unique<Live>(rec, std::move(ch), remote);
     live->receipt = state.receipt;
@@ -196,13 +196,11 @@ void ChannelManager::RegisterMetrics(MetricsRegistry& m) {
   tips_sent_ = &m.AddCounter("tipd_tips_sent_total", "tips sent and persisted");
   tips_received_ = &m.AddCounter("tipd_tips_received_total", "tips received and acknowledged");
   amount_sent_ = &m.AddCounter("tipd_tip_amount_sent_total", "sum of tip amounts sent");
-  amount_received_ =
-      &m.AddCounter("tipd_tip_amount_received_total", "sum of tip amounts received");
+  amount_received_ = &m.AddCounter("tipd_tip_amount_received_total", "sum of tip amounts received");
   updates_sent_ = &m.AddCounter("tipd_updates_sent_total", "signed balance updates sent");
   tips_per_update_ = &m.AddHistogram("tipd_tips_per_update", "tips folded into one update",
                                      ExponentialBuckets(1, 2, 9));
-  ack_latency_ = &m.AddHistogram("tipd_ack_latency_seconds",
-                                 "update sent to its ack received",
+  ack_latency_ = &m.AddHistogram("tipd_ack_latency_seconds", "update sent to its ack received",
                                  ExponentialBuckets(0.0001, 2, 16));
   Gauge& opening = m.AddGauge("tipd_channels_opening", "channels being opened");
   Gauge& open = m.AddGauge("tipd_channels_open", "open channels");
@@ -242,8 +240,7 @@ const ChannelManager::Live* ChannelManager::Find(const std::string& channel_id) 
   return it == channels_.end() ? nullptr : it->second.get();
 }
 
-ChannelManager::Live* ChannelManager::FindForPeer(p2p::PeerId peer,
-                                                  const std::string& channel_id) {
+ChannelManager::Live* ChannelManager::FindForPeer(p2p::PeerId peer, const std::string& channel_id) {
   Live* live = Find(channel_id);
   if (live == nullptr || live->session != peer) return nullptr;
   return live;
@@ -264,8 +261,7 @@ void ChannelManager::CommitThen(Live* live, storage::WriteBatch batch,
   // Events SetPhase staged into this batch are published once it is durable.
   std::vector<v1::Event> phase_events = std::exchange(phase_events_, {});
   committer_.Submit(std::move(batch), [this, alive = alive_, live, then = std::move(then),
-                                       phase_events = std::move(phase_events)](
-                                          Status s) mutable {
+                                       phase_events = std::move(phase_events)](Status s) mutable {
     boost::asio::post(io_, [this, alive, live, then = std::move(then), s,
                             phase_events = std::move(phase_events)]() {
       if (!*alive) return;
@@ -340,8 +336,7 @@ v1::Transaction ChannelManager::NewTx() {
   return tx;
 }
 
-void ChannelManager::SubmitTx(v1::Transaction tx,
-                              std::function<void(const SubmitOutcome&)> done) {
+void ChannelManager::SubmitTx(v1::Transaction tx, std::function<void(const SubmitOutcome&)> done) {
   if (Status s = ledger::SignTransaction(&tx, key_, rng_); !s.ok()) {
     SubmitOutcome out;
     out.code = "INTERNAL";
@@ -448,6 +443,7 @@ void ChannelManager::OnPeerConnected(const p2p::PeerInfo& info) {
     live->shutdown_sent = false;
     live->shutdown_received = false;
     live->proposal_sent = false;
+    live->pending_proposal.reset();
     if (live->commits_pending == 0) SendReestablish(*live);
   }
 }
@@ -569,17 +565,17 @@ void ChannelManager::Open(const crypto::PublicKey& peer, uint64_t deposit, uint6
                 "");
   }
   if (deposit > UINT64_MAX - push || deposit + push == 0) {
-    return done(Status::InvalidArgument(
-                    "deposit + push_deposit must be at least 1 and fit in 64 bits"),
-                "");
+    return done(
+        Status::InvalidArgument("deposit + push_deposit must be at least 1 and fit in 64 bits"),
+        "");
   }
   const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
   const uint64_t balance = acct ? acct->balance : 0;
   if (deposit > UINT64_MAX - params.fee_per_tx || balance < deposit + params.fee_per_tx) {
-    return done(Status::FailedPrecondition(
-                    "INSUFFICIENT_FUNDS: the ledger balance " + std::to_string(balance) +
-                    " cannot cover the deposit " + std::to_string(deposit) + " plus the fee " +
-                    std::to_string(params.fee_per_tx)),
+    return done(Status::FailedPrecondition("INSUFFICIENT_FUNDS: the ledger balance " +
+                                           std::to_string(balance) + " cannot cover the deposit " +
+                                           std::to_string(deposit) + " plus the fee " +
+                                           std::to_string(params.fee_per_tx)),
                 "");
   }
   auto neg = std::make_unique<OpenNeg>();
@@ -656,8 +652,8 @@ void ChannelManager::HandleOpenChannel(p2p::PeerId peer, const crypto::PublicKey
   }
   const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
   if ((acct ? acct->balance : 0) < push) {
-    return reject("INSUFFICIENT_FUNDS", "this node's ledger balance cannot cover the requested " +
-                                            std::to_string(push));
+    return reject("INSUFFICIENT_FUNDS",
+                  "this node's ledger balance cannot cover the requested " + std::to_string(push));
   }
   v1::ChannelOpenTx open;
   open.set_party_a(m.funder_key());
@@ -670,8 +666,8 @@ void ChannelManager::HandleOpenChannel(p2p::PeerId peer, const crypto::PublicKey
   if (!agreement.ok()) return reject("MALFORMED", agreement.status().message());
   const std::string channel_id = Str(ledger::DeriveChannelId(
       params.chain_id, AsSpan(open.party_a()), AsSpan(open.party_b()), m.nonce_a()));
-  if (Find(channel_id) != nullptr || ledger_.chain().state().FindChannel(
-                                         *HexDecodeFixed<32>(Hex(channel_id))) != nullptr) {
+  if (Find(channel_id) != nullptr ||
+      ledger_.chain().state().FindChannel(*HexDecodeFixed<32>(Hex(channel_id))) != nullptr) {
     return reject("CHANNEL_EXISTS", "a channel with this id exists");
   }
   channel::ChannelParams cp;
@@ -780,6 +776,7 @@ void ChannelManager::HandleAcceptChannel(p2p::PeerId peer, const v1::AcceptChann
   if (!crypto::VerifyTagged(neg->peer.XOnly(), ledger::kChannelOpenTag, *agreement, sig)) {
     return fail(Status::FailedPrecondition("peer's signature on the open does not verify"));
   }
+  if (Status st = ledger::SignTransaction(&tx, key_, rng_); !st.ok()) return fail(st);
   const std::string channel_id = Str(ledger::DeriveChannelId(
       params.chain_id, AsSpan(open.party_a()), AsSpan(open.party_b()), neg->nonce_a));
   channel::ChannelParams cp;
@@ -818,43 +815,44 @@ void ChannelManager::HandleAcceptChannel(p2p::PeerId peer, const v1::AcceptChann
   channels_.emplace(channel_id, std::move(live));
   lp->open_waiters.push_back(std::move(neg->done));
   const auto wait = neg->wait;
-  CommitThen(lp, std::move(batch), [this, lp, tx, peer, temp = m.temporary_id(),
-                                    wait](Status s) mutable {
-    if (!s.ok()) return;
-    EmitChannel(*lp, "");
-    Hash32 tx_id = *ledger::TransactionId(tx);
-    ledger_.Submit(tx, [this, alive = alive_, lp, tx_id, peer, temp,
-                        wait](const SubmitOutcome& out) {
-      if (!*alive) return;
-      if (!out.accepted) {
-        ledger_.ResetNonces();
-        storage::WriteBatch b;
-        lp->record.set_close_reason("ledger refused the open: " + out.code + ": " + out.message);
-        SetPhase(*lp, v1::STORED_CHANNEL_PHASE_CLOSED, &b);
-        CommitThen(lp, std::move(b), [](Status) {});
-        auto waiters = std::move(lp->open_waiters);
-        for (auto& w : waiters) {
-          w(Status::FailedPrecondition("ledger refused the open: " + out.code + ": " +
-                                       out.message),
-            HexEncode(tx_id));
-        }
-        return;
-      }
-      v1::Envelope env;
-      env.mutable_channel_opened()->set_temporary_id(temp);
-      env.mutable_channel_opened()->set_channel_id(lp->id);
-      env.mutable_channel_opened()->set_tx_id(Str(tx_id));
-      if (host_.GetPeer(peer)) Send(peer, env);
-      WaitForInclusion(tx_id, wait, [this, lp, tx_id](bool included) {
-        if (included) {
-          Reconcile(*lp);  // the block observer normally got there first
-          return;
-        }
-        auto waiters = std::move(lp->open_waiters);
-        for (auto& w : waiters) w(ToApi(*lp), HexEncode(tx_id));  // still opening
+  CommitThen(
+      lp, std::move(batch), [this, lp, tx, peer, temp = m.temporary_id(), wait](Status s) mutable {
+        if (!s.ok()) return;
+        EmitChannel(*lp, "");
+        Hash32 tx_id = *ledger::TransactionId(tx);
+        ledger_.Submit(
+            tx, [this, alive = alive_, lp, tx_id, peer, temp, wait](const SubmitOutcome& out) {
+              if (!*alive) return;
+              if (!out.accepted) {
+                ledger_.ResetNonces();
+                storage::WriteBatch b;
+                lp->record.set_close_reason("ledger refused the open: " + out.code + ": " +
+                                            out.message);
+                SetPhase(*lp, v1::STORED_CHANNEL_PHASE_CLOSED, &b);
+                CommitThen(lp, std::move(b), [](Status) {});
+                auto waiters = std::move(lp->open_waiters);
+                for (auto& w : waiters) {
+                  w(Status::FailedPrecondition("ledger refused the open: " + out.code + ": " +
+                                               out.message),
+                    HexEncode(tx_id));
+                }
+                return;
+              }
+              v1::Envelope env;
+              env.mutable_channel_opened()->set_temporary_id(temp);
+              env.mutable_channel_opened()->set_channel_id(lp->id);
+              env.mutable_channel_opened()->set_tx_id(Str(tx_id));
+              if (host_.GetPeer(peer)) Send(peer, env);
+              WaitForInclusion(tx_id, wait, [this, lp, tx_id](bool included) {
+                if (included) {
+                  Reconcile(*lp);  // the block observer normally got there first
+                  return;
+                }
+                auto waiters = std::move(lp->open_waiters);
+                for (auto& w : waiters) w(ToApi(*lp), HexEncode(tx_id));  // still opening
+              });
+            });
       });
-    });
-  });
 }
 
 void ChannelManager::HandleRejectChannel(const v1::RejectChannel& m) {
@@ -864,9 +862,8 @@ void ChannelManager::HandleRejectChannel(const v1::RejectChannel& m) {
   negotiations_.erase(it);
   neg->timer->cancel();
   ledger_.ResetNonces();
-  neg->done(Status::FailedPrecondition("peer refused the channel: " + m.code() + ": " +
-                                       m.message()),
-            "");
+  neg->done(
+      Status::FailedPrecondition("peer refused the channel: " + m.code() + ": " + m.message()), "");
 }
 
 // ---------------------------------------------------------------------------
@@ -895,8 +892,8 @@ void ChannelManager::SendReestablish(Live& live) {
     if (plan->adopted_own_proof) {
       // Rare (we were restored from a backup): write it before going on.
       storage::WriteBatch batch;
-      Status s = chdb_.StageAdoptedOwnProof(&batch, peer.received_proof(),
-                                            peer.received_tip_count());
+      Status s =
+          chdb_.StageAdoptedOwnProof(&batch, peer.received_proof(), peer.received_tip_count());
       if (s.ok()) s = committer_.SubmitAndWait(std::move(batch));
       if (!s.ok()) {
         log_->critical("channel {}: persisting the adopted proof failed: {}", Short(live.id),
@@ -977,8 +974,8 @@ void ChannelManager::SendTip(TipRequestIn req, std::function<void(TipResult)> do
       if (live == nullptr || l->ch.SpendableLocal() > live->ch.SpendableLocal()) live = l.get();
     }
     if (live == nullptr) {
-      return done(Refuse(Status::NotFound("no open channel with peer " + req.peer->Hex()),
-                         "NOT_FOUND"));
+      return done(
+          Refuse(Status::NotFound("no open channel with peer " + req.peer->Hex()), "NOT_FOUND"));
     }
   }
   const Hash32 request_hash = TipRequestHash(req);
@@ -1011,9 +1008,9 @@ void ChannelManager::SendTip(TipRequestIn req, std::function<void(TipResult)> do
     if (!prior.ok()) return done(Refuse(prior.status(), "INTERNAL"));
     if (prior->has_value()) {
       if ((*prior)->request_hash() != AsStringView(request_hash)) {
-        return done(Refuse(Status::AlreadyExists(
-                               "idempotency_key was used for a different tip; use a new key"),
-                           "IDEMPOTENCY_KEY_REUSED"));
+        return done(Refuse(
+            Status::AlreadyExists("idempotency_key was used for a different tip; use a new key"),
+            "IDEMPOTENCY_KEY_REUSED"));
       }
       TipResult r;
       r.response.ParseFromString((*prior)->response());
@@ -1044,17 +1041,16 @@ void ChannelManager::SendTip(TipRequestIn req, std::function<void(TipResult)> do
   }
   if (live->phase() != v1::STORED_CHANNEL_PHASE_OPEN || live->close_requested) {
     return done(Refuse(Status::FailedPrecondition("channel " + Hex(live->id) + " is " +
-                                                  (live->phase() ==
-                                                           v1::STORED_CHANNEL_PHASE_OPEN
+                                                  (live->phase() == v1::STORED_CHANNEL_PHASE_OPEN
                                                        ? std::string("closing")
                                                        : std::string(PhaseName(live->phase()))) +
                                                   "; tips need an open channel"),
                        "CHANNEL_NOT_OPEN"));
   }
   if (!live->session) {
-    return done(Refuse(Status::Unavailable("peer " + live->peer.Hex() +
-                                           " is not connected; the tip was not sent"),
-                       "PEER_OFFLINE"));
+    return done(Refuse(
+        Status::Unavailable("peer " + live->peer.Hex() + " is not connected; the tip was not sent"),
+        "PEER_OFFLINE"));
   }
   Reservation reservation;
   if (req.token) {
@@ -1136,37 +1132,37 @@ void ChannelManager::Pump(Live& live) {
       Emit(&batch, std::move(e), &staged);
     }
     if (out->update.tips_size() > 0) {
-      live.last_index_of_nonce[nonce] =
-          out->update.tips(out->update.tips_size() - 1).index();
+      live.last_index_of_nonce[nonce] = out->update.tips(out->update.tips_size() - 1).index();
     }
     v1::Envelope env;
     *env.mutable_tip_update() = std::move(out->update);
     const uint64_t epoch = live.epoch;
     Live* lp = &live;
-    CommitThen(lp, std::move(batch), [this, lp, env = std::move(env), epoch, nonce,
-                                      staged = std::move(staged)](Status s) {
-      Settle(staged, s);
-      if (!s.ok()) return;
-      const auto& u = env.tip_update();
-      uint64_t amount = 0;
-      for (const v1::Tip& t : u.tips()) {
-        amount += t.amount();
-        auto it = lp->waiting.find(t.index());
-        if (it != lp->waiting.end()) it->second.durable = true;
-      }
-      if (tips_sent_) {
-        tips_sent_->Inc(static_cast<double>(u.tips_size()));
-        amount_sent_->Inc(static_cast<double>(amount));
-        updates_sent_->Inc();
-        tips_per_update_->Observe(static_cast<double>(u.tips_size()));
-      }
-      // A session that changed since is resynchronised by reestablish,
-      // which resends every update still in flight.
-      if (lp->session && lp->reestablished && lp->epoch == epoch) {
-        lp->sent_at[nonce] = Clk::now();
-        Send(*lp->session, env);
-      }
-    });
+    CommitThen(
+        lp, std::move(batch),
+        [this, lp, env = std::move(env), epoch, nonce, staged = std::move(staged)](Status s) {
+          Settle(staged, s);
+          if (!s.ok()) return;
+          const auto& u = env.tip_update();
+          uint64_t amount = 0;
+          for (const v1::Tip& t : u.tips()) {
+            amount += t.amount();
+            auto it = lp->waiting.find(t.index());
+            if (it != lp->waiting.end()) it->second.durable = true;
+          }
+          if (tips_sent_) {
+            tips_sent_->Inc(static_cast<double>(u.tips_size()));
+            amount_sent_->Inc(static_cast<double>(amount));
+            updates_sent_->Inc();
+            tips_per_update_->Observe(static_cast<double>(u.tips_size()));
+          }
+          // A session that changed since is resynchronised by reestablish,
+          // which resends every update still in flight.
+          if (lp->session && lp->reestablished && lp->epoch == epoch) {
+            lp->sent_at[nonce] = Clk::now();
+            Send(*lp->session, env);
+          }
+        });
   }
 }
 
@@ -1178,8 +1174,8 @@ void ChannelManager::PeerBrokeRule(Live& live, p2p::PeerId peer, const channel::
   log_->warn("channel {}: peer broke {}: {} ({})", Short(live.id), e.code(), e.reason,
              channel::ConsequenceName(e.consequence));
   v1::Envelope env;
-  *env.mutable_update_rejected() = channel::MakeUpdateRejected(live.ch.params().channel_id,
-                                                               nonce, e);
+  *env.mutable_update_rejected() =
+      channel::MakeUpdateRejected(live.ch.params().channel_id, nonce, e);
   Send(peer, env);
   switch (e.consequence) {
     case channel::Consequence::kRejectMessage:
@@ -1260,20 +1256,20 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
   Live* lp = live;
   // Persist proof, tips and our ack; only then send the ack (a receipt for
   // tips we hold durably) and announce the tips.
-  CommitThen(lp, std::move(batch), [this, lp, ack = *ack, epoch, amount, count,
-                                    staged = std::move(staged)](Status s) {
-    Settle(staged, s);
-    if (!s.ok()) return;
-    if (tips_received_) {
-      tips_received_->Inc(count);
-      amount_received_->Inc(static_cast<double>(amount));
-    }
-    if (lp->session && lp->epoch == epoch) {
-      v1::Envelope env;
-      *env.mutable_ack() = ack;
-      Send(*lp->session, env);
-    }
-  });
+  CommitThen(lp, std::move(batch),
+             [this, lp, ack = *ack, epoch, amount, count, staged = std::move(staged)](Status s) {
+               Settle(staged, s);
+               if (!s.ok()) return;
+               if (tips_received_) {
+                 tips_received_->Inc(count);
+                 amount_received_->Inc(static_cast<double>(amount));
+               }
+               if (lp->session && lp->epoch == epoch) {
+                 v1::Envelope env;
+                 *env.mutable_ack() = ack;
+                 Send(*lp->session, env);
+               }
+             });
 }
 
 void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
@@ -1302,17 +1298,19 @@ void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
   e.mutable_ack()->set_nonce(m.nonce());
   Emit(&batch, std::move(e), &staged);
   Live* lp = live;
-  CommitThen(lp, std::move(batch), [this, lp, m, transferred,
-                                    staged = std::move(staged)](Status s) {
-    Settle(staged, s);
-    if (!s.ok()) return;
-    if (!lp->receipt || lp->receipt->nonce() < m.nonce()) {
-      lp->receipt = m;
-      lp->receipt_transferred = transferred;
-    }
-    AnswerAcked(*lp);
-  });
+  CommitThen(lp, std::move(batch),
+             [this, lp, m, transferred, staged = std::move(staged)](Status s) {
+               Settle(staged, s);
+               if (!s.ok()) return;
+               if (!lp->receipt || lp->receipt->nonce() < m.nonce()) {
+                 lp->receipt = m;
+                 lp->receipt_transferred = transferred;
+               }
+               AnswerAcked(*lp);
+             });
   Pump(*live);  // the window has room again
+  TrySendShutdown(*live);
+  MaybeProposeClose(*live);
 }
 
 void ChannelManager::AnswerAcked(Live& live) {
@@ -1414,8 +1412,14 @@ void ChannelManager::TrySendShutdown(Live& live) {
 }
 
 void ChannelManager::MaybeProposeClose(Live& live) {
-  if (!live.shutdown_sent || !live.shutdown_received || live.proposal_sent ||
-      live.close_submitted || !live.usable() || live.commits_pending > 0 ||
+  if (!live.record.local_is_a() && live.pending_proposal && live.usable() &&
+      live.ch.updates_in_flight() == 0 && live.shutdown_sent) {
+    v1::CloseRequest m = *live.pending_proposal;
+    return HandleCloseRequest(*live.session, m);
+  }
+  // Party A proposes and B answers, so one close transaction is submitted.
+  if (!live.record.local_is_a() || !live.shutdown_sent || !live.shutdown_received ||
+      live.proposal_sent || live.close_submitted || !live.usable() || live.commits_pending > 0 ||
       live.ch.updates_in_flight() > 0 || live.ch.queued_tips() > 0) {
     return;
   }
@@ -1463,13 +1467,15 @@ void ChannelManager::HandleCloseRequest(p2p::PeerId peer, const v1::CloseRequest
     MaybeProposeClose(*live);
     return;
   }
-  // A signed proposal: it must match our final balances exactly.
-  if (!live->shutdown_sent || !live->shutdown_received || live->commits_pending > 0 ||
-      live->ch.updates_in_flight() > 0) {
-    log_->info("channel {}: close proposal before we are quiescent; waiting for ours",
+  // A signed proposal: it must match our final balances exactly. Our acks
+  // of the last updates may still be committing; that does not change them.
+  if (!live->shutdown_sent || !live->shutdown_received || live->ch.updates_in_flight() > 0) {
+    log_->info("channel {}: close proposal before we are quiescent; answering it once we are",
                Short(live->id));
+    live->pending_proposal = m;
     return;
   }
+  live->pending_proposal.reset();
   auto st = live->ch.CheckCooperativeClose(m.balance_a(), m.balance_b(), AsSpan(m.signature()));
   if (!st.ok()) {
     log_->warn("channel {}: close proposal refused: {}", Short(live->id), st.error().ToString());
@@ -1481,16 +1487,15 @@ void ChannelManager::HandleCloseRequest(p2p::PeerId peer, const v1::CloseRequest
   env.mutable_close_signed()->set_channel_id(live->id);
   env.mutable_close_signed()->set_signature(Str(*sig));
   GiveCloseSignature(*live, std::move(env));
-  log_->info("channel {}: signed the cooperative close ({} / {})", Short(live->id),
-             m.balance_a(), m.balance_b());
+  log_->info("channel {}: signed the cooperative close ({} / {})", Short(live->id), m.balance_a(),
+             m.balance_b());
 }
 
 void ChannelManager::HandleCloseSigned(p2p::PeerId peer, const v1::CloseSigned& m) {
   Live* live = FindForPeer(peer, m.channel_id());
   if (live == nullptr || !live->proposed || live->close_submitted) return;
   const channel::FinalBalances fb = *live->proposed;
-  if (auto st = live->ch.CheckCooperativeClose(fb.balance_a, fb.balance_b,
-                                               AsSpan(m.signature()));
+  if (auto st = live->ch.CheckCooperativeClose(fb.balance_a, fb.balance_b, AsSpan(m.signature()));
       !st.ok()) {
     log_->warn("channel {}: peer's close signature refused: {}", Short(live->id),
                st.error().ToString());
@@ -1510,14 +1515,15 @@ void ChannelManager::HandleCloseSigned(p2p::PeerId peer, const v1::CloseSigned& 
   c.set_signature_b(a ? m.signature() : Str(*ours));
   Live* lp = live;
   SubmitTx(tx, [this, lp](const SubmitOutcome& out) {
+    if (!out.accepted && out.code == "CHANNEL_NOT_OPEN") return;  // settled already
     if (!out.accepted) {
       lp->close_submitted = false;
       log_->warn("channel {}: ledger refused the cooperative close: {}: {}", Short(lp->id),
                  out.code, out.message);
       auto waiters = std::move(lp->close_waiters);
       for (auto& w : waiters) {
-        w(Status::FailedPrecondition("ledger refused the cooperative close: " + out.code +
-                                     ": " + out.message),
+        w(Status::FailedPrecondition("ledger refused the cooperative close: " + out.code + ": " +
+                                     out.message),
           HexEncode(out.tx_id));
       }
       return;
@@ -1556,8 +1562,8 @@ void ChannelManager::ForceClose(Live& live, const std::string& why, ChannelCallb
         log_->warn("channel {}: ledger refused the unilateral close: {}: {}", Short(lp->id),
                    out.code, out.message);
         for (auto& w : waiters) {
-          w(Status::FailedPrecondition("ledger refused the unilateral close: " + out.code +
-                                       ": " + out.message),
+          w(Status::FailedPrecondition("ledger refused the unilateral close: " + out.code + ": " +
+                                       out.message),
             HexEncode(out.tx_id));
         }
         return;
@@ -1599,11 +1605,11 @@ void ChannelManager::Deposit(const std::string& channel_id, uint64_t amount,
   const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
   const uint64_t fee = ledger_.chain().params().fee_per_tx;
   if (amount > UINT64_MAX - fee || (acct ? acct->balance : 0) < amount + fee) {
-    return done(Status::FailedPrecondition("INSUFFICIENT_FUNDS: the ledger balance " +
-                                           std::to_string(acct ? acct->balance : 0) +
-                                           " cannot cover " + std::to_string(amount) +
-                                           " plus the fee " + std::to_string(fee)),
-                "");
+    return done(
+        Status::FailedPrecondition("INSUFFICIENT_FUNDS: the ledger balance " +
+                                   std::to_string(acct ? acct->balance : 0) + " cannot cover " +
+                                   std::to_string(amount) + " plus the fee " + std::to_string(fee)),
+        "");
   }
   v1::Transaction tx = NewTx();
   tx.mutable_deposit()->set_channel_id(channel_id);
@@ -1737,9 +1743,10 @@ void ChannelManager::Watch(Live& live, const ledger::Channel& onchain) {
       v1::Transaction tx = NewTx();
       tx.mutable_update_proof()->set_channel_id(live.id);
       *tx.mutable_update_proof()->mutable_proof() = ours;
-      log_->warn("channel {}: the peer closed the channel holding its proof at nonce {}; "
-                 "submitting its latest proof (nonce {}) before height {}",
-                 Short(live.id), held.nonce, ours.nonce(), onchain.WindowEnd());
+      log_->warn(
+          "channel {}: the peer closed the channel holding its proof at nonce {}; "
+          "submitting its latest proof (nonce {}) before height {}",
+          Short(live.id), held.nonce, ours.nonce(), onchain.WindowEnd());
       SubmitTx(tx, [this, lp](const SubmitOutcome& out) {
         if (out.accepted) {
           log_->info("channel {}: proof submitted (tx {})", Short(lp->id),
@@ -1777,8 +1784,7 @@ void ChannelManager::Watch(Live& live, const ledger::Channel& onchain) {
 // History
 
 Result<v1::ListTipsResponse> ChannelManager::ListTips(const std::string& direction,
-                                                      const std::string& channel_id,
-                                                      uint32_t limit,
+                                                      const std::string& channel_id, uint32_t limit,
                                                       const std::string& cursor) const {
   std::vector<storage::Direction> dirs;
   if (direction.empty() || direction == "sent") dirs.push_back(storage::Direction::kLocalToRemote);
@@ -1799,7 +1805,8 @@ Result<v1::ListTipsResponse> ChannelManager::ListTips(const std::string& directi
   if (!cursor.empty()) {
     const size_t d1 = cursor.find('.');
     const size_t d2 = cursor.find('.', d1 == std::string::npos ? 0 : d1 + 1);
-    auto id = d1 == 64 ? HexDecode(cursor.substr(0, 64)) : Result<Bytes>(Status::InvalidArgument(""));
+    auto id =
+        d1 == 64 ? HexDecode(cursor.substr(0, 64)) : Result<Bytes>(Status::InvalidArgument(""));
     if (!id.ok() || d2 != d1 + 2 || (cursor[d1 + 1] != '0' && cursor[d1 + 1] != '1')) {
       return Status::InvalidArgument("cursor is not one this node returned");
     }

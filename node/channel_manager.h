@@ -115,7 +115,7 @@ struct TipRequestIn {
   std::string channel_id;  // 32 bytes, or empty with peer set
   std::optional<crypto::PublicKey> peer;
   channel::TipDraft draft;
-  std::string idempotency_key;  // may be empty
+  std::string idempotency_key;       // may be empty
   std::optional<TokenClaims> token;  // for the daily spending cap
 };
 
@@ -156,20 +156,18 @@ class ChannelManager {
   std::vector<v1::ChannelApi> ListChannels() const;
   Result<v1::ChannelApi> GetChannel(const std::string& channel_id) const;
   // Tip history: both or one direction, every channel or one, by cursor.
-  Result<v1::ListTipsResponse> ListTips(const std::string& direction,
-                                        const std::string& channel_id, uint32_t limit,
-                                        const std::string& cursor) const;
+  Result<v1::ListTipsResponse> ListTips(const std::string& direction, const std::string& channel_id,
+                                        uint32_t limit, const std::string& cursor) const;
   // Sums for GET /v1/balance.
   void Balances(v1::BalanceResponse* out) const;
   size_t channel_count() const { return channels_.size(); }
 
-  struct Live;      // one channel's runtime state (channel_manager.cc)
-  struct OpenNeg;   // one open negotiation we started
+  struct Live;     // one channel's runtime state (channel_manager.cc)
+  struct OpenNeg;  // one open negotiation we started
 
  private:
   // Messages.
-  void HandleOpenChannel(p2p::PeerId peer, const crypto::PublicKey& node,
-                         const v1::OpenChannel& m);
+  void HandleOpenChannel(p2p::PeerId peer, const crypto::PublicKey& node, const v1::OpenChannel& m);
   void HandleAcceptChannel(p2p::PeerId peer, const v1::AcceptChannel& m);
   void HandleRejectChannel(const v1::RejectChannel& m);
   void HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m);
@@ -195,8 +193,7 @@ class ChannelManager {
   void SetPhase(Live& live, v1::StoredChannelPhase phase, storage::WriteBatch* batch);
   void FailChannelRequests(Live& live, const std::string& code, const std::string& why);
   void AnswerAcked(Live& live);
-  void PeerBrokeRule(Live& live, p2p::PeerId peer, const channel::ChannelError& e,
-                     uint64_t nonce);
+  void PeerBrokeRule(Live& live, p2p::PeerId peer, const channel::ChannelError& e, uint64_t nonce);
   void ForceClose(Live& live, const std::string& why, ChannelCallback done);
   void Send(p2p::PeerId peer, const v1::Envelope& env);
   std::optional<p2p::PeerId> SessionOf(const Live& live) const;
@@ -232,8 +229,8 @@ class ChannelManager {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<bool> alive_;
 
-  std::map<std::string, std::unique_ptr<Live>> channels_;          // by channel id bytes
-  std::map<std::string, std::unique_ptr<OpenNeg>> negotiations_;   // by temporary id
+  std::map<std::string, std::unique_ptr<Live>> channels_;         // by channel id bytes
+  std::map<std::string, std::unique_ptr<OpenNeg>> negotiations_;  // by temporary id
   std::map<std::string, std::vector<std::function<void(TipResult)>>> tips_by_key_;  // in progress
   // Channel events SetPhase staged; the next CommitThen takes them.
   std::vector<v1::Event> phase_events_;
