@@ -266,6 +266,12 @@ int RunNode(const NodeConfig& config) {
   if (!s.ok()) return Fail("channels", s);
   s = ledger_client.Start();
   if (!s.ok()) return Fail("ledger", s);
+  auto saved_peers = LoadPersistentPeers(**db);
+  if (!saved_peers.ok()) return Fail("peers", saved_peers.status());
+  for (const auto& [id, address] : *saved_peers) {
+    s = host.AddPersistentPeer(NumericHost(address.host), address.port, id);
+    if (!s.ok()) log->warn("peer {}@{}: {}", id.Hex(), address.ToString(), s.ToString());
+  }
   for (const PeerAddress& peer : config.connect) {
     s = host.AddPersistentPeer(NumericHost(peer.address.host), peer.address.port, peer.node_id);
     if (!s.ok()) log->warn("peer {}: {}", peer.ToString(), s.ToString());

@@ -28,6 +28,38 @@ Status CheckIdempotencyKey(const std::string& key) {
 
 }  // namespace
 
+Status SavePersistentPeer(storage::Database& db, const crypto::PublicKey& node_id,
+                          const std::string& address) {
+  storage::RecordStore<v1::StoredPeer> peers(&db);
+  v1::StoredPeer rec;
+  rec.set_node_id(Str(node_id.bytes()));
+  rec.set_address(address);
+  std::string key(1, static_cast<char>(storage::KeyFamily::kPeer));
+  key += Str(node_id.bytes());
+  storage::WriteBatch batch;
+  peers.Put(&batch, key, rec);
+  return db.Write(batch);
+}
+
+Result<std::vector<std::pair<crypto::PublicKey, HostPort>>> LoadPersistentPeers(
+    storage::Database& db) {
+  std::vector<std::pair<crypto::PublicKey, HostPort>> out;
+  const std::string prefix(1, static_cast<char>(storage::KeyFamily::kPeer));
+  TIPD_RETURN_IF_ERROR(
+      db.ScanPrefix(prefix, 10'000, [&](std::string_view key, std::string_view value) -> Status {
+        TIPD_ASSIGN_OR_RETURN(v1::StoredPeer rec,
+                              storage::RecordStore<v1::StoredPeer>::Decode(key, value));
+        auto id = crypto::PublicKey::Parse(AsSpan(rec.node_id()));
+        auto address = ParseHostPort(rec.address());
+        if (!id.ok() || !address.ok()) {
+          return Status::Corruption("peer record " + storage::EscapeKey(key) + " is malformed");
+        }
+        out.emplace_back(*id, *address);
+        return Status::Ok();
+      }));
+  return out;
+}
+
 NodeApi::NodeApi(NodeServices services) : s_(services) {}
 
 NodeApi::~NodeApi() { *alive_ = false; }
@@ -97,7 +129,9 @@ ApiResponse NodeApi::ConnectPeer(const ApiRequest& req) {
   std::string host = address->host == "localhost" ? "127.0.0.1" : address->host;
   Status st;
   if (in.persistent()) {
-    st = s_.host.AddPersistentPeer(host, address->port, *node_id);
+    st = SavePersistentPeer(s_.db, *node_id, address->ToString());
+    if (st.ok()) st = s_.host.AddPersistentPeer(host, address->port, *node_id);
+    if (st.code() == StatusCode::kAlreadyExists) st = Status::Ok();
   } else {
     auto id = s_.host.Connect(host, address->port, *node_id);
     st = id.status();

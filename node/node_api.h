@@ -39,6 +39,13 @@ struct NodeServices {
   ChannelManager* channels = nullptr;  // channel and tip routes need it
 };
 
+// Persistent peers added through the API survive restarts: ConnectPeer
+// stores them, RunNode redials them at start.
+Status SavePersistentPeer(storage::Database& db, const crypto::PublicKey& node_id,
+                          const std::string& address);
+Result<std::vector<std::pair<crypto::PublicKey, HostPort>>> LoadPersistentPeers(
+    storage::Database& db);
+
 class NodeApi {
  public:
   explicit NodeApi(NodeServices services);

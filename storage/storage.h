@@ -255,6 +255,7 @@ enum class KeyFamily : char {
   kReceipt = 'R',         // StoredReceipt: 'R' channel_id[32] direction[1] (node/channel_db.h)
   kOutgoingUpdate = 'O',  // StoredOutgoingUpdate: 'O' channel_id[32] nonce[8 BE]
   kIdempotency = 'I',     // StoredIdempotentResult: 'I' kind '/' key (node/node_api.h)
+  kPeer = 'P',            // StoredPeer: 'P' node_id[33] (node/node_api.h)
   kEvent = 'E',           // StoredEvent: 'E' id[8 BE] (node/events.h), newest N kept
   // Reserved for ledger/ (layout chosen there, documented in docs/storage.md).
   kBlock = 'B',         // block by height

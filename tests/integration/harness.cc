@@ -147,7 +147,8 @@ void NetworkFixture::StopLedger(int signo) {
 }
 
 Process* NetworkFixture::StartNode(const std::string& name, const crypto::KeyPair* key,
-                                   uint16_t rpc_port) {
+                                   uint16_t rpc_port, uint16_t p2p_port,
+                                   const std::vector<std::string>& extra) {
   auto dir = NodeDir(name);
   std::filesystem::create_directories(dir);
   std::filesystem::permissions(dir, std::filesystem::perms::owner_all);
@@ -157,12 +158,18 @@ Process* NetworkFixture::StartNode(const std::string& name, const crypto::KeyPai
   if (!std::filesystem::exists(dir / "genesis.json")) {
     std::filesystem::copy_file(ledger_dir_ / "genesis.json", dir / "genesis.json");
   }
+  if (p2p_port == 0) {
+    auto known = p2p_ports_.find(name);
+    p2p_port = known != p2p_ports_.end() ? known->second : FreeLoopbackPort();
+  }
+  p2p_ports_[name] = p2p_port;
   std::vector<std::string> argv = {
       kTipd,          "node",
       "--datadir",    dir.string(),
-      "--listen",     "127.0.0.1:" + std::to_string(FreeLoopbackPort()),
+      "--listen",     "127.0.0.1:" + std::to_string(p2p_port),
       "--ledger",     "127.0.0.1:" + std::to_string(ledger_port_) + "@" + sequencer_.Hex(),
       "--rpc-listen", "127.0.0.1:" + std::to_string(rpc_port)};
+  argv.insert(argv.end(), extra.begin(), extra.end());
   std::string error;
   auto p = Process::Start(argv, dir_.path() / (name + ".log"), &error);
   EXPECT_TRUE(p) << error;

@@ -89,8 +89,12 @@ class NetworkFixture : public ::testing::Test {
   // Starts node `name` following the ledger; waits until it reports ready.
   // `key`, if given, becomes the node's key (so the genesis can fund it);
   // `rpc_port`, if non-zero, is its API port.
+  // `p2p_port` (0: a free one, or the one it had before) is its peer port;
+  // `extra` are further flags.
   Process* StartNode(const std::string& name, const crypto::KeyPair* key = nullptr,
-                     uint16_t rpc_port = 0);
+                     uint16_t rpc_port = 0, uint16_t p2p_port = 0,
+                     const std::vector<std::string>& extra = {});
+  uint16_t P2pPort(const std::string& name) const { return p2p_ports_.at(name); }
   std::filesystem::path NodeDir(const std::string& name) const { return dir_.path() / name; }
   std::unique_ptr<TestClient> Client(const std::string& name = "client");
 
@@ -101,6 +105,7 @@ class NetworkFixture : public ::testing::Test {
   uint16_t ledger_port_ = 0;
   std::unique_ptr<Process> ledger_;
   std::map<std::string, std::unique_ptr<Process>> nodes_;
+  std::map<std::string, uint16_t> p2p_ports_;
   v1::GenesisParams genesis_;
   crypto::PublicKey sequencer_;
   std::vector<Account> accounts_;

@@ -1,0 +1,488 @@
+// Live channels between real `tipd node` processes on loopback: open on the
+// ledger, tips with messages both ways, cooperative and unilateral closes,
+// the watcher against a dishonest closer, SIGKILL mid-stream, refusals.
+#include <google/protobuf/util/json_util.h>
+
+#include <atomic>
+#include <csignal>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "channel/codec.h"
+#include "node/auth.h"
+#include "node/channel_db.h"
+#include "tests/integration/harness.h"
+#include "tests/support/http_client.h"
+#include "tipd/api.pb.h"
+
+namespace tipd::testing {
+namespace {
+
+template <typename M>
+M FromJson(const std::string& json) {
+  M m;
+  auto st = google::protobuf::util::JsonStringToMessage(json, &m);
+  EXPECT_TRUE(st.ok()) << json;
+  return m;
+}
+
+struct Node {
+  std::string name;
+  uint16_t rpc = 0;
+  std::string token;
+  crypto::PublicKey id;
+  const crypto::KeyPair* key = nullptr;
+};
+
+// One tip request's outcome as the API answered it.
+struct Sent {
+  int status = 0;
+  std::string message;
+  uint64_t index = 0;
+  uint64_t amount = 0;
+};
+
+std::string Msg(const std::string& prefix, int i) {
+  // Non-ASCII on purpose: messages must come back byte-identical.
+  return prefix + " #" + std::to_string(i) + " \xc3\xa9pisode \xe2\x9c\x93";
+}
+
+class ChannelNetTest : public NetworkFixture {
+ protected:
+  Node Up(const std::string& name, int account, uint16_t rpc = 0,
+          const std::vector<std::string>& extra = {}) {
+    Node n;
+    n.name = name;
+    n.rpc = rpc ? rpc : FreeLoopbackPort();
+    n.key = &accounts_[account].key;
+    n.id = n.key->public_key();
+    EXPECT_NE(StartNode(name, n.key, n.rpc, 0, extra), nullptr);
+    auto token = node::ReadTokenFile(NodeDir(name) / "admin.token");
+    EXPECT_TRUE(token.ok());
+    n.token = token.ok() ? *token : "";
+    return n;
+  }
+
+  void Restart(Node& n, const std::vector<std::string>& extra = {}) {
+    ASSERT_NE(StartNode(n.name, n.key, n.rpc, 0, extra), nullptr);
+  }
+
+  void Kill(const Node& n, int signo) {
+    Process* p = nodes_.at(n.name).get();
+    p->Signal(signo);
+    ASSERT_TRUE(p->Wait(20s).has_value());
+  }
+
+  HttpResult Call(const Node& n, const std::string& method, const std::string& path,
+                  const std::string& body = "") {
+    return HttpRequest(n.rpc, method, path, n.token, body);
+  }
+
+  void Connect(const Node& from, const Node& to) {
+    auto r = Call(from, "POST", "/v1/peers",
+                  R"({"node_id":")" + to.id.Hex() + R"(","address":"127.0.0.1:)" +
+                      std::to_string(P2pPort(to.name)) + R"(","persistent":true})");
+    ASSERT_EQ(r.status, 202) << r.body;
+    ASSERT_TRUE(WaitFor([&] {
+      auto peers = Call(from, "GET", "/v1/peers");
+      return peers.body.find(to.id.Hex()) != std::string::npos;
+    }));
+  }
+
+  template <typename Pred>
+  bool WaitFor(Pred pred, std::chrono::milliseconds timeout = 30s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(20ms);
+    }
+    return true;
+  }
+
+  v1::ChannelApi Channel(const Node& n, const std::string& ch) {
+    auto r = Call(n, "GET", "/v1/channels/" + ch);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return FromJson<v1::GetChannelResponse>(r.body).channel();
+  }
+
+  bool WaitState(const Node& n, const std::string& ch, const std::string& state,
+                 std::chrono::milliseconds timeout = 30s) {
+    return WaitFor([&] { return Channel(n, ch).state() == state; }, timeout);
+  }
+
+  // Opens a channel from `a` to `b` and waits until both see it open.
+  std::string Open(const Node& a, const Node& b, uint64_t da, uint64_t db,
+                   uint64_t settle_timeout = 0) {
+    auto r = Call(a, "POST", "/v1/channels",
+                  R"({"peer_node_id":")" + b.id.Hex() + R"(","deposit":")" + std::to_string(da) +
+                      R"(","push_deposit":")" + std::to_string(db) + R"(","settle_timeout":")" +
+                      std::to_string(settle_timeout) + R"("})");
+    EXPECT_EQ(r.status, 200) << r.body;
+    auto ch = FromJson<v1::OpenChannelResponse>(r.body).channel();
+    EXPECT_EQ(ch.state(), "open");
+    EXPECT_TRUE(WaitState(b, ch.channel_id(), "open"));
+    return ch.channel_id();
+  }
+
+  HttpResult Tip(const Node& n, const std::string& ch, uint64_t amount, const std::string& msg,
+                 const std::string& key = "") {
+    std::string body = R"({"channel_id":")" + ch + R"(","amount":")" + std::to_string(amount) +
+                       R"(","message":")" + msg +
+                       R"(","metadata":{"app_name":"itest","sender_name":")" + n.name + R"("}})";
+    if (!key.empty()) body.insert(body.size() - 1, R"(,"idempotency_key":")" + key + "\"");
+    return Call(n, "POST", "/v1/tips", body);
+  }
+
+  // `count` tips from `n` on `ch` over `threads` concurrent clients; amounts
+  // cycle 1..5. Requests that fail are retried with the same idempotency key
+  // while `retry` holds (a peer or node restarting).
+  std::vector<Sent> Stream(const Node& n, const std::string& ch, int count, int threads,
+                           const std::string& prefix, bool retry = false) {
+    std::vector<Sent> out(static_cast<size_t>(count));
+    std::atomic<int> next{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&] {
+        for (int i = next++; i < count; i = next++) {
+          Sent& s = out[static_cast<size_t>(i)];
+          s.message = Msg(prefix, i);
+          s.amount = static_cast<uint64_t>(i % 5 + 1);
+          const std::string key = prefix + "-" + std::to_string(i);
+          auto deadline = std::chrono::steady_clock::now() + 60s;
+          for (;;) {
+            auto r = Tip(n, ch, s.amount, s.message, key);
+            s.status = r.status;
+            if (r.status != 200 && !retry) ADD_FAILURE() << r.body;
+            if (r.status == 200) {
+              s.index = FromJson<v1::TipResponse>(r.body).tip().tip().index();
+              break;
+            }
+            if (!retry || std::chrono::steady_clock::now() > deadline) break;
+            std::this_thread::sleep_for(50ms);
+          }
+        }
+      });
+    }
+    for (auto& t : pool) t.join();
+    return out;
+  }
+
+  // Every tip of one direction of `ch` as `n` stores it, by index.
+  std::map<uint64_t, v1::TipApi> History(const Node& n, const std::string& ch,
+                                         const std::string& direction) {
+    std::map<uint64_t, v1::TipApi> out;
+    std::string cursor;
+    do {
+      auto r = Call(n, "GET",
+                    "/v1/tips?channel_id=" + ch + "&direction=" + direction +
+                        "&limit=500&cursor=" + cursor);
+      EXPECT_EQ(r.status, 200) << r.body;
+      if (r.status != 200) break;
+      auto page = FromJson<v1::ListTipsResponse>(r.body);
+      for (const auto& t : page.tips()) out[t.tip().index()] = t;
+      cursor = page.next_cursor();
+    } while (!cursor.empty());
+    return out;
+  }
+
+  // The ledger's record of `ch`, from an in-test follower.
+  std::optional<ledger::Channel> Onchain(TestClient& c, const std::string& ch) {
+    auto id = HexDecodeFixed<32>(ch);
+    if (!id.ok()) return std::nullopt;
+    const ledger::Channel* p = c.chain().state().FindChannel(*id);
+    if (p == nullptr) return std::nullopt;
+    return *p;
+  }
+
+  bool WaitSettled(TestClient& c, const std::string& ch, std::chrono::milliseconds timeout = 60s) {
+    return RunUntil(
+        c.io(),
+        [&] {
+          auto oc = Onchain(c, ch);
+          return oc && oc->phase == ledger::ChannelPhase::kSettled;
+        },
+        timeout);
+  }
+};
+
+uint64_t Sum(const std::vector<Sent>& v) {
+  uint64_t s = 0;
+  for (const Sent& x : v) {
+    if (x.status == 200) s += x.amount;
+  }
+  return s;
+}
+
+TEST_F(ChannelNetTest, TenThousandTipsBothWaysThenCooperativeClose) {
+  InitLedger(/*block_interval_ms=*/50);
+  StartLedger();
+  Node a = Up("a", 0);
+  Node b = Up("b", 1);
+  Connect(a, b);
+  constexpr uint64_t kDa = 400'000, kDb = 300'000;
+  const std::string ch = Open(a, b, kDa, kDb);
+  ASSERT_FALSE(ch.empty());
+
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<Sent> ab, ba;
+  std::thread t1([&] { ab = Stream(a, ch, 5000, 8, "a2b"); });
+  std::thread t2([&] { ba = Stream(b, ch, 5000, 8, "b2a"); });
+  t1.join();
+  t2.join();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const auto* v : {&ab, &ba}) {
+    for (const Sent& s : *v) ASSERT_EQ(s.status, 200) << s.message;
+  }
+  std::cout << "[ figures ] 10000 tips (5000 each way, 16 concurrent API clients) in " << secs
+            << " s = " << 10000 / secs << " tips/s\n";
+  RecordProperty("tips_per_second", std::to_string(static_cast<int>(10000 / secs)));
+
+  // Every tip arrived with its message, byte-identical, under the index
+  // the sender was told.
+  auto received_b = History(b, ch, "received");
+  auto received_a = History(a, ch, "received");
+  ASSERT_EQ(received_b.size(), 5000u);
+  ASSERT_EQ(received_a.size(), 5000u);
+  for (const Sent& s : ab) {
+    ASSERT_EQ(received_b.at(s.index).tip().message(), s.message);
+    ASSERT_EQ(received_b.at(s.index).tip().amount(), s.amount);
+  }
+  for (const Sent& s : ba) ASSERT_EQ(received_a.at(s.index).tip().message(), s.message);
+  const uint64_t t_ab = Sum(ab), t_ba = Sum(ba);
+  v1::ChannelApi view_a = Channel(a, ch);
+  EXPECT_EQ(view_a.balance_local(), kDa - t_ab + t_ba);
+  EXPECT_EQ(view_a.tips_sent(), 5000u);
+  EXPECT_EQ(view_a.tips_received(), 5000u);
+
+  // Cooperative close: the ledger pays dA - T(A->B) + T(B->A) and the mirror.
+  auto client = Client();
+  ASSERT_TRUE(client->WaitConnected());
+  auto close = Call(a, "POST", "/v1/channels/" + ch + "/close", "{}");
+  ASSERT_TRUE(close.status == 200 || close.status == 202) << close.body;
+  ASSERT_TRUE(WaitSettled(*client, ch));
+  auto oc = Onchain(*client, ch);
+  EXPECT_EQ(oc->payout_a, kDa - t_ab + t_ba);
+  EXPECT_EQ(oc->payout_b, kDb + t_ab - t_ba);
+  EXPECT_TRUE(client->chain().state().CheckSupply().ok());
+  EXPECT_TRUE(WaitState(a, ch, "closed"));
+  EXPECT_TRUE(WaitState(b, ch, "closed"));
+  // A closed channel takes no tips.
+  auto late = Tip(a, ch, 1, "too late");
+  EXPECT_EQ(late.status, 409) << late.body;
+}
+
+TEST_F(ChannelNetTest, UnilateralCloseWhilePartnerOfflineWatcherSubmitsItsProof) {
+  InitLedger(/*block_interval_ms=*/100);
+  StartLedger();
+  Node a = Up("a", 0);
+  Node b = Up("b", 1);
+  Connect(a, b);
+  constexpr uint64_t kDa = 10'000, kDb = 10'000;
+  const std::string ch = Open(a, b, kDa, kDb, /*settle_timeout=*/40);
+  auto ab = Stream(a, ch, 60, 4, "a2b");
+  auto ba = Stream(b, ch, 40, 4, "b2a");
+  const uint64_t t_ab = Sum(ab), t_ba = Sum(ba);
+  ASSERT_EQ(t_ab, 180u);
+  ASSERT_EQ(t_ba, 120u);
+
+  // B goes away; A closes on its own with B's latest proof.
+  Kill(b, SIGTERM);
+  auto client = Client();
+  ASSERT_TRUE(client->WaitConnected());
+  auto close = Call(a, "POST", "/v1/channels/" + ch + "/close", R"({"force":true})");
+  ASSERT_EQ(close.status, 202) << close.body;
+  ASSERT_TRUE(RunUntil(
+      client->io(),
+      [&] {
+        auto oc = Onchain(*client, ch);
+        return oc && oc->phase == ledger::ChannelPhase::kClosing;
+      },
+      30s));
+  // A submitted what B paid it; the ledger does not yet know what A paid B.
+  EXPECT_EQ(Onchain(*client, ch)->proof_b_to_a.transferred, t_ba);
+  EXPECT_EQ(Onchain(*client, ch)->proof_a_to_b.nonce, 0u);
+
+  // B comes back inside the window: its watcher submits A's latest proof.
+  Restart(b);
+  ASSERT_TRUE(WaitSettled(*client, ch));
+  auto oc = Onchain(*client, ch);
+  EXPECT_EQ(oc->proof_a_to_b.transferred, t_ab);
+  EXPECT_EQ(oc->payout_a, kDa - t_ab + t_ba);
+  EXPECT_EQ(oc->payout_b, kDb + t_ab - t_ba);
+  EXPECT_TRUE(WaitState(b, ch, "closed"));
+  EXPECT_TRUE(WaitState(a, ch, "closed"));
+  EXPECT_NE(nodes_.at("b")->Output().find("submitting its latest proof"), std::string::npos);
+}
+
+TEST_F(ChannelNetTest, DishonestCloserWithAnOldProofCannotTakeWhatItPaid) {
+  InitLedger(/*block_interval_ms=*/100);
+  StartLedger();
+  Node a = Up("a", 0);
+  Node b = Up("b", 1);
+  Connect(a, b);
+  constexpr uint64_t kDa = 10'000, kDb = 10'000;
+  const std::string ch = Open(a, b, kDa, kDb, /*settle_timeout=*/30);
+  auto ba1 = Stream(b, ch, 10, 2, "b2a-early");
+  auto ab1 = Stream(a, ch, 5, 2, "a2b-early");
+
+  // B keeps a copy of its database from now: an old state.
+  Kill(b, SIGTERM);
+  std::filesystem::copy(NodeDir("b") / "db", dir_.path() / "b-old-db",
+                        std::filesystem::copy_options::recursive);
+  Restart(b);
+  ASSERT_TRUE(WaitFor([&] {
+    auto r = Tip(b, ch, 1, "probe");
+    return r.status == 200;
+  }));
+  auto ba2 = Stream(b, ch, 50, 4, "b2a-late");
+  auto ab2 = Stream(a, ch, 20, 2, "a2b-late");
+  const uint64_t t_ba = Sum(ba1) + Sum(ba2) + 1;  // + the probe
+  const uint64_t t_ab = Sum(ab1) + Sum(ab2);
+  Kill(b, SIGTERM);
+
+  // The dishonest closer: B's key and B's OLD channel state, read with the
+  // project's own ChannelDb, closes on A's old proof. It hopes A misses the
+  // window and never submits B's newer proofs (what B paid A).
+  auto client = Client();
+  ASSERT_TRUE(client->WaitConnected());
+  {
+    auto db = storage::Database::Open(dir_.path() / "b-old-db");
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    node::ChannelDb chdb(db->get());
+    auto id = HexDecode(ch);
+    auto state = chdb.Load(Str(*id));
+    ASSERT_TRUE(state.ok()) << state.status().ToString();
+    ASSERT_GT(state->received_latest.nonce(), 0u);
+    ASSERT_LT(state->received_latest.transferred(), t_ab + 1);
+    auto info = FromJson<v1::InfoResponse>(Call(a, "GET", "/v1/info").body);
+    ASSERT_TRUE(client->WaitHeight(info.ledger_height()));
+    const ledger::Account* acct = client->chain().state().FindAccount(b.key->XOnly());
+    v1::Transaction tx;
+    tx.set_chain_id(genesis_.chain_id());
+    tx.set_signer(Str(b.key->XOnly()));
+    tx.set_nonce(acct ? acct->nonce : 0);
+    tx.set_fee(genesis_.fee_per_tx());
+    tx.mutable_unilateral_close()->set_channel_id(Str(*id));
+    *tx.mutable_unilateral_close()->mutable_partner_proof() = state->received_latest;
+    ASSERT_TRUE(ledger::SignTransaction(&tx, *b.key, crypto::SystemRng()).ok());
+    ASSERT_GT(client->SubmitAndInclude(tx), 0u);
+  }
+  // A's watcher answers with B's latest proof inside the window, then settles.
+  ASSERT_TRUE(WaitSettled(*client, ch));
+  auto oc = Onchain(*client, ch);
+  EXPECT_EQ(oc->proof_b_to_a.transferred, t_ba);
+  // A gets at least everything it was paid (the old proof of its own
+  // direction only ever helps A).
+  EXPECT_GE(oc->payout_a, kDa - t_ab + t_ba);
+  EXPECT_EQ(oc->payout_a + oc->payout_b, kDa + kDb);
+  EXPECT_TRUE(client->chain().state().CheckSupply().ok());
+}
+
+TEST_F(ChannelNetTest, KilledReceiverThenSenderLoseNoAckedTip) {
+  InitLedger(/*block_interval_ms=*/50);
+  StartLedger();
+  Node a = Up("a", 0);
+  Node b = Up("b", 1);
+  Connect(a, b);
+  const std::string ch = Open(a, b, 500'000, 0);
+
+  // Stream A->B; SIGKILL the receiver mid-stream, restart it, then the same
+  // for the sender. Retried requests reuse their idempotency keys.
+  std::vector<Sent> sent;
+  std::thread streamer([&] { sent = Stream(a, ch, 1500, 6, "crash", /*retry=*/true); });
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).tips_received() >= 300; }));
+  Kill(b, SIGKILL);
+  Restart(b);
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).tips_received() >= 800; }, 60s));
+  Kill(a, SIGKILL);
+  Restart(a);
+  streamer.join();
+
+  auto received = History(b, ch, "received");
+  auto history_a = History(a, ch, "sent");
+  size_t acked = 0;
+  std::set<std::string> unique_messages;
+  for (const Sent& s : sent) {
+    if (s.status != 200) continue;
+    ++acked;
+    // Every tip the API acknowledged is at the receiver, byte-identical.
+    ASSERT_TRUE(received.count(s.index)) << s.message;
+    EXPECT_EQ(received.at(s.index).tip().message(), s.message);
+    unique_messages.insert(s.message);
+  }
+  EXPECT_GT(acked, 1000u);
+  // A retried request never paid twice: each message appears once.
+  std::map<std::string, int> seen;
+  for (const auto& [idx, t] : history_a) ++seen[t.tip().message()];
+  for (const auto& [msg, n] : seen) EXPECT_EQ(n, 1) << msg;
+  // The receiver holds every tip the sender stored, in the same order.
+  for (const auto& [idx, t] : received) {
+    ASSERT_TRUE(history_a.count(idx));
+    EXPECT_EQ(history_a.at(idx).tip().message(), t.tip().message());
+  }
+  // And the stream continues.
+  auto after = Tip(a, ch, 3, "after both crashes", "after-1");
+  EXPECT_EQ(after.status, 200) << after.body;
+}
+
+TEST_F(ChannelNetTest, RefusalsChangeNothing) {
+  InitLedger(/*block_interval_ms=*/50);
+  StartLedger();
+  Node a = Up("a", 0);
+  Node b = Up("b", 1);
+  Connect(a, b);
+
+  // Opening with more than the ledger balance: refused before signing.
+  auto too_much = Call(a, "POST", "/v1/channels",
+                       R"({"peer_node_id":")" + b.id.Hex() + R"(","deposit":"2000000"})");
+  EXPECT_EQ(too_much.status, 409) << too_much.body;
+  EXPECT_NE(too_much.body.find("INSUFFICIENT_FUNDS"), std::string::npos) << too_much.body;
+  // Asking the peer to fund more than it has: the peer refuses.
+  auto push = Call(a, "POST", "/v1/channels",
+                   R"({"peer_node_id":")" + b.id.Hex() + R"(","deposit":"1","push_deposit":"5000000"})");
+  EXPECT_EQ(push.status, 409) << push.body;
+  EXPECT_NE(push.body.find("INSUFFICIENT_FUNDS"), std::string::npos) << push.body;
+  EXPECT_EQ(Call(a, "GET", "/v1/channels").body, R"({"channels":[]})");
+
+  const std::string ch = Open(a, b, 1000, 0);
+  auto fits = Tip(a, ch, 600, "fits");
+  ASSERT_EQ(fits.status, 200) << fits.body;
+  const v1::ChannelApi before = Channel(a, ch);
+  // More than spendable.
+  auto over = Tip(a, ch, 401, "does not fit");
+  EXPECT_EQ(over.status, 400) << over.body;
+  EXPECT_NE(over.body.find("INSUFFICIENT_SPENDABLE"), std::string::npos) << over.body;
+  // B has nothing to spend in this channel yet (A's tips are its only funds).
+  auto b_over = Tip(b, ch, 601, "more than received");
+  EXPECT_EQ(b_over.status, 400) << b_over.body;
+  // Bad content.
+  EXPECT_EQ(Tip(a, ch, 0, "zero").status, 400);
+  EXPECT_EQ(Tip(a, ch, 1, std::string(1001, 'x')).status, 400);
+  v1::ChannelApi after = Channel(a, ch);
+  EXPECT_EQ(after.SerializeAsString(), before.SerializeAsString());
+
+  // A closing channel refuses tips.
+  auto client = Client();
+  ASSERT_TRUE(client->WaitConnected());
+  Kill(b, SIGTERM);
+  auto close = Call(a, "POST", "/v1/channels/" + ch + "/close", R"({"force":true})");
+  ASSERT_EQ(close.status, 202) << close.body;
+  auto closing = Tip(a, ch, 1, "on a closing channel");
+  EXPECT_EQ(closing.status, 409) << closing.body;
+  EXPECT_NE(closing.body.find("CHANNEL_NOT_OPEN"), std::string::npos) << closing.body;
+  // A cooperative close needs the peer: refused while it is away.
+  Node c = Up("c", 2);
+  Connect(a, c);
+  const std::string other = Open(a, c, 100, 0);
+  Kill(c, SIGTERM);
+  ASSERT_TRUE(WaitFor(
+      [&] { return Call(a, "GET", "/v1/peers").body.find(c.id.Hex()) == std::string::npos; }));
+  auto coop = Call(a, "POST", "/v1/channels/" + other + "/close", "{}");
+  EXPECT_EQ(coop.status, 503) << coop.body;
+  EXPECT_EQ(Channel(a, other).state(), "open");
+}
+
+}  // namespace
+}  // namespace tipd::testing
