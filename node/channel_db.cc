@@ -155,13 +155,18 @@ Status ChannelDb::StageOutgoingUpdate(storage::WriteBatch* batch, std::string_vi
 }
 
 Status ChannelDb::StageAckReceived(storage::WriteBatch* batch, const v1::Ack& ack,
-                                   uint64_t acked_transferred) const {
+                                   uint64_t acked_transferred,
+                                   uint64_t previous_receipt_nonce) const {
   const std::string& id = ack.channel_id();
   TIPD_RETURN_IF_ERROR(storage::CheckChannelId(id));
   // Collect first, so a failed scan stages nothing.
   std::vector<std::string> released;
   const std::string prefix = OutgoingUpdatePrefix(id);
-  TIPD_RETURN_IF_ERROR(db_->Scan(prefix, OutgoingUpdateKey(id, ack.nonce()) + '\0', SIZE_MAX,
+  // Starting past the previous receipt skips the tombstones of every update
+  // released before, which LevelDB would otherwise walk on each ack.
+  const std::string start =
+      previous_receipt_nonce == 0 ? prefix : OutgoingUpdateKey(id, previous_receipt_nonce + 1);
+  TIPD_RETURN_IF_ERROR(db_->Scan(start, OutgoingUpdateKey(id, ack.nonce()) + '\0', SIZE_MAX,
                                  [&](std::string_view key, std::string_view) -> Status {
                                    released.emplace_back(key);
                                    return Status::Ok();

@@ -97,8 +97,10 @@ class ChannelDb {
   // `acked_transferred` = Snapshot().receipt_transferred. Deletes the
   // in-flight records with nonce <= ack.nonce(). Reads the in-flight keys to
   // delete: every update the peer can ack was sent, so it is durable.
+  // `previous_receipt_nonce` (Snapshot().receipt_nonce before OnAck; 0 if
+  // unknown) bounds the scan: no record at or below it is left.
   Status StageAckReceived(storage::WriteBatch* batch, const v1::Ack& ack,
-                          uint64_t acked_transferred) const;
+                          uint64_t acked_transferred, uint64_t previous_receipt_nonce = 0) const;
 
   // An update the peer sent, after Channel::CheckUpdate accepted it, together
   // with the ack we will send for it (Channel::MakeAck after ApplyUpdate; the

@@ -1275,6 +1275,7 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
 void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
   Live* live = FindForPeer(peer, m.channel_id());
   if (live == nullptr) return;
+  const uint64_t previous_receipt = live->ch.Snapshot().receipt_nonce;
   auto outcome = live->ch.OnAck(m);
   if (!outcome.ok()) return PeerBrokeRule(*live, peer, outcome.error(), m.nonce());
   if (outcome->updates_acked == 0) return;  // a duplicate
@@ -1287,7 +1288,7 @@ void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
   }
   const uint64_t transferred = live->ch.Snapshot().receipt_transferred;
   storage::WriteBatch batch;
-  if (Status s = chdb_.StageAckReceived(&batch, m, transferred); !s.ok()) {
+  if (Status s = chdb_.StageAckReceived(&batch, m, transferred, previous_receipt); !s.ok()) {
     log_->critical("channel {}: staging ack {}: {}", Short(live->id), m.nonce(), s.ToString());
     return;
   }
