@@ -415,6 +415,18 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
         Spec("ping-interval", OptionType::kDurationMs, "30s", "how often idle peers are pinged"));
     s.push_back(Spec("peer-timeout", OptionType::kDurationMs, "90s",
                      "disconnect a peer silent for this long"));
+    s.push_back(Spec("settle-timeout", OptionType::kUint64, "20",
+                     "settle window (blocks) of channels this node opens when the request "
+                     "gives none; clamped to the genesis bounds"));
+    s.push_back(Spec("max-accept-deposit", OptionType::kUint64, "18446744073709551615",
+                     "most this node puts into a channel a peer opens (the peer's push_deposit); "
+                     "0 refuses to fund"));
+    s.push_back(Spec("max-updates-in-flight", OptionType::kUint64, "16",
+                     "balance updates of ours that may await their ack at once, per channel"));
+    s.push_back(Spec("max-tips-per-update", OptionType::kUint64, "256",
+                     "most queued tips folded into one update under load"));
+    s.push_back(Spec("max-queued-tips", OptionType::kUint64, "4096",
+                     "tips waiting for a window slot per channel before new ones are refused"));
     return s;
   }();
   return specs;
@@ -754,6 +766,26 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   if (o.Has("log-file")) c.log_file = o.GetString("log-file");
   TIPD_ASSIGN_OR_RETURN(c.ping_interval_ms, PositiveDuration(o, "ping-interval"));
   TIPD_ASSIGN_OR_RETURN(c.peer_timeout_ms, PositiveDuration(o, "peer-timeout"));
+  c.settle_timeout = o.GetUint("settle-timeout");
+  c.max_accept_deposit = o.GetUint("max-accept-deposit");
+  const uint64_t in_flight = o.GetUint("max-updates-in-flight");
+  const uint64_t per_update = o.GetUint("max-tips-per-update");
+  const uint64_t queued = o.GetUint("max-queued-tips");
+  if (in_flight < 1 || in_flight > 1024) {
+    return Status::InvalidArgument("max-updates-in-flight must be 1..1024, got " +
+                                   std::to_string(in_flight));
+  }
+  if (per_update < 1 || per_update > 4096) {
+    return Status::InvalidArgument("max-tips-per-update must be 1..4096, got " +
+                                   std::to_string(per_update));
+  }
+  if (queued < 1 || queued > 1'000'000) {
+    return Status::InvalidArgument("max-queued-tips must be 1..1000000, got " +
+                                   std::to_string(queued));
+  }
+  c.max_updates_in_flight = static_cast<uint32_t>(in_flight);
+  c.max_tips_per_update = static_cast<uint32_t>(per_update);
+  c.max_queued_tips = static_cast<size_t>(queued);
   return c;
 }
 

@@ -240,6 +240,12 @@ struct NodeConfig {
   std::filesystem::path log_file;  // empty: stderr
   uint64_t ping_interval_ms = 30'000;
   uint64_t peer_timeout_ms = 90'000;
+  // Channels (node/channel_manager.h ChannelManagerOptions).
+  uint64_t settle_timeout = 20;
+  uint64_t max_accept_deposit = UINT64_MAX;
+  uint32_t max_updates_in_flight = 16;
+  uint32_t max_tips_per_update = 256;
+  size_t max_queued_tips = 4096;
 };
 
 struct LedgerConfig {

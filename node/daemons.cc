@@ -236,6 +236,11 @@ int RunNode(const NodeConfig& config) {
   } event_sink(**events);
   SpendLimiter spend(db->get(), clock);
   ChannelManagerOptions channel_options;
+  channel_options.default_settle_timeout = config.settle_timeout;
+  channel_options.max_accept_deposit = config.max_accept_deposit;
+  channel_options.max_updates_in_flight = config.max_updates_in_flight;
+  channel_options.max_tips_per_update = config.max_tips_per_update;
+  channel_options.local_limits.max_queued_tips = config.max_queued_tips;
   ChannelManager channels(io, *key, host, ledger_client, **db, committer, spend, clock,
                           crypto::SystemRng(), channel_options);
   channels.SetEventSink(&event_sink);
