@@ -55,6 +55,14 @@ Hash32 TipRequestHash(const TipRequestIn& r) {
   return crypto::Sha256(AsSpan(canon));
 }
 
+// A ledger answer that refused a transaction, as a Status: unreachable
+// ledger is kUnavailable (503), a rule the ledger applied kFailedPrecondition.
+Status LedgerRefusal(const std::string& what, const SubmitOutcome& out) {
+  std::string msg = "ledger refused the " + what + ": " + out.code + ": " + out.message;
+  if (out.code == "LEDGER_UNAVAILABLE") return Status::Unavailable(std::move(msg));
+  return Status::FailedPrecondition(std::move(msg));
+}
+
 TipResult Refuse(Status status, std::string code) {
   TipResult r;
   r.status = std::move(status);
@@ -386,6 +394,7 @@ v1::ChannelApi ChannelManager::ToApi(const Live& live) const {
   out.set_tips_sent(snap.sent_tip_count);
   out.set_tips_received(snap.received_tip_count);
   out.set_settle_timeout(live.record.settle_timeout());
+  out.set_close_reason(live.record.close_reason());
   return out;
 }
 
@@ -832,9 +841,7 @@ void ChannelManager::HandleAcceptChannel(p2p::PeerId peer, const v1::AcceptChann
                 CommitThen(lp, std::move(b), [](Status) {});
                 auto waiters = std::move(lp->open_waiters);
                 for (auto& w : waiters) {
-                  w(Status::FailedPrecondition("ledger refused the open: " + out.code + ": " +
-                                               out.message),
-                    HexEncode(tx_id));
+                  w(LedgerRefusal("open", out), HexEncode(tx_id));
                 }
                 return;
               }
@@ -1280,10 +1287,14 @@ void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
   if (!outcome.ok()) return PeerBrokeRule(*live, peer, outcome.error(), m.nonce());
   if (outcome->updates_acked == 0) return;  // a duplicate
   const auto now = Clk::now();
+  uint64_t latency_ms = 0;  // of the oldest update this ack releases
   for (auto it = live->sent_at.begin(); it != live->sent_at.end() && it->first <= m.nonce();) {
-    if (ack_latency_) {
-      ack_latency_->Observe(std::chrono::duration<double>(now - it->second).count());
+    const auto waited = now - it->second;
+    if (latency_ms == 0) {
+      latency_ms = static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(waited).count());
     }
+    if (ack_latency_) ack_latency_->Observe(std::chrono::duration<double>(waited).count());
     it = live->sent_at.erase(it);
   }
   const uint64_t transferred = live->ch.Snapshot().receipt_transferred;
@@ -1297,6 +1308,7 @@ void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
   e.set_type("ack");
   e.mutable_ack()->set_channel_id(Hex(live->id));
   e.mutable_ack()->set_nonce(m.nonce());
+  e.mutable_ack()->set_latency_ms(latency_ms);
   Emit(&batch, std::move(e), &staged);
   Live* lp = live;
   CommitThen(lp, std::move(batch),
@@ -1523,9 +1535,7 @@ void ChannelManager::HandleCloseSigned(p2p::PeerId peer, const v1::CloseSigned& 
                  out.code, out.message);
       auto waiters = std::move(lp->close_waiters);
       for (auto& w : waiters) {
-        w(Status::FailedPrecondition("ledger refused the cooperative close: " + out.code + ": " +
-                                     out.message),
-          HexEncode(out.tx_id));
+        w(LedgerRefusal("cooperative close", out), HexEncode(out.tx_id));
       }
       return;
     }
@@ -1563,9 +1573,7 @@ void ChannelManager::ForceClose(Live& live, const std::string& why, ChannelCallb
         log_->warn("channel {}: ledger refused the unilateral close: {}: {}", Short(lp->id),
                    out.code, out.message);
         for (auto& w : waiters) {
-          w(Status::FailedPrecondition("ledger refused the unilateral close: " + out.code + ": " +
-                                       out.message),
-            HexEncode(out.tx_id));
+          w(LedgerRefusal("unilateral close", out), HexEncode(out.tx_id));
         }
         return;
       }
@@ -1618,9 +1626,7 @@ void ChannelManager::Deposit(const std::string& channel_id, uint64_t amount,
   Live* lp = live;
   SubmitTx(tx, [this, lp, wait, done = std::move(done)](const SubmitOutcome& out) {
     if (!out.accepted) {
-      return done(Status::FailedPrecondition("ledger refused the deposit: " + out.code + ": " +
-                                             out.message),
-                  HexEncode(out.tx_id));
+      return done(LedgerRefusal("deposit", out), HexEncode(out.tx_id));
     }
     WaitForInclusion(out.tx_id, wait, [this, lp, done, tx_id = out.tx_id](bool) {
       Reconcile(*lp);
