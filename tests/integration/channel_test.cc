@@ -174,9 +174,9 @@ class ChannelNetTest : public NetworkFixture {
     std::map<uint64_t, v1::TipApi> out;
     std::string cursor;
     do {
-      auto r = Call(n, "GET",
-                    "/v1/tips?channel_id=" + ch + "&direction=" + direction +
-                        "&limit=500&cursor=" + cursor);
+      auto r = Call(
+          n, "GET",
+          "/v1/tips?channel_id=" + ch + "&direction=" + direction + "&limit=500&cursor=" + cursor);
       EXPECT_EQ(r.status, 200) << r.body;
       if (r.status != 200) break;
       auto page = FromJson<v1::ListTipsResponse>(r.body);
@@ -427,6 +427,44 @@ TEST_F(ChannelNetTest, KilledReceiverThenSenderLoseNoAckedTip) {
   EXPECT_EQ(after.status, 200) << after.body;
 }
 
+TEST_F(ChannelNetTest, SeveralChannelsWithOnePeerAndChannelsWithManyPeers) {
+  InitLedger(/*block_interval_ms=*/50);
+  StartLedger();
+  Node a = Up("a", 0);
+  Node b = Up("b", 1);
+  Node c = Up("c", 2);
+  Connect(a, b);
+  Connect(a, c);
+  const std::string ab1 = Open(a, b, 1000, 0);
+  const std::string ab2 = Open(a, b, 2000, 500);
+  const std::string ac = Open(a, c, 3000, 0);
+  ASSERT_NE(ab1, ab2);
+  EXPECT_EQ(Stream(a, ab1, 30, 3, "ab1")[29].status, 200);
+  EXPECT_EQ(Stream(a, ab2, 30, 3, "ab2")[29].status, 200);
+  EXPECT_EQ(Stream(a, ac, 30, 3, "ac")[29].status, 200);
+  EXPECT_EQ(Stream(b, ab2, 10, 2, "ba2")[9].status, 200);
+  // Each channel keeps its own chain of tips.
+  EXPECT_EQ(History(b, ab1, "received").size(), 30u);
+  EXPECT_EQ(History(b, ab2, "received").size(), 30u);
+  EXPECT_EQ(History(c, ac, "received").size(), 30u);
+  EXPECT_EQ(History(a, ab2, "received").size(), 10u);
+  // By peer: the channel with the most to spend pays.
+  auto by_peer =
+      Call(a, "POST", "/v1/tips",
+           R"({"peer_node_id":")" + b.id.Hex() + R"(","amount":"1500","message":"big"})");
+  ASSERT_EQ(by_peer.status, 200) << by_peer.body;
+  EXPECT_EQ(FromJson<v1::TipResponse>(by_peer.body).tip().channel_id(), ab2);
+  auto list = FromJson<v1::ListChannelsResponse>(Call(a, "GET", "/v1/channels").body);
+  EXPECT_EQ(list.channels_size(), 3);
+  // Restart A: every channel comes back and reestablishes with its peer.
+  Kill(a, SIGTERM);
+  Restart(a);
+  auto again = Tip(a, ac, 1, "after restart");
+  ASSERT_TRUE(WaitFor([&] { return Tip(a, ab1, 1, "after restart").status == 200; }));
+  EXPECT_TRUE(again.status == 200 || again.status == 503) << again.body;
+  ASSERT_TRUE(WaitFor([&] { return Tip(a, ac, 1, "after restart 2").status == 200; }));
+}
+
 TEST_F(ChannelNetTest, RefusalsChangeNothing) {
   InitLedger(/*block_interval_ms=*/50);
   StartLedger();
@@ -440,8 +478,9 @@ TEST_F(ChannelNetTest, RefusalsChangeNothing) {
   EXPECT_EQ(too_much.status, 409) << too_much.body;
   EXPECT_NE(too_much.body.find("INSUFFICIENT_FUNDS"), std::string::npos) << too_much.body;
   // Asking the peer to fund more than it has: the peer refuses.
-  auto push = Call(a, "POST", "/v1/channels",
-                   R"({"peer_node_id":")" + b.id.Hex() + R"(","deposit":"1","push_deposit":"5000000"})");
+  auto push =
+      Call(a, "POST", "/v1/channels",
+           R"({"peer_node_id":")" + b.id.Hex() + R"(","deposit":"1","push_deposit":"5000000"})");
   EXPECT_EQ(push.status, 409) << push.body;
   EXPECT_NE(push.body.find("INSUFFICIENT_FUNDS"), std::string::npos) << push.body;
   EXPECT_EQ(Call(a, "GET", "/v1/channels").body, R"({"channels":[]})");
