@@ -1,0 +1,982 @@
+// The channel, tip and event API of real `tipd node` processes, as clients
+// see it: per-route auth (401/403/OK), idempotent tips under concurrent
+// retries, the daily spending cap under concurrent requests, tip batches,
+// the SSE event stream (live, resume with Last-Event-ID, channel and peer
+// events), deposit top-ups, and tipctl's channel commands end to end.
+#include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "node/auth.h"
+#include "node/http_client.h"
+#include "tests/integration/harness.h"
+#include "tests/support/http_client.h"
+#include "tipd/api.pb.h"
+
+namespace tipd::testing {
+namespace {
+
+const char* kTipctl = TIPCTL_BINARY;
+
+template <typename M>
+M FromJson(const std::string& json) {
+  M m;
+  auto st = google::protobuf::util::JsonStringToMessage(json, &m);
+  EXPECT_TRUE(st.ok()) << json;
+  return m;
+}
+
+bool Contains(const std::string& s, std::string_view needle) {
+  return s.find(needle) != std::string::npos;
+}
+
+struct Node {
+  std::string name;
+  uint16_t rpc = 0;
+  std::string token;  // admin
+  crypto::PublicKey id;
+  const crypto::KeyPair* key = nullptr;
+};
+
+// One event as a stream delivered it.
+struct Seen {
+  uint64_t id = 0;
+  std::string type;
+  v1::Event event;
+};
+
+// GET /v1/events on a thread of its own (node::HttpClient::Stream), keeping
+// every event it sees until Stop().
+class EventStream {
+ public:
+  EventStream(uint16_t port, const std::string& token, std::string target,
+              std::map<std::string, std::string> headers = {})
+      : client_(node::HttpUrl{"127.0.0.1", port, ""}, token, 10s) {
+    thread_ = std::thread([this, target = std::move(target), headers = std::move(headers)] {
+      node::HttpResponse non_ok;
+      Status st = client_.Stream(
+          target, headers,
+          [this](const std::string& id, const std::string& type, const std::string& data) {
+            Seen s;
+            s.id = std::stoull(id);
+            s.type = type;
+            s.event = FromJson<v1::Event>(data);
+            std::lock_guard<std::mutex> lock(mu_);
+            seen_.push_back(std::move(s));
+            return true;
+          },
+          &non_ok);
+      std::lock_guard<std::mutex> lock(mu_);
+      status_ = st;
+      ended_ = true;
+    });
+  }
+  ~EventStream() { Stop(); }
+
+  void Stop() {
+    if (!thread_.joinable()) return;
+    client_.Cancel();
+    thread_.join();
+  }
+  std::vector<Seen> Events() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_;
+  }
+  size_t Count() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_.size();
+  }
+  bool Ended() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ended_;
+  }
+  Status status() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return status_;
+  }
+
+ private:
+  node::HttpClient client_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<Seen> seen_;
+  Status status_;
+  bool ended_ = false;
+};
+
+class TipsApiTest : public NetworkFixture {
+ protected:
+  Node Up(const std::string& name, int account, const std::vector<std::string>& extra = {}) {
+    Node n;
+    n.name = name;
+    n.rpc = FreeLoopbackPort();
+    n.key = &accounts_[account].key;
+    n.id = n.key->public_key();
+    EXPECT_NE(StartNode(name, n.key, n.rpc, 0, extra), nullptr);
+    auto token = node::ReadTokenFile(NodeDir(name) / "admin.token");
+    EXPECT_TRUE(token.ok());
+    n.token = token.ok() ? *token : "";
+    return n;
+  }
+
+  HttpResult Call(const Node& n, const std::string& method, const std::string& path,
+                  const std::string& body = "") {
+    return HttpRequest(n.rpc, method, path, n.token, body);
+  }
+  HttpResult CallAs(const Node& n, const std::string& token, const std::string& method,
+                    const std::string& path, const std::string& body = "") {
+    return HttpRequest(n.rpc, method, path, token, body);
+  }
+
+  // POST /v1/tokens with the admin token.
+  std::string Token(const Node& n, const std::string& scopes_json, uint64_t daily_cap = 0) {
+    auto r = Call(n, "POST", "/v1/tokens",
+                  R"({"scopes":)" + scopes_json + R"(,"daily_spend_cap":")" +
+                      std::to_string(daily_cap) + R"("})");
+    EXPECT_EQ(r.status, 201) << r.body;
+    return FromJson<v1::CreateTokenResponse>(r.body).token();
+  }
+
+  void Connect(const Node& from, const Node& to) {
+    auto r = Call(from, "POST", "/v1/peers",
+                  R"({"node_id":")" + to.id.Hex() + R"(","address":"127.0.0.1:)" +
+                      std::to_string(P2pPort(to.name)) + R"(","persistent":true})");
+    ASSERT_EQ(r.status, 202) << r.body;
+    ASSERT_TRUE(WaitFor([&] {
+      auto peers = Call(from, "GET", "/v1/peers");
+      return peers.body.find(to.id.Hex()) != std::string::npos;
+    }));
+  }
+
+  template <typename Pred>
+  bool WaitFor(Pred pred, std::chrono::milliseconds timeout = 30s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(20ms);
+    }
+    return true;
+  }
+
+  v1::ChannelApi Channel(const Node& n, const std::string& ch) {
+    auto r = Call(n, "GET", "/v1/channels/" + ch);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return FromJson<v1::GetChannelResponse>(r.body).channel();
+  }
+
+  bool WaitState(const Node& n, const std::string& ch, const std::string& state,
+                 std::chrono::milliseconds timeout = 30s) {
+    return WaitFor([&] { return Channel(n, ch).state() == state; }, timeout);
+  }
+
+  std::string OpenBody(const Node& b, uint64_t da, uint64_t db) {
+    return R"({"peer_node_id":")" + b.id.Hex() + R"(","deposit":")" + std::to_string(da) +
+           R"(","push_deposit":")" + std::to_string(db) + R"("})";
+  }
+
+  // Opens a channel from `a` to `b` and waits until both see it open.
+  std::string Open(const Node& a, const Node& b, uint64_t da, uint64_t db) {
+    auto r = Call(a, "POST", "/v1/channels", OpenBody(b, da, db));
+    EXPECT_EQ(r.status, 200) << r.body;
+    auto ch = FromJson<v1::OpenChannelResponse>(r.body).channel();
+    EXPECT_EQ(ch.state(), "open");
+    EXPECT_TRUE(WaitState(b, ch.channel_id(), "open"));
+    return ch.channel_id();
+  }
+
+  static std::string TipBody(const std::string& ch, uint64_t amount, const std::string& msg,
+                             const std::string& key,
+                             const std::map<std::string, std::string>& meta = {}) {
+    std::string body = R"({"channel_id":")" + ch + R"(","amount":")" + std::to_string(amount) +
+                       R"(","message":")" + msg + R"(","idempotency_key":")" + key +
+                       R"(","metadata":{)";
+    bool first = true;
+    for (const auto& [k, v] : meta) {
+      body += (first ? "" : ",") + ("\"" + k + "\":\"" + v + "\"");
+      first = false;
+    }
+    return body + "}}";
+  }
+
+  HttpResult Tip(const Node& n, const std::string& ch, uint64_t amount, const std::string& msg,
+                 const std::string& key, const std::string& token = "") {
+    return CallAs(n, token.empty() ? n.token : token, "POST", "/v1/tips",
+                  TipBody(ch, amount, msg, key));
+  }
+
+  // Every tip of one direction of `ch` as `n` stores it, by index.
+  std::map<uint64_t, v1::TipApi> History(const Node& n, const std::string& ch,
+                                         const std::string& direction) {
+    std::map<uint64_t, v1::TipApi> out;
+    std::string cursor;
+    do {
+      auto r = Call(
+          n, "GET",
+          "/v1/tips?channel_id=" + ch + "&direction=" + direction + "&limit=500&cursor=" + cursor);
+      EXPECT_EQ(r.status, 200) << r.body;
+      if (r.status != 200) break;
+      auto page = FromJson<v1::ListTipsResponse>(r.body);
+      for (const auto& t : page.tips()) out[t.tip().index()] = t;
+      cursor = page.next_cursor();
+    } while (!cursor.empty());
+    return out;
+  }
+
+  // A network of two connected nodes with one channel a -> b.
+  void TwoNodes(uint64_t da, uint64_t db, Node* a, Node* b, std::string* ch) {
+    InitLedger(/*block_interval_ms=*/50);
+    StartLedger();
+    *a = Up("a", 0);
+    *b = Up("b", 1);
+    Connect(*a, *b);
+    *ch = Open(*a, *b, da, db);
+    ASSERT_FALSE(ch->empty());
+  }
+};
+
+std::map<std::string, std::string> MetaOf(const v1::Tip& t) {
+  std::map<std::string, std::string> m;
+  for (const auto& e : t.metadata()) m[e.key()] = e.value();
+  return m;
+}
+
+// The status of GET /v1/events for `token`: 200 once the stream delivered an
+// event (from=0 replays the log, which holds the peer event at least), or
+// the error status the server answered.
+int EventsStatus(uint16_t port, const std::string& token) {
+  node::HttpClient client(node::HttpUrl{"127.0.0.1", port, ""}, token, 10s);
+  node::HttpResponse non_ok;
+  bool got_event = false;
+  Status st = client.Stream(
+      "/v1/events?from=0", {},
+      [&](const std::string&, const std::string&, const std::string&) {
+        got_event = true;
+        return false;
+      },
+      &non_ok);
+  if (got_event && st.ok()) return 200;
+  return non_ok.status;
+}
+
+// ---------------------------------------------------------------------------
+// 1. Per-route auth.
+
+TEST_F(TipsApiTest, EveryChannelTipAndEventRouteChecksItsScope) {
+  Node a, b;
+  std::string ch;
+  ASSERT_NO_FATAL_FAILURE(TwoNodes(100'000, 0, &a, &b, &ch));
+  const std::string read = Token(a, R"(["read"])");
+  const std::string tip = Token(a, R"(["tip"])");
+  const std::string receive = Token(a, R"(["receive"])");
+  // Everything but admin.
+  const std::string most = Token(a, R"(["read","receive","tip"])");
+  // A token of another node (another root key) does not verify here.
+  const std::string foreign = Token(b, R"(["admin"])");
+
+  struct Route {
+    std::string method, path, body;
+    std::string ok_token;              // a token with just the route's scope
+    std::vector<std::string> lacking;  // valid tokens without it
+    std::vector<int> ok_status;
+  };
+  const std::string deposit = R"({"amount":"10"})";
+  int key = 0;
+  auto tip_body = [&] { return TipBody(ch, 1, "auth", "auth-" + std::to_string(key++)); };
+  auto batch_body = [&] { return R"({"tips":[)" + tip_body() + "," + tip_body() + "]}"; };
+  std::vector<Route> routes = {
+      {"GET", "/v1/channels", "", read, {tip, receive}, {200}},
+      {"GET", "/v1/channels/" + ch, "", read, {tip, receive}, {200}},
+      {"GET", "/v1/tips", "", read, {tip, receive}, {200}},
+      {"POST", "/v1/tips", "", tip, {read, receive}, {200}},
+      {"POST", "/v1/tips/batch", "", tip, {read, receive}, {200}},
+      {"POST",
+       "/v1/channels/" + ch + "/deposit",
+       deposit,
+       a.token,
+       {read, tip, receive, most},
+       {200}},
+      // B has funds of its own: open a second channel a -> b.
+      {"POST", "/v1/channels", OpenBody(b, 500, 0), a.token, {read, tip, receive, most}, {200}},
+      // Last: the close ends the channel the other routes use.
+      {"POST",
+       "/v1/channels/" + ch + "/close",
+       "{}",
+       a.token,
+       {read, tip, receive, most},
+       {200, 202}},
+  };
+  for (Route& r : routes) {
+    SCOPED_TRACE(r.method + " " + r.path);
+    auto body = [&] {
+      if (r.path == "/v1/tips" && r.method == "POST") return tip_body();
+      if (r.path == "/v1/tips/batch") return batch_body();
+      return r.body;
+    };
+    // No token: 401 with WWW-Authenticate.
+    auto none = HttpRequest(a.rpc, r.method, r.path, "", body());
+    EXPECT_EQ(none.status, 401) << none.body;
+    EXPECT_TRUE(Contains(none.body, "unauthenticated")) << none.body;
+    EXPECT_TRUE(Contains(none.headers, "WWW-Authenticate")) << none.headers;
+    // A token this node did not issue, and garbage: 401.
+    EXPECT_EQ(HttpRequest(a.rpc, r.method, r.path, foreign, body()).status, 401);
+    EXPECT_EQ(HttpRequest(a.rpc, r.method, r.path, "tipd1_00", body()).status, 401);
+    // Valid tokens without the scope: 403, naming it.
+    for (const std::string& t : r.lacking) {
+      auto denied = HttpRequest(a.rpc, r.method, r.path, t, body());
+      EXPECT_EQ(denied.status, 403) << denied.body;
+      EXPECT_TRUE(Contains(denied.body, "permission_denied")) << denied.body;
+    }
+    // The right scope: the route runs.
+    auto ok = HttpRequest(a.rpc, r.method, r.path, r.ok_token, body());
+    EXPECT_TRUE(std::find(r.ok_status.begin(), r.ok_status.end(), ok.status) != r.ok_status.end())
+        << ok.status << " " << ok.body;
+    // Admin passes every scope check.
+    if (r.method == "GET") {
+      EXPECT_EQ(Call(a, r.method, r.path).status, 200);
+    }
+  }
+  // Tips refused with 401/403 paid nothing: exactly the two allowed requests
+  // (one tip, one batch of two) went through.
+  EXPECT_EQ(History(a, ch, "sent").size(), 3u);
+  EXPECT_EQ(Channel(a, ch).tips_sent(), 3u);
+  // The second open happened once, the deposit once (100'000 + 10).
+  auto list = FromJson<v1::ListChannelsResponse>(Call(a, "GET", "/v1/channels").body);
+  EXPECT_EQ(list.channels_size(), 2);
+  EXPECT_EQ(Channel(a, ch).deposit_local(), 100'010u);
+
+  // GET /v1/events: read (or admin) streams; others are refused.
+  EXPECT_EQ(EventsStatus(a.rpc, ""), 401);
+  EXPECT_EQ(EventsStatus(a.rpc, foreign), 401);
+  EXPECT_EQ(EventsStatus(a.rpc, tip), 403);
+  EXPECT_EQ(EventsStatus(a.rpc, receive), 403);
+  EXPECT_EQ(EventsStatus(a.rpc, read), 200);
+  EXPECT_EQ(EventsStatus(a.rpc, a.token), 200);
+}
+
+// ---------------------------------------------------------------------------
+// 2. Idempotency under concurrent retries.
+
+TEST_F(TipsApiTest, ConcurrentRetriesWithOneIdempotencyKeyPayOnce) {
+  Node a, b;
+  std::string ch;
+  ASSERT_NO_FATAL_FAILURE(TwoNodes(10'000, 0, &a, &b, &ch));
+  ASSERT_EQ(Tip(a, ch, 1, "warm-up", "warm-up").status, 200);
+  const v1::ChannelApi before = Channel(a, ch);
+
+  constexpr int kThreads = 8;
+  std::vector<HttpResult> answers(kThreads);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < kThreads; ++t) {
+    pool.emplace_back([&, t] {
+      ++ready;
+      while (ready.load() < kThreads) std::this_thread::yield();
+      answers[static_cast<size_t>(t)] = Tip(a, ch, 42, "once only", "same-key");
+    });
+  }
+  for (auto& t : pool) t.join();
+
+  std::set<uint64_t> indexes, nonces;
+  int fresh = 0;
+  for (const HttpResult& r : answers) {
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto resp = FromJson<v1::TipResponse>(r.body);
+    indexes.insert(resp.tip().tip().index());
+    nonces.insert(resp.tip().nonce());
+    EXPECT_EQ(resp.tip().tip().amount(), 42u);
+    EXPECT_EQ(resp.tip().tip().message(), "once only");
+    EXPECT_EQ(resp.tip().idempotency_key(), "same-key");
+    EXPECT_TRUE(resp.has_receipt()) << r.body;
+    if (!resp.replayed()) ++fresh;
+  }
+  EXPECT_EQ(indexes.size(), 1u);
+  EXPECT_EQ(nonces.size(), 1u);
+  EXPECT_EQ(fresh, 1) << "exactly one answer is the original, the others are replays";
+
+  // Paid exactly once, on both sides.
+  auto sent = History(a, ch, "sent");
+  int with_message = 0;
+  for (const auto& [idx, t] : sent) with_message += t.tip().message() == "once only";
+  EXPECT_EQ(with_message, 1);
+  const v1::ChannelApi after = Channel(a, ch);
+  EXPECT_EQ(after.tips_sent(), before.tips_sent() + 1);
+  EXPECT_EQ(after.balance_local(), before.balance_local() - 42);
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).tips_received() == before.tips_sent() + 1; }));
+  EXPECT_EQ(Channel(b, ch).balance_local(), 1u + 42u);
+  auto received = History(b, ch, "received");
+  ASSERT_TRUE(received.count(*indexes.begin()));
+  EXPECT_EQ(received.at(*indexes.begin()).tip().message(), "once only");
+
+  // A later retry still replays; the same key for another tip is refused.
+  auto late = Tip(a, ch, 42, "once only", "same-key");
+  ASSERT_EQ(late.status, 200) << late.body;
+  EXPECT_TRUE(FromJson<v1::TipResponse>(late.body).replayed());
+  EXPECT_EQ(FromJson<v1::TipResponse>(late.body).tip().tip().index(), *indexes.begin());
+  auto reused = Tip(a, ch, 43, "once only", "same-key");
+  EXPECT_EQ(reused.status, 409) << reused.body;
+  EXPECT_TRUE(Contains(reused.body, "IDEMPOTENCY_KEY_REUSED")) << reused.body;
+  auto other_message = Tip(a, ch, 42, "twice?", "same-key");
+  EXPECT_EQ(other_message.status, 409) << other_message.body;
+  EXPECT_EQ(Channel(a, ch).SerializeAsString(), after.SerializeAsString());
+
+  // The same race with a different amount among the racers: the first one
+  // the node takes pays, requests equal to it replay, the others get 409.
+  std::vector<HttpResult> mixed(kThreads);
+  ready = 0;
+  pool.clear();
+  for (int t = 0; t < kThreads; ++t) {
+    pool.emplace_back([&, t] {
+      ++ready;
+      while (ready.load() < kThreads) std::this_thread::yield();
+      mixed[static_cast<size_t>(t)] = Tip(a, ch, t % 2 ? 5 : 6, "mixed", "mixed-key");
+    });
+  }
+  for (auto& t : pool) t.join();
+  int ok5 = 0, ok6 = 0, conflicts = 0;
+  for (const HttpResult& r : mixed) {
+    if (r.status == 200) {
+      (FromJson<v1::TipResponse>(r.body).tip().tip().amount() == 5 ? ok5 : ok6)++;
+    } else {
+      EXPECT_EQ(r.status, 409) << r.body;
+      EXPECT_TRUE(Contains(r.body, "IDEMPOTENCY_KEY_REUSED")) << r.body;
+      ++conflicts;
+    }
+  }
+  EXPECT_TRUE((ok5 == 4 && ok6 == 0) || (ok5 == 0 && ok6 == 4)) << ok5 << " / " << ok6;
+  EXPECT_EQ(conflicts, 4);
+  EXPECT_EQ(Channel(a, ch).tips_sent(), after.tips_sent() + 1);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Daily spending cap under concurrent requests.
+
+TEST_F(TipsApiTest, DailyCapHoldsUnderConcurrentRequests) {
+  Node a, b;
+  std::string ch;
+  ASSERT_NO_FATAL_FAILURE(TwoNodes(10'000, 0, &a, &b, &ch));
+  auto created = Call(a, "POST", "/v1/tokens", R"({"scopes":["tip"],"daily_spend_cap":"100"})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  auto token = FromJson<v1::CreateTokenResponse>(created.body);
+  EXPECT_EQ(token.daily_spend_cap(), 100u);
+  const v1::ChannelApi before = Channel(a, ch);
+
+  constexpr int kThreads = 20;
+  std::vector<HttpResult> answers(kThreads);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < kThreads; ++t) {
+    pool.emplace_back([&, t] {
+      ++ready;
+      while (ready.load() < kThreads) std::this_thread::yield();
+      answers[static_cast<size_t>(t)] =
+          Tip(a, ch, 7, "capped " + std::to_string(t), "cap-" + std::to_string(t), token.token());
+    });
+  }
+  for (auto& t : pool) t.join();
+  int ok = 0, capped = 0;
+  for (const HttpResult& r : answers) {
+    if (r.status == 200) {
+      ++ok;
+    } else {
+      EXPECT_EQ(r.status, 429) << r.body;
+      EXPECT_TRUE(Contains(r.body, "cap")) << r.body;
+      ++capped;
+    }
+  }
+  EXPECT_EQ(ok, 14);
+  EXPECT_EQ(capped, 6);
+  const v1::ChannelApi after = Channel(a, ch);
+  EXPECT_EQ(after.tips_sent(), before.tips_sent() + 14);
+  EXPECT_EQ(before.balance_local() - after.balance_local(), 98u);
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).balance_local() == 98u; }));
+  // 2 left today: 3 is refused, 2 passes, then nothing.
+  EXPECT_EQ(Tip(a, ch, 3, "over", "cap-over", token.token()).status, 429);
+  EXPECT_EQ(Tip(a, ch, 2, "exact", "cap-exact", token.token()).status, 200);
+  EXPECT_EQ(Tip(a, ch, 1, "after", "cap-after", token.token()).status, 429);
+  // A replay of a paid request is not charged again.
+  auto replay = Tip(a, ch, 7, "capped 0", "cap-0", token.token());
+  if (answers[0].status == 200) {
+    EXPECT_EQ(replay.status, 200) << replay.body;
+    EXPECT_TRUE(FromJson<v1::TipResponse>(replay.body).replayed());
+  }
+  // The admin token has no cap.
+  EXPECT_EQ(Tip(a, ch, 500, "admin", "cap-admin").status, 200);
+  EXPECT_EQ(Channel(a, ch).balance_local(), before.balance_local() - 100 - 500);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Tip batches.
+
+TEST_F(TipsApiTest, BatchOfFiftyInOrderAndAnInvalidBatchPaysNothing) {
+  Node a, b;
+  std::string ch;
+  ASSERT_NO_FATAL_FAILURE(TwoNodes(100'000, 0, &a, &b, &ch));
+  std::string body = R"({"tips":[)";
+  uint64_t total = 0;
+  for (int i = 0; i < 50; ++i) {
+    if (i) body += ",";
+    body += TipBody(ch, static_cast<uint64_t>(i + 1), "batch #" + std::to_string(i),
+                    "batch-" + std::to_string(i), {{"pos", std::to_string(i)}});
+    total += static_cast<uint64_t>(i + 1);
+  }
+  body += "]}";
+  auto r = Call(a, "POST", "/v1/tips/batch", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto batch = FromJson<v1::TipBatchResponse>(r.body);
+  ASSERT_EQ(batch.results_size(), 50);
+  const uint64_t first = batch.results(0).tip().tip().index();
+  uint64_t last_nonce = 0;
+  for (int i = 0; i < 50; ++i) {
+    SCOPED_TRACE(i);
+    const v1::TipResponse& res = batch.results(i);
+    EXPECT_TRUE(res.error_code().empty()) << res.error_message();
+    EXPECT_EQ(res.tip().tip().message(), "batch #" + std::to_string(i));
+    EXPECT_EQ(res.tip().tip().amount(), static_cast<uint64_t>(i + 1));
+    EXPECT_EQ(res.tip().tip().index(), first + static_cast<uint64_t>(i));
+    EXPECT_EQ(MetaOf(res.tip().tip()).at("pos"), std::to_string(i));
+    EXPECT_EQ(res.tip().idempotency_key(), "batch-" + std::to_string(i));
+    EXPECT_GE(res.tip().nonce(), last_nonce);
+    last_nonce = res.tip().nonce();
+    // A receipt that covers the tip's update.
+    ASSERT_TRUE(res.has_receipt());
+    EXPECT_EQ(res.receipt().channel_id(), ch);
+    EXPECT_GE(res.receipt().nonce(), res.tip().nonce());
+    EXPECT_TRUE(res.receipt().has_ack());
+  }
+  EXPECT_EQ(batch.results(49).receipt().transferred(), total);
+  const v1::ChannelApi paid = Channel(a, ch);
+  EXPECT_EQ(paid.tips_sent(), 50u);
+  EXPECT_EQ(paid.balance_local(), 100'000u - total);
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).tips_received() == 50u; }));
+  auto received = History(b, ch, "received");
+  ASSERT_EQ(received.size(), 50u);
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(received.at(first + static_cast<uint64_t>(i)).tip().message(),
+              "batch #" + std::to_string(i));
+  }
+
+  // One invalid tip (amount 0, in the middle) refuses the whole batch.
+  std::string bad = R"({"tips":[)";
+  for (int i = 0; i < 10; ++i) {
+    if (i) bad += ",";
+    bad +=
+        TipBody(ch, i == 5 ? 0 : 3, "bad batch #" + std::to_string(i), "bad-" + std::to_string(i));
+  }
+  bad += "]}";
+  auto refused = Call(a, "POST", "/v1/tips/batch", bad);
+  EXPECT_EQ(refused.status, 400) << refused.body;
+  EXPECT_TRUE(Contains(refused.body, "tips[5]")) << refused.body;
+  // Empty batch: 400 too.
+  EXPECT_EQ(Call(a, "POST", "/v1/tips/batch", R"({"tips":[]})").status, 400);
+  EXPECT_EQ(Channel(a, ch).SerializeAsString(), paid.SerializeAsString());
+  EXPECT_EQ(History(a, ch, "sent").size(), 50u);
+  // Nothing of it reached the receiver, and its keys are still free.
+  EXPECT_EQ(Channel(b, ch).tips_received(), 50u);
+  auto fresh = Tip(a, ch, 3, "bad batch #0", "bad-0");
+  ASSERT_EQ(fresh.status, 200) << fresh.body;
+  EXPECT_FALSE(FromJson<v1::TipResponse>(fresh.body).replayed());
+}
+
+// ---------------------------------------------------------------------------
+// 5. Server-Sent Events.
+
+TEST_F(TipsApiTest, EventStreamLiveThenResumeWithLastEventId) {
+  InitLedger(/*block_interval_ms=*/50);
+  StartLedger();
+  Node a = Up("a", 0);
+  Node b = Up("b", 1);
+  const std::string reader_b = Token(b, R"(["read"])");
+  // Channel and peer events on A, from the start of its log (from=0 replays
+  // what is there, then live).
+  EventStream a_events(a.rpc, a.token, "/v1/events?types=channel,peer&from=0");
+  Connect(a, b);
+  const std::string ch = Open(a, b, 100'000, 0);
+  ASSERT_FALSE(ch.empty());
+
+  auto tip = [&](int i, const std::string& prefix) {
+    auto r = Call(a, "POST", "/v1/tips",
+                  TipBody(ch, 1 + static_cast<uint64_t>(i % 3), prefix + " " + std::to_string(i),
+                          prefix + "-" + std::to_string(i), {{"n", std::to_string(i)}}));
+    EXPECT_EQ(r.status, 200) << r.body;
+  };
+  auto tip_messages = [](const std::vector<Seen>& events) {
+    std::vector<std::string> out;
+    for (const Seen& s : events) {
+      if (s.event.tip().tip().message().rfind("probe", 0) == 0) continue;
+      out.push_back(s.event.tip().tip().message());
+    }
+    return out;
+  };
+
+  std::vector<Seen> first_run;
+  {
+    // Live only (no Last-Event-ID): subscribed once a probe tip shows up.
+    EventStream live(b.rpc, reader_b, "/v1/events?types=tip_received");
+    int probe = 0;
+    ASSERT_TRUE(WaitFor([&] {
+      const size_t n = live.Count();
+      auto r = Call(
+          a, "POST", "/v1/tips",
+          TipBody(ch, 1, "probe " + std::to_string(probe), "probe-" + std::to_string(probe), {}));
+      ++probe;
+      EXPECT_EQ(r.status, 200) << r.body;
+      return WaitFor([&] { return live.Count() > n; }, 500ms);
+    }));
+    for (int i = 0; i < 20; ++i) tip(i, "live");
+    ASSERT_TRUE(WaitFor([&] { return tip_messages(live.Events()).size() >= 20; }))
+        << tip_messages(live.Events()).size();
+    live.Stop();
+    first_run = live.Events();
+    EXPECT_TRUE(live.status().ok()) << live.status().ToString();
+  }
+  // Exactly the 20, in order, with their metadata; ids increase.
+  std::vector<Seen> tips20;
+  for (const Seen& s : first_run) {
+    EXPECT_EQ(s.type, "tip_received");
+    EXPECT_EQ(s.event.type(), "tip_received");
+    EXPECT_EQ(s.event.id(), s.id);
+    if (s.event.tip().tip().message().rfind("probe", 0) != 0) tips20.push_back(s);
+  }
+  ASSERT_EQ(tips20.size(), 20u);
+  for (size_t i = 1; i < first_run.size(); ++i) EXPECT_GT(first_run[i].id, first_run[i - 1].id);
+  for (int i = 0; i < 20; ++i) {
+    const v1::TipApi& t = tips20[static_cast<size_t>(i)].event.tip();
+    EXPECT_EQ(t.tip().message(), "live " + std::to_string(i));
+    EXPECT_EQ(t.tip().amount(), 1 + static_cast<uint64_t>(i % 3));
+    EXPECT_EQ(MetaOf(t.tip()), (std::map<std::string, std::string>{{"n", std::to_string(i)}}));
+    EXPECT_EQ(t.direction(), "received");
+    EXPECT_EQ(t.channel_id(), ch);
+    EXPECT_EQ(t.peer_node_id(), a.id.Hex());
+  }
+  const uint64_t last_id = first_run.back().id;
+  ASSERT_EQ(first_run.back().event.tip().tip().message(), "live 19");
+
+  // Disconnected: 10 more.
+  for (int i = 0; i < 10; ++i) tip(i, "missed");
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).tips_received() >= 20u + 10u + 1u; }));
+  // Resume: exactly the 10 missed ones, then live ones.
+  EventStream resumed(b.rpc, reader_b, "/v1/events?types=tip_received",
+                      {{"Last-Event-ID", std::to_string(last_id)}});
+  ASSERT_TRUE(WaitFor([&] { return resumed.Count() >= 10; })) << resumed.Count();
+  for (int i = 0; i < 5; ++i) tip(i, "after");
+  ASSERT_TRUE(WaitFor([&] { return resumed.Count() >= 15; })) << resumed.Count();
+  resumed.Stop();
+  std::vector<std::string> expected;
+  for (int i = 0; i < 10; ++i) expected.push_back("missed " + std::to_string(i));
+  for (int i = 0; i < 5; ++i) expected.push_back("after " + std::to_string(i));
+  auto events = resumed.Events();
+  EXPECT_EQ(tip_messages(events), expected);
+  EXPECT_EQ(events.size(), 15u) << "no probe and no duplicate";
+  EXPECT_GT(events.front().id, last_id);
+  for (size_t i = 1; i < events.size(); ++i) EXPECT_GT(events[i].id, events[i - 1].id);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(MetaOf(events[static_cast<size_t>(i)].event.tip().tip()).at("n"), std::to_string(i));
+  }
+  // ?last_event_id= does the same for clients that cannot set headers.
+  EventStream by_query(
+      b.rpc, reader_b,
+      "/v1/events?types=tip_received&last_event_id=" + std::to_string(events[9].id));
+  ASSERT_TRUE(WaitFor([&] { return by_query.Count() >= 5; }));
+  by_query.Stop();
+  EXPECT_EQ(tip_messages(by_query.Events()),
+            std::vector<std::string>(expected.begin() + 10, expected.end()));
+  EXPECT_EQ(by_query.Count(), 5u);
+
+  // Channel and peer events on A: the peer connected, the channel opened,
+  // then (after a cooperative close) closing/closed.
+  auto close = Call(a, "POST", "/v1/channels/" + ch + "/close", "{}");
+  ASSERT_TRUE(close.status == 200 || close.status == 202) << close.body;
+  auto channel_states = [&] {
+    std::vector<std::string> states;
+    for (const Seen& s : a_events.Events()) {
+      if (s.type == "channel" && s.event.channel().channel().channel_id() == ch) {
+        states.push_back(s.event.channel().channel().state());
+      }
+    }
+    return states;
+  };
+  ASSERT_TRUE(WaitFor([&] {
+    auto st = channel_states();
+    return !st.empty() && st.back() == "closed";
+  })) << ::testing::PrintToString(channel_states());
+  a_events.Stop();
+  const auto states = channel_states();
+  EXPECT_NE(std::find(states.begin(), states.end(), "open"), states.end())
+      << ::testing::PrintToString(states);
+  bool peer_connected = false;
+  for (const Seen& s : a_events.Events()) {
+    EXPECT_TRUE(s.type == "channel" || s.type == "peer") << s.type;
+    if (s.type == "peer" && s.event.peer().connected() &&
+        s.event.peer().peer().node_id() == b.id.Hex()) {
+      peer_connected = true;
+    }
+  }
+  EXPECT_TRUE(peer_connected);
+  // The transitions chain: each event's previous_state is the state before.
+  std::string prev;
+  for (const Seen& s : a_events.Events()) {
+    if (s.type != "channel" || s.event.channel().channel().channel_id() != ch) continue;
+    if (!prev.empty()) {
+      EXPECT_EQ(s.event.channel().previous_state(), prev);
+    }
+    prev = s.event.channel().channel().state();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 6. Deposit top-up.
+
+TEST_F(TipsApiTest, DepositTopUpGrowsBothSidesAndLetsBiggerTipsPass) {
+  Node a, b;
+  std::string ch;
+  ASSERT_NO_FATAL_FAILURE(TwoNodes(1'000, 0, &a, &b, &ch));
+  ASSERT_EQ(Tip(a, ch, 600, "first", "dep-1").status, 200);
+  auto over = Tip(a, ch, 500, "too big", "dep-2");
+  EXPECT_EQ(over.status, 400) << over.body;
+  EXPECT_TRUE(Contains(over.body, "INSUFFICIENT_SPENDABLE")) << over.body;
+  const uint64_t onchain_before =
+      FromJson<v1::BalanceResponse>(Call(a, "GET", "/v1/balance").body).onchain();
+
+  auto dep = Call(a, "POST", "/v1/channels/" + ch + "/deposit", R"({"amount":"2000"})");
+  ASSERT_EQ(dep.status, 200) << dep.body;
+  auto deposited = FromJson<v1::DepositResponse>(dep.body);
+  EXPECT_EQ(deposited.tx_id().size(), 64u);
+  EXPECT_EQ(deposited.channel().deposit_local(), 3'000u);
+  EXPECT_EQ(deposited.channel().balance_local(), 2'400u);
+  EXPECT_EQ(Channel(a, ch).deposit_local(), 3'000u);
+  // Right after the answer, as a client would: the bigger tip passes (the
+  // receiver may see the block a little later; the node resolves that).
+  auto bigger = Tip(a, ch, 500, "bigger", "dep-3");
+  EXPECT_EQ(bigger.status, 200) << bigger.body;
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).deposit_remote() == 3'000u; }));
+  EXPECT_EQ(Channel(b, ch).deposit_local(), 0u);
+  // The whole new spendable, and not one more.
+  EXPECT_EQ(Tip(a, ch, 1'900, "rest", "dep-4").status, 200);
+  auto none_left = Tip(a, ch, 1, "nothing left", "dep-5");
+  EXPECT_EQ(none_left.status, 400) << none_left.body;
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).balance_local() == 3'000u; }));
+  // The ledger account paid the deposit and its fee.
+  const uint64_t fee = genesis_.fee_per_tx();
+  EXPECT_EQ(FromJson<v1::BalanceResponse>(Call(a, "GET", "/v1/balance").body).onchain(),
+            onchain_before - 2'000 - fee);
+  // Refusals: zero, more than the account holds, an unknown channel.
+  EXPECT_EQ(Call(a, "POST", "/v1/channels/" + ch + "/deposit", R"({"amount":"0"})").status, 400);
+  auto too_much = Call(a, "POST", "/v1/channels/" + ch + "/deposit", R"({"amount":"99000000"})");
+  EXPECT_EQ(too_much.status, 409) << too_much.body;
+  EXPECT_EQ(
+      Call(a, "POST", "/v1/channels/" + std::string(64, 'a') + "/deposit", R"({"amount":"1"})")
+          .status,
+      404);
+  EXPECT_EQ(Channel(a, ch).deposit_local(), 3'000u);
+}
+
+// ---------------------------------------------------------------------------
+// 7. tipctl's channel commands end to end.
+
+struct CliResult {
+  int exit_code = -1;  // 128 + signal if killed; -1 if it did not finish in time
+  std::string out;
+  std::string err;
+};
+
+std::string ReadAll(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs tipctl with `args`, TIPD_* cleared and HOME at `scratch`/home.
+CliResult RunTipctl(const std::filesystem::path& scratch, const std::vector<std::string>& args,
+                    std::chrono::milliseconds timeout = 60s) {
+  static int counter = 0;
+  const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  const auto out_path = scratch / ("tipctl-" + tag + ".out");
+  const auto err_path = scratch / ("tipctl-" + tag + ".err");
+  const auto home = scratch / "home";
+  std::filesystem::create_directories(home);
+  std::vector<std::string> argv = {kTipctl};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (out < 0 || err < 0) ::_exit(120);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    ::unsetenv("TIPD_DATADIR");
+    ::unsetenv("TIPD_RPC");
+    ::unsetenv("TIPD_TOKEN");
+    ::setenv("HOME", home.c_str(), 1);
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    ::execv(kTipctl, cargv.data());
+    ::_exit(121);
+  }
+  CliResult r;
+  if (pid < 0) return r;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  while (true) {
+    pid_t done = ::waitpid(pid, &status, WNOHANG);
+    if (done == pid) {
+      r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  r.out = ReadAll(out_path);
+  r.err = ReadAll(err_path);
+  return r;
+}
+
+std::ostream& operator<<(std::ostream& os, const CliResult& r) {
+  return os << "exit " << r.exit_code << "\n--- stdout ---\n"
+            << r.out << "\n--- stderr ---\n"
+            << r.err;
+}
+
+TEST_F(TipsApiTest, TipctlChannelCommandsEndToEnd) {
+  InitLedger(/*block_interval_ms=*/50);
+  StartLedger();
+  Node a = Up("a", 0);
+  Node b = Up("b", 1);
+  Connect(a, b);
+  const std::filesystem::path scratch = dir_.path();
+  auto ctl = [&](const Node& n, std::vector<std::string> args) {
+    args.insert(args.begin(), {"--datadir", NodeDir(n.name).string()});
+    return RunTipctl(scratch, args);
+  };
+
+  // open
+  auto open = ctl(a, {"open", b.id.Hex(), "--deposit", "1000"});
+  ASSERT_EQ(open.exit_code, 0) << open;
+  EXPECT_TRUE(open.err.empty()) << open;
+  auto opened = FromJson<v1::OpenChannelResponse>(open.out).channel();
+  const std::string ch = opened.channel_id();
+  ASSERT_EQ(ch.size(), 64u) << open;
+  EXPECT_EQ(opened.state(), "open");
+  EXPECT_EQ(opened.peer_node_id(), b.id.Hex());
+  EXPECT_EQ(opened.deposit_local(), 1000u);
+  EXPECT_EQ(opened.deposit_remote(), 0u);
+  ASSERT_TRUE(WaitState(b, ch, "open"));
+
+  // channels / channel
+  auto channels = ctl(a, {"channels"});
+  ASSERT_EQ(channels.exit_code, 0) << channels;
+  auto list = FromJson<v1::ListChannelsResponse>(channels.out);
+  ASSERT_EQ(list.channels_size(), 1) << channels;
+  EXPECT_EQ(list.channels(0).channel_id(), ch);
+  auto one = ctl(a, {"channel", ch});
+  ASSERT_EQ(one.exit_code, 0) << one;
+  EXPECT_EQ(FromJson<v1::GetChannelResponse>(one.out).channel().balance_local(), 1000u);
+  auto unknown = ctl(a, {"channel", std::string(64, 'b')});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown;
+  EXPECT_TRUE(Contains(unknown.err, "HTTP 404)")) << unknown;
+
+  // tip
+  auto tip = ctl(a, {"tip", "--channel", ch, "5", "hello", "--meta", "app=cli"});
+  ASSERT_EQ(tip.exit_code, 0) << tip;
+  auto tipped = FromJson<v1::TipResponse>(tip.out);
+  EXPECT_EQ(tipped.tip().tip().amount(), 5u);
+  EXPECT_EQ(tipped.tip().tip().message(), "hello");
+  EXPECT_EQ(MetaOf(tipped.tip().tip()).at("app"), "cli");
+  EXPECT_TRUE(tipped.has_receipt()) << tip;
+  EXPECT_FALSE(tipped.tip().idempotency_key().empty()) << "tipctl sends a random key";
+  // With a key: a repeat replays.
+  auto keyed = ctl(a, {"tip", "--channel", ch, "7", "keyed", "--idempotency-key", "cli-k"});
+  ASSERT_EQ(keyed.exit_code, 0) << keyed;
+  auto keyed_again = ctl(a, {"tip", "--channel", ch, "7", "keyed", "--idempotency-key", "cli-k"});
+  ASSERT_EQ(keyed_again.exit_code, 0) << keyed_again;
+  EXPECT_TRUE(FromJson<v1::TipResponse>(keyed_again.out).replayed()) << keyed_again;
+  // By peer.
+  auto by_peer = ctl(a, {"tip", "--peer", b.id.Hex(), "3", "via peer"});
+  ASSERT_EQ(by_peer.exit_code, 0) << by_peer;
+  EXPECT_EQ(FromJson<v1::TipResponse>(by_peer.out).tip().channel_id(), ch);
+  // More than spendable: exit 1 with the API's message, nothing on stdout.
+  auto over = ctl(a, {"tip", "--channel", ch, "986", "too much"});
+  EXPECT_EQ(over.exit_code, 1) << over;
+  EXPECT_TRUE(over.out.empty()) << over;
+  EXPECT_TRUE(Contains(over.err, "INSUFFICIENT_SPENDABLE")) << over;
+  EXPECT_TRUE(Contains(over.err, "HTTP 400)")) << over;
+  EXPECT_EQ(Channel(a, ch).balance_local(), 1000u - 15u);
+
+  // tips --direction sent, received on B. (The order is checked by
+  // DISABLED_TipctlTipsListsNewestFirst below.)
+  auto sent = ctl(a, {"tips", "--direction", "sent"});
+  ASSERT_EQ(sent.exit_code, 0) << sent;
+  auto sent_list = FromJson<v1::ListTipsResponse>(sent.out);
+  ASSERT_EQ(sent_list.tips_size(), 3) << sent;
+  std::set<std::string> sent_messages;
+  for (const auto& t : sent_list.tips()) {
+    EXPECT_EQ(t.direction(), "sent");
+    EXPECT_EQ(t.channel_id(), ch);
+    sent_messages.insert(t.tip().message());
+  }
+  EXPECT_EQ(sent_messages, (std::set<std::string>{"hello", "keyed", "via peer"})) << sent;
+  EXPECT_TRUE(sent_list.next_cursor().empty()) << sent;
+  auto received = ctl(a, {"tips", "--direction", "received"});
+  ASSERT_EQ(received.exit_code, 0) << received;
+  EXPECT_EQ(FromJson<v1::ListTipsResponse>(received.out).tips_size(), 0) << received;
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).tips_received() == 3u; }));
+  auto at_b = ctl(b, {"tips", "--direction", "received", "--channel", ch});
+  ASSERT_EQ(at_b.exit_code, 0) << at_b;
+  EXPECT_EQ(FromJson<v1::ListTipsResponse>(at_b.out).tips_size(), 3) << at_b;
+  auto bad_direction = ctl(a, {"tips", "--direction", "sideways"});
+  EXPECT_EQ(bad_direction.exit_code, 2) << bad_direction;
+
+  // close (cooperative)
+  auto close = ctl(a, {"close", ch});
+  ASSERT_EQ(close.exit_code, 0) << close;
+  auto closed = FromJson<v1::CloseChannelResponse>(close.out);
+  EXPECT_EQ(closed.channel().channel_id(), ch);
+  EXPECT_TRUE(closed.channel().state() == "closing" || closed.channel().state() == "closed")
+      << close;
+  ASSERT_TRUE(WaitState(a, ch, "closed"));
+  ASSERT_TRUE(WaitState(b, ch, "closed"));
+  auto late = ctl(a, {"tip", "--channel", ch, "1", "late"});
+  EXPECT_EQ(late.exit_code, 1) << late;
+  EXPECT_TRUE(Contains(late.err, "HTTP 409)")) << late;
+  auto again = ctl(a, {"close", ch});
+  EXPECT_EQ(again.exit_code, 1) << again;
+}
+
+// DISABLED: `tipctl tips` says "tip history, newest first (GET /v1/tips)"
+// (tipctl --help) and docs/tipctl.md shows newest first, but GET /v1/tips
+// (ChannelManager::ListTips, node/channel_manager.cc) returns each
+// channel's tips by ascending index, oldest first, with a cursor that pages
+// forward. Observed: tips(0) is "t1" (index 1), tips(2) is "t3". Either the
+// node or tipctl's help and docs need to change; enable this test with
+// whichever order is decided (adjust it if oldest first is kept).
+TEST_F(TipsApiTest, DISABLED_TipctlTipsListsNewestFirst) {
+  Node a, b;
+  std::string ch;
+  ASSERT_NO_FATAL_FAILURE(TwoNodes(1'000, 0, &a, &b, &ch));
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(Tip(a, ch, 1, "t" + std::to_string(i), "order-" + std::to_string(i)).status, 200);
+  }
+  auto sent =
+      RunTipctl(dir_.path(), {"--datadir", NodeDir("a").string(), "tips", "--direction", "sent"});
+  ASSERT_EQ(sent.exit_code, 0) << sent;
+  auto list = FromJson<v1::ListTipsResponse>(sent.out);
+  ASSERT_EQ(list.tips_size(), 3) << sent;
+  EXPECT_EQ(list.tips(0).tip().message(), "t3") << sent;
+  EXPECT_EQ(list.tips(2).tip().message(), "t1") << sent;
+}
+
+}  // namespace
+}  // namespace tipd::testing
