@@ -127,8 +127,10 @@ Status ChannelDb::StageDeposits(storage::WriteBatch* batch, v1::StoredChannel* c
   return channels_.Put(batch, *channel);
 }
 
-Status ChannelDb::StageOutgoingUpdate(storage::WriteBatch* batch, std::string_view tips_root_before,
-                                      const channel::OutgoingUpdate& outgoing) const {
+Status ChannelDb::StageOutgoingUpdate(
+    storage::WriteBatch* batch, std::string_view tips_root_before,
+    const channel::OutgoingUpdate& outgoing,
+    const std::map<uint64_t, std::string>& idempotency_keys) const {
   const v1::TipUpdate& update = outgoing.update;
   const v1::BalanceProof& proof = update.proof();
   const std::string& id = update.channel_id();
@@ -142,6 +144,10 @@ Status ChannelDb::StageOutgoingUpdate(storage::WriteBatch* batch, std::string_vi
       ChainTips(tips_root_before, update.tips(), proof.nonce(), proof.tips_root()));
   const uint64_t first = tips.front().tip().index();
   const uint64_t last = tips.back().tip().index();
+  for (v1::StoredTip& t : tips) {
+    auto key = idempotency_keys.find(t.tip().index());
+    if (key != idempotency_keys.end()) t.set_idempotency_key(key->second);
+  }
 
   TIPD_RETURN_IF_ERROR(
       directions_.Put(batch, id, Direction::kLocalToRemote, DirectionRecord(proof, last)));

@@ -38,6 +38,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -89,8 +90,11 @@ class ChannelDb {
   // sent_tips_root before TakeNextUpdate made `update` (Snapshot()); the tips
   // are chained from it and must reach the proof's root, else
   // kInvalidArgument and nothing is staged.
+  // `idempotency_keys` (tip index -> the API key that sent it) are kept with
+  // the tips in the history.
   Status StageOutgoingUpdate(storage::WriteBatch* batch, std::string_view tips_root_before,
-                             const channel::OutgoingUpdate& update) const;
+                             const channel::OutgoingUpdate& update,
+                             const std::map<uint64_t, std::string>& idempotency_keys = {}) const;
 
   // The peer's receipt once Channel::OnAck released updates
   // (AckOutcome::updates_acked > 0; a duplicate ack needs nothing), with

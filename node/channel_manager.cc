@@ -1102,8 +1102,15 @@ void ChannelManager::Pump(Live& live) {
     const std::string root_before = live.ch.Snapshot().sent_tips_root;
     auto out = live.ch.TakeNextUpdate(key_, rng_);
     if (!out) break;
+    std::map<uint64_t, std::string> keys;
+    for (const v1::Tip& tip : out->update.tips()) {
+      auto it = live.waiting.find(tip.index());
+      if (it != live.waiting.end() && !it->second.idempotency_key.empty()) {
+        keys.emplace(tip.index(), it->second.idempotency_key);
+      }
+    }
     storage::WriteBatch batch;
-    if (Status s = chdb_.StageOutgoingUpdate(&batch, root_before, *out); !s.ok()) {
+    if (Status s = chdb_.StageOutgoingUpdate(&batch, root_before, *out, keys); !s.ok()) {
       log_->critical("channel {}: staging update {}: {}", Short(live.id), out->nonce(),
                      s.ToString());
       return;
@@ -1851,6 +1858,7 @@ Result<v1::ListTipsResponse> ChannelManager::ListTips(const std::string& directi
         t->set_peer_node_id(live.peer.Hex());
         *t->mutable_tip() = page[i].tip();
         t->set_nonce(page[i].nonce());
+        t->set_idempotency_key(page[i].idempotency_key());
       }
     }
   }

@@ -619,7 +619,8 @@ int main(int argc, char** argv) {
   std::string tips_direction, tips_channel, tips_cursor;
   uint32_t tips_limit = 0;
   bool tips_all = false;
-  auto* tips_cmd = app.add_subcommand("tips", "tip history, newest first (GET /v1/tips)");
+  auto* tips_cmd =
+      app.add_subcommand("tips", "tip history, oldest first, paged by cursor (GET /v1/tips)");
   tips_cmd->add_option("--direction", tips_direction, "sent or received (default: both)")
       ->check(CLI::IsMember({"sent", "received"}));
   tips_cmd->add_option("--channel", tips_channel, "only this channel (hex)");

@@ -916,7 +916,7 @@ TEST_F(TipsApiTest, TipctlChannelCommandsEndToEnd) {
   EXPECT_EQ(Channel(a, ch).balance_local(), 1000u - 15u);
 
   // tips --direction sent, received on B. (The order is checked by
-  // DISABLED_TipctlTipsListsNewestFirst below.)
+  // TipctlTipsListsOldestFirst below.)
   auto sent = ctl(a, {"tips", "--direction", "sent"});
   ASSERT_EQ(sent.exit_code, 0) << sent;
   auto sent_list = FromJson<v1::ListTipsResponse>(sent.out);
@@ -955,14 +955,8 @@ TEST_F(TipsApiTest, TipctlChannelCommandsEndToEnd) {
   EXPECT_EQ(again.exit_code, 1) << again;
 }
 
-// DISABLED: `tipctl tips` says "tip history, newest first (GET /v1/tips)"
-// (tipctl --help) and docs/tipctl.md shows newest first, but GET /v1/tips
-// (ChannelManager::ListTips, node/channel_manager.cc) returns each
-// channel's tips by ascending index, oldest first, with a cursor that pages
-// forward. Observed: tips(0) is "t1" (index 1), tips(2) is "t3". Either the
-// node or tipctl's help and docs need to change; enable this test with
-// whichever order is decided (adjust it if oldest first is kept).
-TEST_F(TipsApiTest, DISABLED_TipctlTipsListsNewestFirst) {
+// History pages run from the oldest tip forward (index order).
+TEST_F(TipsApiTest, TipctlTipsListsOldestFirst) {
   Node a, b;
   std::string ch;
   ASSERT_NO_FATAL_FAILURE(TwoNodes(1'000, 0, &a, &b, &ch));
@@ -974,16 +968,12 @@ TEST_F(TipsApiTest, DISABLED_TipctlTipsListsNewestFirst) {
   ASSERT_EQ(sent.exit_code, 0) << sent;
   auto list = FromJson<v1::ListTipsResponse>(sent.out);
   ASSERT_EQ(list.tips_size(), 3) << sent;
-  EXPECT_EQ(list.tips(0).tip().message(), "t3") << sent;
-  EXPECT_EQ(list.tips(2).tip().message(), "t1") << sent;
+  EXPECT_EQ(list.tips(0).tip().message(), "t1") << sent;
+  EXPECT_EQ(list.tips(2).tip().message(), "t3") << sent;
 }
 
-// DISABLED: api.proto documents TipApi.idempotency_key as set for sent
-// tips ("sent tips only"), and POST /v1/tips answers and tip_sent events
-// carry it, but GET /v1/tips leaves it empty: ChannelManager::ListTips
-// (node/channel_manager.cc) fills only tip and nonce from the stored tip.
-// Observed: "idempotency_key": "" for a tip sent with key "history-key".
-TEST_F(TipsApiTest, DISABLED_HistoryOfSentTipsCarriesTheIdempotencyKey) {
+// The history keeps the key a sent tip was paid with.
+TEST_F(TipsApiTest, HistoryOfSentTipsCarriesTheIdempotencyKey) {
   Node a, b;
   std::string ch;
   ASSERT_NO_FATAL_FAILURE(TwoNodes(1'000, 0, &a, &b, &ch));
