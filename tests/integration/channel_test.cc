@@ -12,28 +12,12 @@
 #include "channel/codec.h"
 #include "node/auth.h"
 #include "node/channel_db.h"
-#include "tests/integration/harness.h"
+#include "tests/integration/channel_fixture.h"
 #include "tests/support/http_client.h"
 #include "tipd/api.pb.h"
 
 namespace tipd::testing {
 namespace {
-
-template <typename M>
-M FromJson(const std::string& json) {
-  M m;
-  auto st = google::protobuf::util::JsonStringToMessage(json, &m);
-  EXPECT_TRUE(st.ok()) << json;
-  return m;
-}
-
-struct Node {
-  std::string name;
-  uint16_t rpc = 0;
-  std::string token;
-  crypto::PublicKey id;
-  const crypto::KeyPair* key = nullptr;
-};
 
 // One tip request's outcome as the API answered it.
 struct Sent {
@@ -48,92 +32,8 @@ std::string Msg(const std::string& prefix, int i) {
   return prefix + " #" + std::to_string(i) + " \xc3\xa9pisode \xe2\x9c\x93";
 }
 
-class ChannelNetTest : public NetworkFixture {
+class ChannelNetTest : public ChannelFixture {
  protected:
-  Node Up(const std::string& name, int account, uint16_t rpc = 0,
-          const std::vector<std::string>& extra = {}) {
-    Node n;
-    n.name = name;
-    n.rpc = rpc ? rpc : FreeLoopbackPort();
-    n.key = &accounts_[account].key;
-    n.id = n.key->public_key();
-    EXPECT_NE(StartNode(name, n.key, n.rpc, 0, extra), nullptr);
-    auto token = node::ReadTokenFile(NodeDir(name) / "admin.token");
-    EXPECT_TRUE(token.ok());
-    n.token = token.ok() ? *token : "";
-    return n;
-  }
-
-  void Restart(Node& n, const std::vector<std::string>& extra = {}) {
-    ASSERT_NE(StartNode(n.name, n.key, n.rpc, 0, extra), nullptr);
-  }
-
-  void Kill(const Node& n, int signo) {
-    Process* p = nodes_.at(n.name).get();
-    p->Signal(signo);
-    ASSERT_TRUE(p->Wait(20s).has_value());
-  }
-
-  HttpResult Call(const Node& n, const std::string& method, const std::string& path,
-                  const std::string& body = "") {
-    return HttpRequest(n.rpc, method, path, n.token, body);
-  }
-
-  void Connect(const Node& from, const Node& to) {
-    auto r = Call(from, "POST", "/v1/peers",
-                  R"({"node_id":")" + to.id.Hex() + R"(","address":"127.0.0.1:)" +
-                      std::to_string(P2pPort(to.name)) + R"(","persistent":true})");
-    ASSERT_EQ(r.status, 202) << r.body;
-    ASSERT_TRUE(WaitFor([&] {
-      auto peers = Call(from, "GET", "/v1/peers");
-      return peers.body.find(to.id.Hex()) != std::string::npos;
-    }));
-  }
-
-  template <typename Pred>
-  bool WaitFor(Pred pred, std::chrono::milliseconds timeout = 30s) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!pred()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(20ms);
-    }
-    return true;
-  }
-
-  v1::ChannelApi Channel(const Node& n, const std::string& ch) {
-    auto r = Call(n, "GET", "/v1/channels/" + ch);
-    EXPECT_EQ(r.status, 200) << r.body;
-    return FromJson<v1::GetChannelResponse>(r.body).channel();
-  }
-
-  bool WaitState(const Node& n, const std::string& ch, const std::string& state,
-                 std::chrono::milliseconds timeout = 30s) {
-    return WaitFor([&] { return Channel(n, ch).state() == state; }, timeout);
-  }
-
-  // Opens a channel from `a` to `b` and waits until both see it open.
-  std::string Open(const Node& a, const Node& b, uint64_t da, uint64_t db,
-                   uint64_t settle_timeout = 0) {
-    auto r = Call(a, "POST", "/v1/channels",
-                  R"({"peer_node_id":")" + b.id.Hex() + R"(","deposit":")" + std::to_string(da) +
-                      R"(","push_deposit":")" + std::to_string(db) + R"(","settle_timeout":")" +
-                      std::to_string(settle_timeout) + R"("})");
-    EXPECT_EQ(r.status, 200) << r.body;
-    auto ch = FromJson<v1::OpenChannelResponse>(r.body).channel();
-    EXPECT_EQ(ch.state(), "open");
-    EXPECT_TRUE(WaitState(b, ch.channel_id(), "open"));
-    return ch.channel_id();
-  }
-
-  HttpResult Tip(const Node& n, const std::string& ch, uint64_t amount, const std::string& msg,
-                 const std::string& key = "") {
-    std::string body = R"({"channel_id":")" + ch + R"(","amount":")" + std::to_string(amount) +
-                       R"(","message":")" + msg +
-                       R"(","metadata":{"app_name":"itest","sender_name":")" + n.name + R"("}})";
-    if (!key.empty()) body.insert(body.size() - 1, R"(,"idempotency_key":")" + key + "\"");
-    return Call(n, "POST", "/v1/tips", body);
-  }
-
   // `count` tips from `n` on `ch` over `threads` concurrent clients; amounts
   // cycle 1..5. Requests that fail are retried with the same idempotency key
   // while `retry` holds (a peer or node restarting).
@@ -151,7 +51,8 @@ class ChannelNetTest : public NetworkFixture {
           const std::string key = prefix + "-" + std::to_string(i);
           auto deadline = std::chrono::steady_clock::now() + 60s;
           for (;;) {
-            auto r = Tip(n, ch, s.amount, s.message, key);
+            auto r = Tip(n, ch, s.amount, s.message, key, "",
+                         {{"app_name", "itest"}, {"sender_name", n.name}});
             s.status = r.status;
             if (r.status != 200 && !retry) ADD_FAILURE() << r.body;
             if (r.status == 200) {
@@ -165,24 +66,6 @@ class ChannelNetTest : public NetworkFixture {
       });
     }
     for (auto& t : pool) t.join();
-    return out;
-  }
-
-  // Every tip of one direction of `ch` as `n` stores it, by index.
-  std::map<uint64_t, v1::TipApi> History(const Node& n, const std::string& ch,
-                                         const std::string& direction) {
-    std::map<uint64_t, v1::TipApi> out;
-    std::string cursor;
-    do {
-      auto r = Call(
-          n, "GET",
-          "/v1/tips?channel_id=" + ch + "&direction=" + direction + "&limit=500&cursor=" + cursor);
-      EXPECT_EQ(r.status, 200) << r.body;
-      if (r.status != 200) break;
-      auto page = FromJson<v1::ListTipsResponse>(r.body);
-      for (const auto& t : page.tips()) out[t.tip().index()] = t;
-      cursor = page.next_cursor();
-    } while (!cursor.empty());
     return out;
   }
 

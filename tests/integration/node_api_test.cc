@@ -3,7 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "node/auth.h"
-#include "tests/integration/harness.h"
+#include "tests/integration/channel_fixture.h"
 #include "tests/support/http_client.h"
 #include "tipd/api.pb.h"
 
@@ -11,14 +11,6 @@ namespace tipd::testing {
 namespace {
 
 class NodeApiTest : public NetworkFixture {};
-
-template <typename M>
-M FromJson(const std::string& json) {
-  M m;
-  auto st = google::protobuf::util::JsonStringToMessage(json, &m);
-  EXPECT_TRUE(st.ok()) << json;
-  return m;
-}
 
 TEST_F(NodeApiTest, TokensScopesInfoAndAnIdempotentTransfer) {
   InitLedger(/*block_interval_ms=*/50);

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "tests/integration/harness.h"
+#include "tests/integration/channel_fixture.h"
 #include "tipd/api.pb.h"
 
 namespace tipd::testing {
@@ -90,17 +90,6 @@ std::ostream& operator<<(std::ostream& os, const CliResult& r) {
             << r.err;
 }
 
-template <typename M>
-M FromJson(const std::string& json) {
-  M m;
-  auto st = google::protobuf::util::JsonStringToMessage(json, &m);
-  EXPECT_TRUE(st.ok()) << json;
-  return m;
-}
-
-bool Contains(const std::string& s, std::string_view needle) {
-  return s.find(needle) != std::string::npos;
-}
 
 TEST(TipctlNoNodeTest, UsageErrorsAndAnUnreachableNode) {
   TempDir dir("tipctl");
