@@ -90,7 +90,6 @@ std::ostream& operator<<(std::ostream& os, const CliResult& r) {
             << r.err;
 }
 
-
 TEST(TipctlNoNodeTest, UsageErrorsAndAnUnreachableNode) {
   TempDir dir("tipctl");
   auto help = RunTipctl(dir.path(), {"--help"});
