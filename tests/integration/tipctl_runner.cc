@@ -80,5 +80,4 @@ std::ostream& operator<<(std::ostream& os, const CliResult& r) {
             << r.err;
 }
 
-
 }  // namespace tipd::testing
