@@ -248,7 +248,18 @@ TEST_F(HttpClientTest, ReconnectsOnceWhenTheServerClosedTheIdleConnection) {
   HttpClient client(url_, Token(Scope::kRead));
   auto res = client.Request("GET", "/v1/info");
   ASSERT_TRUE(res.ok()) << res.status().ToString();
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the server closes it
+  // Wait (with a deadline) until the server has closed the idle connection.
+  auto open_connections = [&] {
+    std::promise<size_t> count;
+    auto answer = count.get_future();
+    net::post(io_, [&] { count.set_value(server_->connection_count()); });
+    return answer.get();
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (open_connections() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(open_connections(), 0u);
   res = client.Request("GET", "/v1/info");
   ASSERT_TRUE(res.ok()) << res.status().ToString();
   EXPECT_EQ(res->status, 200);
