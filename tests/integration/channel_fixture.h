@@ -56,6 +56,16 @@ class ChannelFixture : public NetworkFixture {
     return n;
   }
 
+  // A ledger sealing every `block_interval_ms` and nodes "a" and "b"
+  // (accounts 0 and 1), connected.
+  void TwoConnectedNodes(uint64_t block_interval_ms, Node* a, Node* b) {
+    InitLedger(block_interval_ms);
+    StartLedger();
+    *a = Up("a", 0);
+    *b = Up("b", 1);
+    Connect(*a, *b);
+  }
+
   // Starts a stopped node again on the same ports and data dir.
   void Restart(Node& n, const std::vector<std::string>& extra = {}) {
     ASSERT_NE(StartNode(n.name, n.key, n.rpc, 0, extra), nullptr);

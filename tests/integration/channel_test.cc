@@ -98,11 +98,8 @@ uint64_t Sum(const std::vector<Sent>& v) {
 }
 
 TEST_F(ChannelNetTest, TenThousandTipsBothWaysThenCooperativeClose) {
-  InitLedger(/*block_interval_ms=*/50);
-  StartLedger();
-  Node a = Up("a", 0);
-  Node b = Up("b", 1);
-  Connect(a, b);
+  Node a, b;
+  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/50, &a, &b));
   constexpr uint64_t kDa = 400'000, kDb = 300'000;
   const std::string ch = Open(a, b, kDa, kDb);
   ASSERT_FALSE(ch.empty());
@@ -157,11 +154,8 @@ TEST_F(ChannelNetTest, TenThousandTipsBothWaysThenCooperativeClose) {
 }
 
 TEST_F(ChannelNetTest, UnilateralCloseWhilePartnerOfflineWatcherSubmitsItsProof) {
-  InitLedger(/*block_interval_ms=*/100);
-  StartLedger();
-  Node a = Up("a", 0);
-  Node b = Up("b", 1);
-  Connect(a, b);
+  Node a, b;
+  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b));
   constexpr uint64_t kDa = 10'000, kDb = 10'000;
   const std::string ch = Open(a, b, kDa, kDb, /*settle_timeout=*/40);
   auto ab = Stream(a, ch, 60, 4, "a2b");
@@ -200,11 +194,8 @@ TEST_F(ChannelNetTest, UnilateralCloseWhilePartnerOfflineWatcherSubmitsItsProof)
 }
 
 TEST_F(ChannelNetTest, DishonestCloserWithAnOldProofCannotTakeWhatItPaid) {
-  InitLedger(/*block_interval_ms=*/100);
-  StartLedger();
-  Node a = Up("a", 0);
-  Node b = Up("b", 1);
-  Connect(a, b);
+  Node a, b;
+  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b));
   constexpr uint64_t kDa = 10'000, kDb = 10'000;
   const std::string ch = Open(a, b, kDa, kDb, /*settle_timeout=*/30);
   auto ba1 = Stream(b, ch, 10, 2, "b2a-early");
@@ -264,11 +255,8 @@ TEST_F(ChannelNetTest, DishonestCloserWithAnOldProofCannotTakeWhatItPaid) {
 }
 
 TEST_F(ChannelNetTest, KilledReceiverThenSenderLoseNoAckedTip) {
-  InitLedger(/*block_interval_ms=*/50);
-  StartLedger();
-  Node a = Up("a", 0);
-  Node b = Up("b", 1);
-  Connect(a, b);
+  Node a, b;
+  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/50, &a, &b));
   const std::string ch = Open(a, b, 500'000, 0);
 
   // Stream A->B; SIGKILL the receiver mid-stream, restart it, then the same
@@ -349,11 +337,8 @@ TEST_F(ChannelNetTest, SeveralChannelsWithOnePeerAndChannelsWithManyPeers) {
 }
 
 TEST_F(ChannelNetTest, RefusalsChangeNothing) {
-  InitLedger(/*block_interval_ms=*/50);
-  StartLedger();
-  Node a = Up("a", 0);
-  Node b = Up("b", 1);
-  Connect(a, b);
+  Node a, b;
+  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/50, &a, &b));
 
   // Opening with more than the ledger balance: refused before signing.
   auto too_much = Call(a, "POST", "/v1/channels",

@@ -95,11 +95,7 @@ class TipsApiTest : public ChannelFixture {
  protected:
   // A network of two connected nodes with one channel a -> b.
   void TwoNodes(uint64_t da, uint64_t db, Node* a, Node* b, std::string* ch) {
-    InitLedger(/*block_interval_ms=*/50);
-    StartLedger();
-    *a = Up("a", 0);
-    *b = Up("b", 1);
-    Connect(*a, *b);
+    ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/50, a, b));
     *ch = Open(*a, *b, da, db);
     ASSERT_FALSE(ch->empty());
   }
@@ -645,11 +641,8 @@ TEST_F(TipsApiTest, DepositTopUpGrowsBothSidesAndLetsBiggerTipsPass) {
 // 7. tipctl's channel commands end to end.
 
 TEST_F(TipsApiTest, TipctlChannelCommandsEndToEnd) {
-  InitLedger(/*block_interval_ms=*/50);
-  StartLedger();
-  Node a = Up("a", 0);
-  Node b = Up("b", 1);
-  Connect(a, b);
+  Node a, b;
+  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/50, &a, &b));
   const std::filesystem::path scratch = dir_.path();
   auto ctl = [&](const Node& n, std::vector<std::string> args) {
     args.insert(args.begin(), {"--datadir", NodeDir(n.name).string()});
