@@ -259,10 +259,6 @@ void ChannelManager::Send(p2p::PeerId peer, const v1::Envelope& env) {
   if (!s.ok()) log_->warn("send to peer {}: {}", peer, s.ToString());
 }
 
-std::optional<p2p::PeerId> ChannelManager::SessionOf(const Live& live) const {
-  return live.session;
-}
-
 void ChannelManager::CommitThen(Live* live, storage::WriteBatch batch,
                                 std::function<void(Status)> then) {
   if (live) ++live->commits_pending;
@@ -1078,7 +1074,7 @@ void ChannelManager::SendTip(TipRequestIn req, std::function<void(TipResult)> do
   p.request_hash = request_hash;
   p.reservation = std::move(reservation);
   p.queued_at = Clk::now();
-  if (!req.idempotency_key.empty()) tips_by_key_[req.idempotency_key];
+  if (!req.idempotency_key.empty()) tips_by_key_.insert(req.idempotency_key);
   // Answer "pending" if the ack takes longer than ack_wait.
   p.timer = std::make_shared<boost::asio::steady_timer>(io_, options_.ack_wait);
   p.timer->async_wait([this, alive = alive_, lp = live, index = *queued](const auto& ec) {
@@ -1729,6 +1725,7 @@ void ChannelManager::Reconcile(Live& live) {
       auto waiters = std::move(lp->close_waiters);
       for (auto& w : waiters) w(ToApi(*lp), "");
       for (auto& [idx, p] : lp->waiting) {
+        if (!p.idempotency_key.empty()) tips_by_key_.erase(p.idempotency_key);
         for (auto& d : p.done) {
           d(Refuse(Status::FailedPrecondition("the channel closed before the tip was "
                                               "acknowledged"),

@@ -181,7 +181,6 @@ class ChannelManager {
   Live* Find(const std::string& channel_id);
   const Live* Find(const std::string& channel_id) const;
   Live* FindForPeer(p2p::PeerId peer, const std::string& channel_id);
-  void AddLive(v1::StoredChannel record, channel::Channel ch);
   void Pump(Live& live);
   void SendReestablish(Live& live);
   void ApplyPlan(Live& live, channel::ReestablishPlan plan);
@@ -196,7 +195,6 @@ class ChannelManager {
   void PeerBrokeRule(Live& live, p2p::PeerId peer, const channel::ChannelError& e, uint64_t nonce);
   void ForceClose(Live& live, const std::string& why, ChannelCallback done);
   void Send(p2p::PeerId peer, const v1::Envelope& env);
-  std::optional<p2p::PeerId> SessionOf(const Live& live) const;
 
   // Ledger.
   void OnBlock(const v1::Block& block);
@@ -231,7 +229,7 @@ class ChannelManager {
 
   std::map<std::string, std::unique_ptr<Live>> channels_;         // by channel id bytes
   std::map<std::string, std::unique_ptr<OpenNeg>> negotiations_;  // by temporary id
-  std::map<std::string, std::vector<std::function<void(TipResult)>>> tips_by_key_;  // in progress
+  std::set<std::string> tips_by_key_;  // idempotency keys of tips in progress
   // Channel events SetPhase staged; the next CommitThen takes them.
   std::vector<v1::Event> phase_events_;
 
