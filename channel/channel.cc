@@ -220,6 +220,12 @@ __int128 Channel::SpendableWide() const {
          own_.transferred() - own_.locked() - queued_amount_;
 }
 
+uint64_t Channel::acked_tip_count() const {
+  uint64_t in_flight_tips = 0;
+  for (const OutgoingUpdate& u : in_flight_) in_flight_tips += u.update.tips_size();
+  return own_tip_count_ - in_flight_tips;
+}
+
 uint64_t Channel::SpendableLocal() const {
   __int128 s = SpendableWide();
   return s <= 0 ? 0 : static_cast<uint64_t>(s);

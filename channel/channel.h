@@ -206,6 +206,12 @@ class Channel {
   ChannelResult<AckOutcome> OnAck(const v1::Ack& ack);
   size_t updates_in_flight() const { return in_flight_.size(); }
   size_t queued_tips() const { return queue_.size(); }
+  // The peer's latest receipt for our direction (nullopt before the first)
+  // and the transferred amount of the proof it acknowledged.
+  const std::optional<v1::Ack>& receipt() const { return receipt_; }
+  uint64_t receipt_transferred() const { return receipt_transferred_; }
+  // Tips of ours an ack covers: they carry indexes 1..acked_tip_count().
+  uint64_t acked_tip_count() const;
 
   // ---- Receiving ----
   // Checks every rule without changing anything.
@@ -217,6 +223,10 @@ class Channel {
   // first one). Signs once per nonce and returns the same ack afterwards.
   // Send it before any later update of ours.
   std::optional<v1::Ack> MakeAck(const crypto::KeyPair& local, crypto::RandomSource& rng);
+
+  // The latest proof the peer signed for its direction (nonce 0: none): what
+  // this node submits to the ledger to be paid.
+  const v1::BalanceProof& received_proof() const { return received_; }
 
   // ---- Reestablish ----
   v1::Reestablish MakeReestablish() const;

@@ -5,30 +5,21 @@
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <charconv>
 
 #include "channel/codec.h"
 #include "ledger/codec.h"
 #include "node/logging.h"
-#include "node/metrics.h"
 #include "tipd/storage.pb.h"
 
 namespace tipd::node {
 namespace {
 
 using Clk = std::chrono::steady_clock;
-using IdempotencyRecords = storage::RecordStore<v1::StoredIdempotentResult>;
 
 std::string Str(ByteSpan b) { return std::string(AsStringView(b)); }
 std::string Hex(std::string_view bytes) { return HexEncode(AsSpan(bytes)); }
 std::string Short(std::string_view bytes) { return Hex(bytes).substr(0, 16); }
-
-std::string TipIdempotencyKey(std::string_view key) {
-  std::string k(1, static_cast<char>(storage::KeyFamily::kIdempotency));
-  k.append("tip/").append(key);
-  return k;
-}
 
 const char* PhaseName(v1::StoredChannelPhase p) {
   switch (p) {
@@ -45,29 +36,19 @@ const char* PhaseName(v1::StoredChannelPhase p) {
   }
 }
 
-// The request a tip idempotency key is bound to.
-Hash32 TipRequestHash(const TipRequestIn& r) {
-  std::string canon = Hex(r.channel_id) + "|" + (r.peer ? r.peer->Hex() : "") + "|" +
-                      std::to_string(r.draft.amount) + "|" + r.draft.message;
-  for (const auto& [k, v] : r.draft.metadata) {
-    canon += "|" + std::to_string(k.size()) + ":" + k + "=" + std::to_string(v.size()) + ":" + v;
+// A ledger answer that did not accept a transaction, as a Status: an unknown
+// outcome is kUnavailable (503), a rule the ledger applied
+// kFailedPrecondition (409).
+Status LedgerRefusal(const std::string& what, const ledger::SubmitOutcome& out) {
+  std::string msg = "ledger refused the " + what + ": " + out.ToString();
+  switch (out.kind) {
+    case ledger::SubmitOutcome::Kind::kUnknown:
+      return Status::Unavailable("the ledger did not answer the " + what + ": " + out.message);
+    case ledger::SubmitOutcome::Kind::kRefused:
+    case ledger::SubmitOutcome::Kind::kAccepted:
+      break;
   }
-  return crypto::Sha256(AsSpan(canon));
-}
-
-// A ledger answer that refused a transaction, as a Status: unreachable
-// ledger is kUnavailable (503), a rule the ledger applied kFailedPrecondition.
-Status LedgerRefusal(const std::string& what, const SubmitOutcome& out) {
-  std::string msg = "ledger refused the " + what + ": " + out.code + ": " + out.message;
-  if (out.code == "LEDGER_UNAVAILABLE") return Status::Unavailable(std::move(msg));
   return Status::FailedPrecondition(std::move(msg));
-}
-
-TipResult Refuse(Status status, std::string code) {
-  TipResult r;
-  r.status = std::move(status);
-  r.error_code = std::move(code);
-  return r;
 }
 
 v1::Envelope Wrap(const v1::Error& e) {
@@ -76,23 +57,17 @@ v1::Envelope Wrap(const v1::Error& e) {
   return env;
 }
 
+ledger::ChannelId LedgerId(const std::string& id) {
+  ledger::ChannelId cid{};
+  std::copy(id.begin(), id.end(), cid.begin());
+  return cid;
+}
+
 }  // namespace
 
-// A SendTip call waiting for its tip to be persisted and acknowledged.
-struct PendingTip {
-  std::vector<std::function<void(TipResult)>> done;
-  std::string idempotency_key;
-  Hash32 request_hash{};
-  Reservation reservation;
-  v1::TipResponse response;  // tip and channel filled once folded
-  bool durable = false;
-  Clk::time_point queued_at;
-  std::shared_ptr<boost::asio::steady_timer> timer;
-};
-
-struct ChannelManager::Live {
-  v1::StoredChannel record;
-  channel::Channel ch;
+struct ChannelManager::LiveChannel {
+  v1::StoredChannel record;  // phase, close reason, negotiated limits
+  channel::Channel ch;       // balances, proofs, receipt, what is in flight
   crypto::PublicKey peer;
   std::string id;  // channel id bytes
 
@@ -103,19 +78,14 @@ struct ChannelManager::Live {
   bool reestablished = false;
   std::optional<v1::Reestablish> peer_reestablish;
   int commits_pending = 0;
+  std::map<uint64_t, Clk::time_point> sent_at;  // by nonce, for ack latency
 
-  // Sending.
-  std::map<uint64_t, PendingTip> waiting;            // by tip index
-  std::map<uint64_t, uint64_t> last_index_of_nonce;  // our in-flight updates
-  std::map<uint64_t, Clk::time_point> sent_at;       // by nonce, for ack latency
-  std::optional<v1::Ack> receipt;                    // the peer's latest ack
-  uint64_t receipt_transferred = 0;
-
-  // Cooperative close. close_requested: this side wants to close (no new
-  // tips are accepted; persisted as phase CLOSING). Per session: shutdown
-  // (a CloseRequest without signature, sent once our queue is empty and our
-  // updates are on the wire) sent and received, our signed proposal sent.
+  // Closing. close_requested: this side wants to close (no new tips; phase
+  // CLOSING). frozen: a close was submitted or seen on the ledger, so no
+  // update of the peer is accepted any more. Per session: shutdown sent and
+  // received, our signed proposal sent.
   bool close_requested = false;
+  bool close_submitted = false;
   bool shutdown_sent = false;
   bool shutdown_received = false;
   bool proposal_sent = false;
@@ -124,49 +94,45 @@ struct ChannelManager::Live {
   std::vector<ChannelCallback> open_waiters;
   std::vector<ChannelCallback> close_waiters;
 
-  // Watcher: what we already submitted, so each block does not resubmit.
-  uint64_t proof_submitted_nonce = 0;
-  bool settle_submitted = false;
-  bool close_submitted = false;
-
-  Live(v1::StoredChannel r, channel::Channel c, crypto::PublicKey p)
+  LiveChannel(v1::StoredChannel r, channel::Channel c, crypto::PublicKey p)
       : record(std::move(r)), ch(std::move(c)), peer(p), id(record.channel_id()) {}
   v1::StoredChannelPhase phase() const { return record.phase(); }
   bool usable() const { return session.has_value() && reestablished; }
-  // We signed final balances: never accept another update of the peer.
-  bool frozen() const { return record.close_signature_given(); }
-};
-
-struct ChannelManager::OpenNeg {
-  std::string temporary_id;
-  crypto::PublicKey peer;
-  p2p::PeerId session = 0;
-  uint64_t deposit = 0;
-  uint64_t push = 0;
-  uint64_t settle_timeout = 0;
-  uint64_t nonce_a = 0;
-  std::chrono::milliseconds wait{0};
-  ChannelCallback done;
-  std::shared_ptr<boost::asio::steady_timer> timer;
+  // We signed final balances, or a close is on its way to the ledger: never
+  // accept another update of the peer (it could not be settled).
+  bool frozen() const { return record.close_signature_given() || close_submitted; }
 };
 
 ChannelManager::ChannelManager(boost::asio::io_context& io, const crypto::KeyPair& key,
-                               p2p::Host& host, LedgerClient& ledger, storage::Database& db,
-                               storage::GroupCommitter& committer, SpendLimiter& spend,
-                               const Clock& clock, crypto::RandomSource& rng,
+                               PeerTransport& peers, ledger::LedgerLink& ledger,
+                               storage::Database& db, storage::GroupCommitter& committer,
+                               const Clock& clock, Timers& timers, crypto::RandomSource& rng,
                                ChannelManagerOptions options)
     : io_(io),
       key_(key),
-      host_(host),
+      peers_(peers),
       ledger_(ledger),
-      db_(db),
       committer_(committer),
-      spend_(spend),
       clock_(clock),
+      timers_(timers),
       rng_(rng),
       options_(options),
       chdb_(&db),
       log_(Logger("channels")),
+      txs_(key, ledger, rng),
+      requests_(db, timers, options.ack_wait),
+      watcher_(txs_, log_),
+      negotiator_(key, ledger, peers, timers, rng, options.open,
+                  OpenNegotiator::Callbacks{
+                      [this](const std::string& id) { return Find(id) != nullptr; },
+                      [this](AgreedChannel c, v1::Envelope accept) {
+                        Accepted(std::move(c), std::move(accept));
+                      },
+                      [this](AgreedChannel c, v1::Transaction tx, std::string temp,
+                             std::chrono::milliseconds wait, ChannelCallback done) {
+                        Agreed(std::move(c), std::move(tx), std::move(temp), wait, std::move(done));
+                      }},
+                  log_),
       alive_(std::make_shared<bool>(true)) {}
 
 ChannelManager::~ChannelManager() { *alive_ = false; }
@@ -176,17 +142,12 @@ Status ChannelManager::Start() {
   for (v1::StoredChannel& rec : stored) {
     TIPD_ASSIGN_OR_RETURN(crypto::PublicKey remote,
                           crypto::PublicKey::Parse(AsSpan(rec.remote_key())));
-    TIPD_ASSIGN_OR_RETURN(channel::Channel ch, chdb_.Restore(rec.channel_id(), key_.public_key(),
-                                                             options_.local_limits));
-    TIPD_ASSIGN_OR_RETURN(channel::RestoredState state, chdb_.Load(rec.channel_id()));
-    auto live = std::make_unique<Live>(rec, std::move(ch), remote);
-    live->receipt = state.receipt;
-    live->receipt_transferred = state.receipt_transferred;
-    for (const v1::TipUpdate& u : state.in_flight) {
-      if (u.tips_size() > 0) {
-        live->last_index_of_nonce[u.proof().nonce()] = u.tips(u.tips_size() - 1).index();
-      }
-    }
+    ChannelLocalLimits limits;
+    limits.max_update_bytes = options_.open.max_update_bytes;
+    limits.max_queued_tips = options_.open.max_queued_tips;
+    TIPD_ASSIGN_OR_RETURN(channel::Channel ch,
+                          chdb_.Restore(rec.channel_id(), key_.public_key(), limits));
+    auto live = std::make_unique<LiveChannel>(rec, std::move(ch), remote);
     if (rec.phase() == v1::STORED_CHANNEL_PHASE_CLOSING) live->close_requested = true;
     std::string id = rec.channel_id();
     channels_.emplace(id, std::move(live));
@@ -216,8 +177,9 @@ void ChannelManager::RegisterMetrics(MetricsRegistry& m) {
   Gauge& closed = m.AddGauge("tipd_channels_closed", "closed channels");
   Gauge& queued = m.AddGauge("tipd_tips_queued", "tips waiting for a window slot");
   Gauge& in_flight = m.AddGauge("tipd_updates_in_flight", "updates awaiting their ack");
-  m.AddCollectHook([this, &opening, &open, &closing, &closed, &queued, &in_flight] {
-    // Runs on the io thread (GET /metrics), like every other manager call.
+  Gauge& read_only = m.AddGauge("tipd_read_only", "1 once a failed write stopped new work");
+  m.AddCollectHook([this, &opening, &open, &closing, &closed, &queued, &in_flight, &read_only] {
+    // Runs on the event thread (GET /metrics), like every other manager call.
     double n[5] = {0, 0, 0, 0, 0};
     double q = 0, f = 0;
     for (const auto& [id, live] : channels_) {
@@ -232,34 +194,48 @@ void ChannelManager::RegisterMetrics(MetricsRegistry& m) {
     closed.Set(n[4]);
     queued.Set(q);
     in_flight.Set(f);
+    read_only.Set(health_.ok() ? 0 : 1);
   });
 }
 
 // ---------------------------------------------------------------------------
 // Plumbing
 
-ChannelManager::Live* ChannelManager::Find(const std::string& channel_id) {
+ChannelManager::LiveChannel* ChannelManager::Find(const std::string& channel_id) {
   auto it = channels_.find(channel_id);
   return it == channels_.end() ? nullptr : it->second.get();
 }
 
-const ChannelManager::Live* ChannelManager::Find(const std::string& channel_id) const {
+const ChannelManager::LiveChannel* ChannelManager::Find(const std::string& channel_id) const {
   auto it = channels_.find(channel_id);
   return it == channels_.end() ? nullptr : it->second.get();
 }
 
-ChannelManager::Live* ChannelManager::FindForPeer(p2p::PeerId peer, const std::string& channel_id) {
-  Live* live = Find(channel_id);
+ChannelManager::LiveChannel* ChannelManager::FindForPeer(p2p::PeerId peer,
+                                                         const std::string& channel_id) {
+  LiveChannel* live = Find(channel_id);
   if (live == nullptr || live->session != peer) return nullptr;
   return live;
 }
 
 void ChannelManager::Send(p2p::PeerId peer, const v1::Envelope& env) {
-  Status s = host_.Send(peer, env);
-  if (!s.ok()) log_->warn("send to peer {}: {}", peer, s.ToString());
+  Status s = peers_.Send(peer, env);
+  if (s.ok()) return;
+  // A message that did not leave (queue full, session gone) must not be lost
+  // silently: drop the session, and reestablish resends what the peer lacks.
+  log_->warn("send to peer {} failed ({}); dropping the session so reestablish resends", peer,
+             s.ToString());
+  peers_.Disconnect(peer, "send failed: " + s.message());
 }
 
-void ChannelManager::CommitThen(Live* live, storage::WriteBatch batch,
+void ChannelManager::EnterReadOnly(const std::string& what, const Status& why) {
+  if (!health_.ok()) return;
+  health_ = Status(why.code(), what + ": " + why.message() +
+                                   "; the node refuses new tips and opens until it is restarted");
+  log_->critical("{}", health_.message());
+}
+
+void ChannelManager::CommitThen(LiveChannel* live, storage::WriteBatch batch,
                                 std::function<void(Status)> then) {
   if (live) ++live->commits_pending;
   // Events SetPhase staged into this batch are published once it is durable.
@@ -269,13 +245,12 @@ void ChannelManager::CommitThen(Live* live, storage::WriteBatch batch,
     boost::asio::post(io_, [this, alive, live, then = std::move(then), s,
                             phase_events = std::move(phase_events)]() {
       if (!*alive) return;
-      if (!s.ok()) {
-        log_->critical("channel write failed: {}; channel operations stop", s.ToString());
-      }
-      Settle(phase_events, s);
+      if (!s.ok()) EnterReadOnly("a channel write failed", s);
+      PublishStaged(phase_events, s);
       if (live) --live->commits_pending;
       then(s);
-      if (live && live->commits_pending == 0) {
+      // Steps that wait for quiescence (no write pending on the channel).
+      if (live && live->commits_pending == 0 && health_.ok()) {
         if (live->session && !live->reestablished) SendReestablish(*live);
         TrySendShutdown(*live);
         MaybeProposeClose(*live);
@@ -292,7 +267,7 @@ void ChannelManager::Emit(storage::WriteBatch* batch, v1::Event event,
   staged->push_back(std::move(event));
 }
 
-void ChannelManager::Settle(const std::vector<v1::Event>& staged, const Status& written) {
+void ChannelManager::PublishStaged(const std::vector<v1::Event>& staged, const Status& written) {
   for (const v1::Event& e : staged) {
     if (written.ok()) {
       events_->Publish(e);
@@ -308,7 +283,7 @@ void ChannelManager::EmitNow(v1::Event event) {
   events_->Append(std::move(event));
 }
 
-void ChannelManager::EmitChannel(const Live& live, const std::string& previous_state) {
+void ChannelManager::EmitChannel(const LiveChannel& live, const std::string& previous_state) {
   v1::Event e;
   e.set_type("channel");
   *e.mutable_channel()->mutable_channel() = ToApi(live);
@@ -316,7 +291,7 @@ void ChannelManager::EmitChannel(const Live& live, const std::string& previous_s
   EmitNow(std::move(e));
 }
 
-void ChannelManager::SetPhase(Live& live, v1::StoredChannelPhase phase,
+void ChannelManager::SetPhase(LiveChannel& live, v1::StoredChannelPhase phase,
                               storage::WriteBatch* batch) {
   if (live.phase() == phase) return;
   const std::string previous = PhaseName(live.phase());
@@ -331,49 +306,49 @@ void ChannelManager::SetPhase(Live& live, v1::StoredChannelPhase phase,
   Emit(batch, std::move(e), &phase_events_);
 }
 
-v1::Transaction ChannelManager::NewTx() {
-  v1::Transaction tx;
-  tx.set_chain_id(ledger_.chain().params().chain_id);
-  tx.set_signer(Str(key_.XOnly()));
-  tx.set_nonce(ledger_.NextNonce(key_.XOnly()));
-  tx.set_fee(ledger_.chain().params().fee_per_tx);
-  return tx;
-}
-
-void ChannelManager::SubmitTx(v1::Transaction tx, std::function<void(const SubmitOutcome&)> done) {
-  if (Status s = ledger::SignTransaction(&tx, key_, rng_); !s.ok()) {
-    SubmitOutcome out;
-    out.code = "INTERNAL";
-    out.message = s.message();
-    done(out);
-    return;
-  }
-  ledger_.Submit(tx, [this, alive = alive_, done = std::move(done)](const SubmitOutcome& out) {
-    if (!*alive) return;
-    if (!out.accepted) ledger_.ResetNonces();
-    done(out);
-  });
-}
-
 void ChannelManager::WaitForInclusion(const Hash32& tx_id, std::chrono::milliseconds wait,
                                       std::function<void(bool)> done) {
-  auto answered = std::make_shared<bool>(false);
-  auto timer = std::make_shared<boost::asio::steady_timer>(io_, wait);
-  auto shared_done = std::make_shared<std::function<void(bool)>>(std::move(done));
-  timer->async_wait([answered, shared_done, alive = alive_](const auto& ec) {
-    if (ec || !*alive || *answered) return;
-    *answered = true;
-    (*shared_done)(false);
+  // Whichever comes first answers; the other is cancelled, so neither the
+  // timer nor the ledger's wait outlives the answer.
+  struct Wait {
+    bool answered = false;
+    Timers::Id timer = 0;
+    ledger::LedgerLink::WaitId wait = 0;
+    std::function<void(bool)> done;
+  };
+  auto w = std::make_shared<Wait>();
+  w->done = std::move(done);
+  w->wait = ledger_.WhenIncluded(tx_id, [this, w, alive = alive_](uint64_t) {
+    if (!*alive || w->answered) return;
+    w->answered = true;
+    timers_.Cancel(w->timer);
+    w->done(true);
   });
-  ledger_.WhenIncluded(tx_id, [answered, shared_done, timer, alive = alive_](uint64_t) {
-    if (!*alive || *answered) return;
-    *answered = true;
-    timer->cancel();
-    (*shared_done)(true);
+  if (w->answered) return;
+  w->timer = timers_.After(wait, [this, w, alive = alive_] {
+    if (!*alive || w->answered) return;
+    w->answered = true;
+    ledger_.CancelWait(w->wait);
+    w->done(false);
   });
 }
 
-v1::ChannelApi ChannelManager::ToApi(const Live& live) const {
+std::optional<v1::TipReceiptApi> ChannelManager::ReceiptOf(const std::string& channel_id,
+                                                           uint64_t nonce) const {
+  const LiveChannel* live = Find(channel_id);
+  if (live == nullptr) return std::nullopt;
+  const auto& receipt = live->ch.receipt();
+  if (!receipt || receipt->nonce() < nonce) return std::nullopt;
+  v1::TipReceiptApi rc;
+  rc.set_channel_id(Hex(live->id));
+  rc.set_nonce(receipt->nonce());
+  rc.set_tips_root(Hex(receipt->tips_root()));
+  rc.set_transferred(live->ch.receipt_transferred());
+  *rc.mutable_ack() = *receipt;
+  return rc;
+}
+
+v1::ChannelApi ChannelManager::ToApi(const LiveChannel& live) const {
   v1::ChannelApi out;
   out.set_channel_id(Hex(live.id));
   out.set_peer_node_id(live.peer.Hex());
@@ -401,7 +376,7 @@ std::vector<v1::ChannelApi> ChannelManager::ListChannels() const {
 }
 
 Result<v1::ChannelApi> ChannelManager::GetChannel(const std::string& channel_id) const {
-  const Live* live = Find(channel_id);
+  const LiveChannel* live = Find(channel_id);
   if (live == nullptr) return Status::NotFound("no channel " + Hex(channel_id));
   return ToApi(*live);
 }
@@ -471,33 +446,11 @@ void ChannelManager::OnPeerDisconnected(const p2p::DisconnectEvent& ev) {
     live->reestablish_sent = false;
     live->peer_reestablish.reset();
   }
-  for (auto it = negotiations_.begin(); it != negotiations_.end();) {
-    if (it->second->session == ev.id) {
-      auto neg = std::move(it->second);
-      it = negotiations_.erase(it);
-      neg->timer->cancel();
-      ledger_.ResetNonces();
-      neg->done(Status::Unavailable("peer disconnected during the open negotiation: " +
-                                    ev.reason.ToString()),
-                "");
-    } else {
-      ++it;
-    }
-  }
+  negotiator_.OnPeerDisconnected(ev.id, ev.reason.ToString());
 }
 
 void ChannelManager::OnPeerError(p2p::PeerId peer, const v1::Error& error) {
-  auto it = negotiations_.find(error.channel_id());
-  if (it != negotiations_.end() && it->second->session == peer) {
-    auto neg = std::move(it->second);
-    negotiations_.erase(it);
-    neg->timer->cancel();
-    ledger_.ResetNonces();
-    neg->done(Status::FailedPrecondition("peer refused the channel: " + error.code() + ": " +
-                                         error.message()),
-              "");
-    return;
-  }
+  if (negotiator_.OnPeerError(peer, error)) return;
   log_->warn("peer {} reports an error on channel {}: {}: {}", peer, Short(error.channel_id()),
              error.code(), error.message());
 }
@@ -505,15 +458,24 @@ void ChannelManager::OnPeerError(p2p::PeerId peer, const v1::Error& error) {
 bool ChannelManager::OnMessage(p2p::PeerId peer, const v1::Envelope& env) {
   switch (env.msg_case()) {
     case v1::Envelope::kOpenChannel: {
-      auto info = host_.GetPeer(peer);
-      if (info) HandleOpenChannel(peer, info->node_id, env.open_channel());
+      auto node = peers_.PeerKey(peer);
+      if (!node) return true;
+      if (!health_.ok()) {
+        v1::Envelope reject;
+        reject.mutable_reject_channel()->set_temporary_id(env.open_channel().temporary_id());
+        reject.mutable_reject_channel()->set_code("NODE_READ_ONLY");
+        reject.mutable_reject_channel()->set_message("this node is not accepting channels now");
+        Send(peer, reject);
+        return true;
+      }
+      negotiator_.HandleOpenChannel(peer, *node, env.open_channel());
       return true;
     }
     case v1::Envelope::kAcceptChannel:
-      HandleAcceptChannel(peer, env.accept_channel());
+      negotiator_.HandleAcceptChannel(peer, env.accept_channel());
       return true;
     case v1::Envelope::kRejectChannel:
-      HandleRejectChannel(env.reject_channel());
+      negotiator_.HandleRejectChannel(peer, env.reject_channel());
       return true;
     case v1::Envelope::kChannelOpened:
       log_->info("peer {} submitted the open of channel {} (tx {})", peer,
@@ -543,336 +505,109 @@ bool ChannelManager::OnMessage(p2p::PeerId peer, const v1::Envelope& env) {
 }
 
 // ---------------------------------------------------------------------------
-// Opening
+// Opening (the negotiation itself is open_negotiator.cc)
 
 void ChannelManager::Open(const crypto::PublicKey& peer, uint64_t deposit, uint64_t push,
                           uint64_t settle_timeout, std::chrono::milliseconds wait,
                           ChannelCallback done) {
-  const ledger::Params& params = ledger_.chain().params();
-  auto session = host_.FindPeer(peer);
-  if (!session) {
-    return done(Status::FailedPrecondition("peer " + peer.Hex() +
-                                           " is not connected; connect first (POST /v1/peers)"),
-                "");
-  }
-  if (peer == key_.public_key()) {
-    return done(Status::InvalidArgument("cannot open a channel with this node itself"), "");
-  }
-  if (settle_timeout == 0) {
-    settle_timeout = std::clamp(options_.default_settle_timeout, params.min_settle_timeout,
-                                params.max_settle_timeout);
-  }
-  if (settle_timeout < params.min_settle_timeout || settle_timeout > params.max_settle_timeout) {
-    return done(Status::InvalidArgument("settle_timeout " + std::to_string(settle_timeout) +
-                                        " is outside the ledger's bounds [" +
-                                        std::to_string(params.min_settle_timeout) + ", " +
-                                        std::to_string(params.max_settle_timeout) + "]"),
-                "");
-  }
-  if (deposit > UINT64_MAX - push || deposit + push == 0) {
-    return done(
-        Status::InvalidArgument("deposit + push_deposit must be at least 1 and fit in 64 bits"),
-        "");
-  }
-  const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
-  const uint64_t balance = acct ? acct->balance : 0;
-  if (deposit > UINT64_MAX - params.fee_per_tx || balance < deposit + params.fee_per_tx) {
-    return done(Status::FailedPrecondition("INSUFFICIENT_FUNDS: the ledger balance " +
-                                           std::to_string(balance) + " cannot cover the deposit " +
-                                           std::to_string(deposit) + " plus the fee " +
-                                           std::to_string(params.fee_per_tx)),
-                "");
-  }
-  auto neg = std::make_unique<OpenNeg>();
-  std::array<uint8_t, 32> temp;
-  rng_.Fill(temp);
-  neg->temporary_id = Str(temp);
-  neg->peer = peer;
-  neg->session = *session;
-  neg->deposit = deposit;
-  neg->push = push;
-  neg->settle_timeout = settle_timeout;
-  neg->nonce_a = ledger_.NextNonce(key_.XOnly());
-  neg->wait = wait;
-  neg->done = std::move(done);
-  neg->timer = std::make_shared<boost::asio::steady_timer>(io_, options_.negotiation_timeout);
-  neg->timer->async_wait([this, alive = alive_, temp_id = neg->temporary_id](const auto& ec) {
-    if (ec || !*alive) return;
-    auto it = negotiations_.find(temp_id);
-    if (it == negotiations_.end()) return;
-    auto n = std::move(it->second);
-    negotiations_.erase(it);
-    ledger_.ResetNonces();
-    n->done(Status::Unavailable("peer did not answer the open request in time"), "");
-  });
-
-  v1::Envelope env;
-  v1::OpenChannel& m = *env.mutable_open_channel();
-  m.set_temporary_id(neg->temporary_id);
-  m.set_chain_id(params.chain_id);
-  m.set_funder_key(Str(key_.XOnly()));
-  m.set_deposit_a(deposit);
-  m.set_deposit_b_requested(push);
-  m.set_settle_timeout(settle_timeout);
-  m.set_max_updates_in_flight(options_.max_updates_in_flight);
-  m.set_max_tips_per_update(options_.max_tips_per_update);
-  m.set_nonce_a(neg->nonce_a);
-  Send(*session, env);
-  negotiations_.emplace(neg->temporary_id, std::move(neg));
+  if (!health_.ok()) return done(health_, "");
+  negotiator_.Open(peer, deposit, push, settle_timeout, wait, std::move(done));
 }
 
-void ChannelManager::HandleOpenChannel(p2p::PeerId peer, const crypto::PublicKey& node,
-                                       const v1::OpenChannel& m) {
-  const ledger::Params& params = ledger_.chain().params();
-  auto reject = [&](const std::string& code, const std::string& why) {
-    log_->info("refusing channel from {}: {}: {}", node.Hex().substr(0, 16), code, why);
-    v1::Envelope env;
-    env.mutable_reject_channel()->set_temporary_id(m.temporary_id());
-    env.mutable_reject_channel()->set_code(code);
-    env.mutable_reject_channel()->set_message(why);
-    Send(peer, env);
-  };
-  if (m.temporary_id().size() != 32) return reject("MALFORMED", "temporary_id must be 32 bytes");
-  if (m.chain_id() != params.chain_id) {
-    return reject("WRONG_CHAIN_ID", "this node is on chain " + params.chain_id);
+ChannelManager::LiveChannel* ChannelManager::Adopt(AgreedChannel agreed,
+                                                   storage::WriteBatch* batch) {
+  if (Status s = chdb_.StageNewChannel(batch, agreed.record); !s.ok()) {
+    log_->error("channel {}: staging the new channel: {}", Short(agreed.record.channel_id()),
+                s.ToString());
+    return nullptr;
   }
-  if (m.funder_key() != Str(node.XOnly())) {
-    return reject("WRONG_FUNDER", "funder_key is not the key of this connection");
-  }
-  if (m.settle_timeout() < params.min_settle_timeout ||
-      m.settle_timeout() > params.max_settle_timeout) {
-    return reject("BAD_SETTLE_TIMEOUT", "settle_timeout outside the ledger's bounds");
-  }
-  if (m.max_updates_in_flight() == 0 || m.max_tips_per_update() == 0) {
-    return reject("MALFORMED", "window limits must be at least 1");
-  }
-  if (m.deposit_a() > UINT64_MAX - m.deposit_b_requested()) {
-    return reject("OVERFLOW", "deposits overflow 64 bits");
-  }
-  const uint64_t push = m.deposit_b_requested();
-  if (push > options_.max_accept_deposit) {
-    return reject("DEPOSIT_REFUSED", "this node funds at most " +
-                                         std::to_string(options_.max_accept_deposit) +
-                                         " into a channel a peer opens");
-  }
-  const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
-  if ((acct ? acct->balance : 0) < push) {
-    return reject("INSUFFICIENT_FUNDS",
-                  "this node's ledger balance cannot cover the requested " + std::to_string(push));
-  }
-  v1::ChannelOpenTx open;
-  open.set_party_a(m.funder_key());
-  open.set_party_b(Str(key_.XOnly()));
-  open.set_deposit_a(m.deposit_a());
-  open.set_deposit_b(push);
-  open.set_settle_timeout(m.settle_timeout());
-  open.set_nonce_b(ledger_.NextNonce(key_.XOnly()));
-  auto agreement = ledger::EncodeChannelOpenAgreement(params.chain_id, open, m.nonce_a());
-  if (!agreement.ok()) return reject("MALFORMED", agreement.status().message());
-  const std::string channel_id = Str(ledger::DeriveChannelId(
-      params.chain_id, AsSpan(open.party_a()), AsSpan(open.party_b()), m.nonce_a()));
-  if (Find(channel_id) != nullptr ||
-      ledger_.chain().state().FindChannel(*HexDecodeFixed<32>(Hex(channel_id))) != nullptr) {
-    return reject("CHANNEL_EXISTS", "a channel with this id exists");
-  }
-  channel::ChannelParams cp;
-  cp.chain_id = params.chain_id;
-  std::copy(channel_id.begin(), channel_id.end(), cp.channel_id.begin());
-  cp.local_key = key_.public_key();
-  cp.remote_key = node;
-  cp.local_is_a = false;
-  cp.deposit_local = push;
-  cp.deposit_remote = m.deposit_a();
-  cp.max_updates_in_flight = std::min(options_.max_updates_in_flight, m.max_updates_in_flight());
-  cp.max_tips_per_update = std::min(options_.max_tips_per_update, m.max_tips_per_update());
-  cp.max_update_bytes = options_.local_limits.max_update_bytes;
-  cp.max_queued_tips = options_.local_limits.max_queued_tips;
-  auto ch = channel::Channel::Open(cp);
-  if (!ch.ok()) return reject("MALFORMED", ch.status().message());
+  auto ch = channel::Channel::Open(agreed.params);
+  if (!ch.ok()) return nullptr;  // the negotiator checked the same parameters
+  auto live = std::make_unique<LiveChannel>(agreed.record, std::move(*ch), agreed.peer);
+  LiveChannel* lp = live.get();
+  lp->session = peers_.FindPeer(agreed.peer);
+  channels_.emplace(lp->id, std::move(live));
+  return lp;
+}
 
-  v1::StoredChannel rec;
-  rec.set_channel_id(channel_id);
-  rec.set_chain_id(params.chain_id);
-  rec.set_local_key(Str(key_.public_key().bytes()));
-  rec.set_remote_key(Str(node.bytes()));
-  rec.set_local_is_a(false);
-  rec.set_deposit_local(push);
-  rec.set_deposit_remote(m.deposit_a());
-  rec.set_settle_timeout(m.settle_timeout());
-  rec.set_phase(v1::STORED_CHANNEL_PHASE_OPENING);
-  rec.set_max_updates_in_flight(cp.max_updates_in_flight);
-  rec.set_max_tips_per_update(cp.max_tips_per_update);
-  rec.set_open_nonce_a(m.nonce_a());
-  rec.set_open_nonce_b(open.nonce_b());
+void ChannelManager::Accepted(AgreedChannel agreed, v1::Envelope accept) {
+  const p2p::PeerId peer = agreed.session;
   storage::WriteBatch batch;
-  if (Status s = chdb_.StageNewChannel(&batch, rec); !s.ok()) {
-    return reject("INTERNAL", s.message());
-  }
-  auto live = std::make_unique<Live>(rec, std::move(*ch), node);
-  Live* lp = live.get();
-  lp->session = peer;
-  channels_.emplace(channel_id, std::move(live));
-  crypto::Signature sig_b = crypto::SignTagged(key_, ledger::kChannelOpenTag, *agreement, rng_);
-  v1::Envelope env;
-  v1::AcceptChannel& a = *env.mutable_accept_channel();
-  a.set_temporary_id(m.temporary_id());
-  a.set_acceptor_key(open.party_b());
-  a.set_deposit_b(push);
-  a.set_nonce_b(open.nonce_b());
-  a.set_signature_b(Str(sig_b));
-  a.set_max_updates_in_flight(cp.max_updates_in_flight);
-  a.set_max_tips_per_update(cp.max_tips_per_update);
+  LiveChannel* lp = Adopt(std::move(agreed), &batch);
+  if (lp == nullptr) return;
   // Our signature is a promise: the channel record is durable before it
   // leaves, so a restart still knows the channel when the ledger opens it.
-  CommitThen(lp, std::move(batch), [this, peer, env, lp](Status s) {
+  CommitThen(lp, std::move(batch), [this, peer, accept = std::move(accept), lp](Status s) {
     if (!s.ok()) return;
     log_->info("accepted channel {} from {} (deposits {} / {})", Short(lp->id),
                lp->peer.Hex().substr(0, 16), lp->record.deposit_remote(),
                lp->record.deposit_local());
-    Send(peer, env);
+    Send(peer, accept);
     EmitChannel(*lp, "");
   });
 }
 
-void ChannelManager::HandleAcceptChannel(p2p::PeerId peer, const v1::AcceptChannel& m) {
-  auto it = negotiations_.find(m.temporary_id());
-  if (it == negotiations_.end() || it->second->session != peer) {
-    log_->warn("peer {} accepted an unknown channel negotiation", peer);
-    return;
-  }
-  std::unique_ptr<OpenNeg> neg = std::move(it->second);
-  negotiations_.erase(it);
-  neg->timer->cancel();
-  const ledger::Params& params = ledger_.chain().params();
-  auto fail = [&](Status s) {
-    ledger_.ResetNonces();
-    neg->done(std::move(s), "");
-  };
-  if (m.acceptor_key() != Str(neg->peer.XOnly())) {
-    return fail(Status::FailedPrecondition("peer answered with another account key"));
-  }
-  if (m.deposit_b() != neg->push) {
-    return fail(Status::FailedPrecondition("peer offered a deposit of " +
-                                           std::to_string(m.deposit_b()) + ", not the " +
-                                           std::to_string(neg->push) + " requested"));
-  }
-  if (m.max_updates_in_flight() == 0 || m.max_tips_per_update() == 0) {
-    return fail(Status::FailedPrecondition("peer announced zero window limits"));
-  }
-  v1::Transaction tx;
-  tx.set_chain_id(params.chain_id);
-  tx.set_signer(Str(key_.XOnly()));
-  tx.set_nonce(neg->nonce_a);
-  tx.set_fee(params.fee_per_tx);
-  v1::ChannelOpenTx& open = *tx.mutable_channel_open();
-  open.set_party_a(Str(key_.XOnly()));
-  open.set_party_b(m.acceptor_key());
-  open.set_deposit_a(neg->deposit);
-  open.set_deposit_b(m.deposit_b());
-  open.set_settle_timeout(neg->settle_timeout);
-  open.set_nonce_b(m.nonce_b());
-  open.set_signature_b(m.signature_b());
-  auto agreement = ledger::EncodeChannelOpenAgreement(params.chain_id, open, neg->nonce_a);
-  crypto::Signature sig{};
-  if (!agreement.ok() || m.signature_b().size() != sig.size()) {
-    return fail(Status::FailedPrecondition("peer's open signature is malformed"));
-  }
-  std::copy(m.signature_b().begin(), m.signature_b().end(), sig.begin());
-  if (!crypto::VerifyTagged(neg->peer.XOnly(), ledger::kChannelOpenTag, *agreement, sig)) {
-    return fail(Status::FailedPrecondition("peer's signature on the open does not verify"));
-  }
-  if (Status st = ledger::SignTransaction(&tx, key_, rng_); !st.ok()) return fail(st);
-  const std::string channel_id = Str(ledger::DeriveChannelId(
-      params.chain_id, AsSpan(open.party_a()), AsSpan(open.party_b()), neg->nonce_a));
-  channel::ChannelParams cp;
-  cp.chain_id = params.chain_id;
-  std::copy(channel_id.begin(), channel_id.end(), cp.channel_id.begin());
-  cp.local_key = key_.public_key();
-  cp.remote_key = neg->peer;
-  cp.local_is_a = true;
-  cp.deposit_local = neg->deposit;
-  cp.deposit_remote = m.deposit_b();
-  cp.max_updates_in_flight = std::min(options_.max_updates_in_flight, m.max_updates_in_flight());
-  cp.max_tips_per_update = std::min(options_.max_tips_per_update, m.max_tips_per_update());
-  cp.max_update_bytes = options_.local_limits.max_update_bytes;
-  cp.max_queued_tips = options_.local_limits.max_queued_tips;
-  auto ch = channel::Channel::Open(cp);
-  if (!ch.ok()) return fail(ch.status());
-  v1::StoredChannel rec;
-  rec.set_channel_id(channel_id);
-  rec.set_chain_id(params.chain_id);
-  rec.set_local_key(Str(key_.public_key().bytes()));
-  rec.set_remote_key(Str(neg->peer.bytes()));
-  rec.set_local_is_a(true);
-  rec.set_deposit_local(neg->deposit);
-  rec.set_deposit_remote(m.deposit_b());
-  rec.set_settle_timeout(neg->settle_timeout);
-  rec.set_phase(v1::STORED_CHANNEL_PHASE_OPENING);
-  rec.set_max_updates_in_flight(cp.max_updates_in_flight);
-  rec.set_max_tips_per_update(cp.max_tips_per_update);
-  rec.set_open_nonce_a(neg->nonce_a);
-  rec.set_open_nonce_b(m.nonce_b());
+void ChannelManager::Agreed(AgreedChannel agreed, v1::Transaction tx, std::string temporary_id,
+                            std::chrono::milliseconds wait, ChannelCallback done) {
+  const p2p::PeerId peer = agreed.session;
   storage::WriteBatch batch;
-  if (Status s = chdb_.StageNewChannel(&batch, rec); !s.ok()) return fail(s);
-  auto live = std::make_unique<Live>(rec, std::move(*ch), neg->peer);
-  Live* lp = live.get();
-  lp->session = host_.FindPeer(neg->peer);
-  channels_.emplace(channel_id, std::move(live));
-  lp->open_waiters.push_back(std::move(neg->done));
-  const auto wait = neg->wait;
-  CommitThen(
-      lp, std::move(batch), [this, lp, tx, peer, temp = m.temporary_id(), wait](Status s) mutable {
-        if (!s.ok()) return;
-        EmitChannel(*lp, "");
-        Hash32 tx_id = *ledger::TransactionId(tx);
-        ledger_.Submit(
-            tx, [this, alive = alive_, lp, tx_id, peer, temp, wait](const SubmitOutcome& out) {
-              if (!*alive) return;
-              if (!out.accepted) {
-                ledger_.ResetNonces();
-                storage::WriteBatch b;
-                lp->record.set_close_reason("ledger refused the open: " + out.code + ": " +
-                                            out.message);
-                SetPhase(*lp, v1::STORED_CHANNEL_PHASE_CLOSED, &b);
-                CommitThen(lp, std::move(b), [](Status) {});
-                auto waiters = std::move(lp->open_waiters);
-                for (auto& w : waiters) {
-                  w(LedgerRefusal("open", out), HexEncode(tx_id));
-                }
-                return;
-              }
-              v1::Envelope env;
-              env.mutable_channel_opened()->set_temporary_id(temp);
-              env.mutable_channel_opened()->set_channel_id(lp->id);
-              env.mutable_channel_opened()->set_tx_id(Str(tx_id));
-              if (host_.GetPeer(peer)) Send(peer, env);
-              WaitForInclusion(tx_id, wait, [this, lp, tx_id](bool included) {
-                if (included) {
-                  Reconcile(*lp);  // the block observer normally got there first
-                  return;
-                }
-                auto waiters = std::move(lp->open_waiters);
-                for (auto& w : waiters) w(ToApi(*lp), HexEncode(tx_id));  // still opening
-              });
-            });
+  LiveChannel* lp = Adopt(std::move(agreed), &batch);
+  if (lp == nullptr) {
+    ledger_.ResetNonces();
+    return done(Status::Internal("cannot record the new channel"), "");
+  }
+  lp->open_waiters.push_back(std::move(done));
+  CommitThen(lp, std::move(batch), [this, lp, tx, peer, temporary_id, wait](Status s) {
+    if (!s.ok()) {
+      auto waiters = std::move(lp->open_waiters);
+      for (auto& w : waiters) w(health_, "");
+      return;
+    }
+    EmitChannel(*lp, "");
+    const Hash32 tx_id = *ledger::TransactionId(tx);
+    ledger_.Submit(tx, [this, alive = alive_, lp, tx_id, peer, temporary_id,
+                        wait](const ledger::SubmitOutcome& out) {
+      if (!*alive) return;
+      if (!out.accepted()) ledger_.ResetNonces();
+      if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
+        // Refused by a rule: it will never be included.
+        storage::WriteBatch b;
+        lp->record.set_close_reason("ledger refused the open: " + out.ToString());
+        SetPhase(*lp, v1::STORED_CHANNEL_PHASE_CLOSED, &b);
+        CommitThen(lp, std::move(b), [](Status) {});
+        auto waiters = std::move(lp->open_waiters);
+        for (auto& w : waiters) w(LedgerRefusal("open", out), HexEncode(tx_id));
+        return;
+      }
+      if (out.kind == ledger::SubmitOutcome::Kind::kUnknown) {
+        // The sequencer may have taken it: the channel stays OPENING until
+        // the ledger decides (the channel appears, or a nonce it needed moves
+        // on); Reconcile settles it either way after every block.
+        log_->warn("channel {}: the open's outcome is unknown ({}); waiting for the ledger",
+                   Short(lp->id), out.message);
+      } else {
+        v1::Envelope env;
+        env.mutable_channel_opened()->set_temporary_id(temporary_id);
+        env.mutable_channel_opened()->set_channel_id(lp->id);
+        env.mutable_channel_opened()->set_tx_id(Str(tx_id));
+        if (peers_.PeerKey(peer)) Send(peer, env);
+      }
+      WaitForInclusion(tx_id, wait, [this, lp, tx_id](bool included) {
+        if (included) {
+          Reconcile(*lp);  // the block observer normally got there first
+          return;
+        }
+        auto waiters = std::move(lp->open_waiters);
+        for (auto& w : waiters) w(ToApi(*lp), HexEncode(tx_id));  // still opening
       });
-}
-
-void ChannelManager::HandleRejectChannel(const v1::RejectChannel& m) {
-  auto it = negotiations_.find(m.temporary_id());
-  if (it == negotiations_.end()) return;
-  auto neg = std::move(it->second);
-  negotiations_.erase(it);
-  neg->timer->cancel();
-  ledger_.ResetNonces();
-  neg->done(
-      Status::FailedPrecondition("peer refused the channel: " + m.code() + ": " + m.message()), "");
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------
 // Reestablish
 
-void ChannelManager::SendReestablish(Live& live) {
+void ChannelManager::SendReestablish(LiveChannel& live) {
   if (!live.session || live.commits_pending > 0) return;
   const auto phase = live.phase();
   if (phase != v1::STORED_CHANNEL_PHASE_OPEN && phase != v1::STORED_CHANNEL_PHASE_CLOSING) {
@@ -884,34 +619,31 @@ void ChannelManager::SendReestablish(Live& live) {
     Send(*live.session, env);
     live.reestablish_sent = true;
   }
-  if (live.peer_reestablish && !live.reestablished) {
-    v1::Reestablish peer = std::move(*live.peer_reestablish);
-    live.peer_reestablish.reset();
-    auto plan = live.ch.OnPeerReestablish(peer, peer.received_tip_count());
-    if (!plan.ok()) {
-      PeerBrokeRule(live, *live.session, plan.error(), 0);
+  if (!live.session || !live.peer_reestablish || live.reestablished) return;
+  v1::Reestablish peer = std::move(*live.peer_reestablish);
+  live.peer_reestablish.reset();
+  auto plan = live.ch.OnPeerReestablish(peer, peer.received_tip_count());
+  if (!plan.ok()) {
+    PeerBrokeRule(live, *live.session, plan.error(), 0);
+    return;
+  }
+  if (plan->adopted_own_proof) {
+    // Rare (we were restored from a backup): write it before going on.
+    storage::WriteBatch batch;
+    Status s = chdb_.StageAdoptedOwnProof(&batch, peer.received_proof(), peer.received_tip_count());
+    if (s.ok()) s = committer_.SubmitAndWait(std::move(batch));
+    if (!s.ok()) {
+      EnterReadOnly("persisting the adopted proof of channel " + Short(live.id), s);
       return;
     }
-    if (plan->adopted_own_proof) {
-      // Rare (we were restored from a backup): write it before going on.
-      storage::WriteBatch batch;
-      Status s =
-          chdb_.StageAdoptedOwnProof(&batch, peer.received_proof(), peer.received_tip_count());
-      if (s.ok()) s = committer_.SubmitAndWait(std::move(batch));
-      if (!s.ok()) {
-        log_->critical("channel {}: persisting the adopted proof failed: {}", Short(live.id),
-                       s.ToString());
-        return;
-      }
-      log_->warn("channel {}: adopted the peer's copy of our proof at nonce {}", Short(live.id),
-                 peer.received_proof().nonce());
-    }
-    ApplyPlan(live, std::move(*plan));
+    log_->warn("channel {}: adopted the peer's copy of our proof at nonce {}", Short(live.id),
+               peer.received_proof().nonce());
   }
+  ApplyPlan(live, std::move(*plan));
 }
 
 void ChannelManager::HandleReestablish(p2p::PeerId peer, const v1::Reestablish& m) {
-  Live* live = FindForPeer(peer, m.channel_id());
+  LiveChannel* live = FindForPeer(peer, m.channel_id());
   if (live == nullptr) {
     v1::Error e;
     e.set_channel_id(m.channel_id());
@@ -925,7 +657,7 @@ void ChannelManager::HandleReestablish(p2p::PeerId peer, const v1::Reestablish& 
   SendReestablish(*live);
 }
 
-void ChannelManager::ApplyPlan(Live& live, channel::ReestablishPlan plan) {
+void ChannelManager::ApplyPlan(LiveChannel& live, channel::ReestablishPlan plan) {
   const p2p::PeerId peer = *live.session;
   if (plan.send_ack) {
     if (auto ack = live.ch.MakeAck(key_, rng_)) {
@@ -940,18 +672,10 @@ void ChannelManager::ApplyPlan(Live& live, channel::ReestablishPlan plan) {
     live.sent_at[u.proof().nonce()] = Clk::now();
     Send(peer, env);
   }
-  for (const v1::Tip& t : plan.dropped_tips) {
-    auto it = live.waiting.find(t.index());
-    if (it == live.waiting.end()) continue;
-    PendingTip p = std::move(it->second);
-    live.waiting.erase(it);
-    if (!p.idempotency_key.empty()) tips_by_key_.erase(p.idempotency_key);
-    for (auto& d : p.done) {
-      d(Refuse(Status::FailedPrecondition(
-                   "the tip no longer fits the spendable balance after reestablish"),
-               "INSUFFICIENT_SPENDABLE"));
-    }
-  }
+  std::vector<uint64_t> dropped;
+  for (const v1::Tip& t : plan.dropped_tips) dropped.push_back(t.index());
+  requests_.RefuseIndexes(live.id, dropped, TipError::kChannelRule,
+                          "the tip no longer fits the spendable balance after reestablish");
   live.reestablished = true;
   log_->info("channel {} reestablished with {} (resent {} update(s))", Short(live.id),
              live.peer.Hex().substr(0, 16), plan.resend.size());
@@ -963,13 +687,13 @@ void ChannelManager::ApplyPlan(Live& live, channel::ReestablishPlan plan) {
 // ---------------------------------------------------------------------------
 // Tips: sending
 
-void ChannelManager::SendTip(TipRequestIn req, std::function<void(TipResult)> done) {
+void ChannelManager::SendTip(TipRequestIn req, TipCallback done) {
   // Resolve the channel.
-  Live* live = nullptr;
+  LiveChannel* live = nullptr;
   if (!req.channel_id.empty()) {
     live = Find(req.channel_id);
     if (live == nullptr) {
-      return done(Refuse(Status::NotFound("no channel " + Hex(req.channel_id)), "NOT_FOUND"));
+      return done(TipOutcome::Refused(TipError::kNotFound, "no channel " + Hex(req.channel_id)));
     }
   } else if (req.peer) {
     for (auto& [id, l] : channels_) {
@@ -978,120 +702,57 @@ void ChannelManager::SendTip(TipRequestIn req, std::function<void(TipResult)> do
     }
     if (live == nullptr) {
       return done(
-          Refuse(Status::NotFound("no open channel with peer " + req.peer->Hex()), "NOT_FOUND"));
+          TipOutcome::Refused(TipError::kNotFound, "no open channel with peer " + req.peer->Hex()));
     }
+  } else {
+    return done(TipOutcome::Refused(TipError::kInvalidArgument, "give a channel or a peer"));
   }
   const Hash32 request_hash = TipRequestHash(req);
-  // Idempotency: an identical request in progress, or answered before.
-  if (!req.idempotency_key.empty()) {
-    if (req.idempotency_key.size() > 200) {
-      return done(Refuse(Status::InvalidArgument("idempotency_key is longer than 200 bytes"),
-                         "INVALID_ARGUMENT"));
-    }
-    auto running = tips_by_key_.find(req.idempotency_key);
-    if (running != tips_by_key_.end()) {
-      for (auto& [id, l] : channels_) {
-        for (auto& [idx, p] : l->waiting) {
-          if (p.idempotency_key != req.idempotency_key) continue;
-          if (p.request_hash != request_hash) {
-            return done(Refuse(Status::AlreadyExists("idempotency_key was used for a different "
-                                                     "tip; use a new key"),
-                               "IDEMPOTENCY_KEY_REUSED"));
-          }
-          p.done.push_back([done](TipResult r) {
-            r.response.set_replayed(true);
-            done(std::move(r));
-          });
-          return;
-        }
-      }
-    }
-    IdempotencyRecords records(&db_);
-    auto prior = records.Get(TipIdempotencyKey(req.idempotency_key));
-    if (!prior.ok()) return done(Refuse(prior.status(), "INTERNAL"));
-    if (prior->has_value()) {
-      if ((*prior)->request_hash() != AsStringView(request_hash)) {
-        return done(Refuse(
-            Status::AlreadyExists("idempotency_key was used for a different tip; use a new key"),
-            "IDEMPOTENCY_KEY_REUSED"));
-      }
-      TipResult r;
-      r.response.ParseFromString((*prior)->response());
-      r.response.set_replayed(true);
-      auto hex_id = HexDecode(r.response.tip().channel_id());
-      Live* l = hex_id.ok() ? Find(Str(*hex_id)) : nullptr;
-      const uint64_t nonce = r.response.tip().nonce();
-      if (l && l->receipt && l->receipt->nonce() >= nonce) {
-        v1::TipReceiptApi& rc = *r.response.mutable_receipt();
-        rc.set_channel_id(Hex(l->id));
-        rc.set_nonce(l->receipt->nonce());
-        rc.set_tips_root(Hex(l->receipt->tips_root()));
-        rc.set_transferred(l->receipt_transferred);
-        *rc.mutable_ack() = *l->receipt;
-        r.acked = true;
-      } else if (l) {
-        auto w = l->waiting.find(r.response.tip().tip().index());
-        if (w != l->waiting.end()) {
-          w->second.done.push_back([done](TipResult r2) {
-            r2.response.set_replayed(true);
-            done(std::move(r2));
-          });
-          return;
-        }
-      }
-      return done(std::move(r));
-    }
+  // Idempotency: an identical request in progress, or answered before. A
+  // replay is answered even in read-only mode and is never charged.
+  if (requests_.Replay(req, request_hash, done, [this](const std::string& id, uint64_t nonce) {
+        return ReceiptOf(id, nonce);
+      })) {
+    return;
   }
-  if (live->phase() != v1::STORED_CHANNEL_PHASE_OPEN || live->close_requested) {
-    return done(Refuse(Status::FailedPrecondition("channel " + Hex(live->id) + " is " +
-                                                  (live->phase() == v1::STORED_CHANNEL_PHASE_OPEN
-                                                       ? std::string("closing")
-                                                       : std::string(PhaseName(live->phase()))) +
-                                                  "; tips need an open channel"),
-                       "CHANNEL_NOT_OPEN"));
+  if (!health_.ok()) {
+    return done(TipOutcome::Refused(TipError::kNodeReadOnly, health_.message()));
+  }
+  if (live->phase() != v1::STORED_CHANNEL_PHASE_OPEN || live->close_requested || live->frozen()) {
+    const std::string state = live->phase() == v1::STORED_CHANNEL_PHASE_OPEN
+                                  ? std::string("closing")
+                                  : std::string(PhaseName(live->phase()));
+    return done(TipOutcome::Refused(
+        TipError::kChannelNotOpen,
+        "channel " + Hex(live->id) + " is " + state + "; tips need an open channel"));
   }
   if (!live->session) {
-    return done(Refuse(
-        Status::Unavailable("peer " + live->peer.Hex() + " is not connected; the tip was not sent"),
-        "PEER_OFFLINE"));
+    return done(TipOutcome::Refused(
+        TipError::kPeerOffline,
+        "peer " + live->peer.Hex() + " is not connected; the tip was not sent"));
   }
-  Reservation reservation;
-  if (req.token) {
-    auto r = spend_.Reserve(*req.token, req.draft.amount);
-    if (!r.ok()) return done(Refuse(r.status(), "SPEND_CAP_EXCEEDED"));
-    reservation = std::move(*r);
+  if (req.charge) {
+    if (Status s = req.charge->Reserve(req.draft.amount); !s.ok()) {
+      return done(TipOutcome::Refused(TipError::kSpendCapExceeded, s.message()));
+    }
   }
   if (req.draft.created_at_ms == 0) {
     req.draft.created_at_ms = static_cast<uint64_t>(clock_.NowMs());
   }
   auto queued = live->ch.QueueTip(req.draft);
   if (!queued.ok()) {
-    return done(Refuse(queued.error().ToStatus(), queued.error().code()));
+    const channel::ChannelError& e = queued.error();
+    if (e.rule == channel::ChannelRule::kQueueFull) {
+      return done(TipOutcome::Refused(TipError::kQueueFull, e.ToString(), e.code()));
+    }
+    return done(TipOutcome::Refused(TipError::kChannelRule, e.ToString(), e.code()));
   }
-  PendingTip& p = live->waiting[*queued];
-  p.done.push_back(std::move(done));
-  p.idempotency_key = req.idempotency_key;
-  p.request_hash = request_hash;
-  p.reservation = std::move(reservation);
-  p.queued_at = Clk::now();
-  if (!req.idempotency_key.empty()) tips_by_key_.insert(req.idempotency_key);
-  // Answer "pending" if the ack takes longer than ack_wait.
-  p.timer = std::make_shared<boost::asio::steady_timer>(io_, options_.ack_wait);
-  p.timer->async_wait([this, alive = alive_, lp = live, index = *queued](const auto& ec) {
-    if (ec || !*alive) return;
-    auto it = lp->waiting.find(index);
-    if (it == lp->waiting.end() || it->second.done.empty()) return;
-    auto callbacks = std::move(it->second.done);
-    it->second.done.clear();
-    TipResult r;
-    r.response = it->second.response;
-    for (auto& d : callbacks) d(r);  // acked == false: 202, still in flight
-  });
+  requests_.Add(live->id, *queued, req, request_hash, std::move(done));
   Pump(*live);
 }
 
-void ChannelManager::Pump(Live& live) {
-  if (!live.usable() || live.proposal_sent || live.frozen() || live.close_submitted) return;
+void ChannelManager::Pump(LiveChannel& live) {
+  if (!live.usable() || live.proposal_sent || live.frozen() || !health_.ok()) return;
   const auto phase = live.phase();
   if (phase != v1::STORED_CHANNEL_PHASE_OPEN && phase != v1::STORED_CHANNEL_PHASE_CLOSING) return;
   for (;;) {
@@ -1100,87 +761,78 @@ void ChannelManager::Pump(Live& live) {
     if (!out) break;
     std::map<uint64_t, std::string> keys;
     for (const v1::Tip& tip : out->update.tips()) {
-      auto it = live.waiting.find(tip.index());
-      if (it != live.waiting.end() && !it->second.idempotency_key.empty()) {
-        keys.emplace(tip.index(), it->second.idempotency_key);
-      }
+      std::string key = requests_.KeyOf(live.id, tip.index());
+      if (!key.empty()) keys.emplace(tip.index(), std::move(key));
     }
     storage::WriteBatch batch;
     if (Status s = chdb_.StageOutgoingUpdate(&batch, root_before, *out, keys); !s.ok()) {
-      log_->critical("channel {}: staging update {}: {}", Short(live.id), out->nonce(),
-                     s.ToString());
+      // The update exists only in memory and was never sent: stop here.
+      EnterReadOnly(
+          "staging update " + std::to_string(out->nonce()) + " of channel " + Short(live.id), s);
       return;
     }
     std::vector<v1::Event> staged;
     const uint64_t nonce = out->nonce();
-    IdempotencyRecords records(&db_);
     for (const v1::Tip& tip : out->update.tips()) {
-      auto it = live.waiting.find(tip.index());
       v1::TipApi api;
       api.set_channel_id(Hex(live.id));
       api.set_direction("sent");
       api.set_peer_node_id(live.peer.Hex());
       *api.mutable_tip() = tip;
       api.set_nonce(nonce);
-      if (it != live.waiting.end()) {
-        PendingTip& p = it->second;
-        api.set_idempotency_key(p.idempotency_key);
-        *p.response.mutable_tip() = api;
-        if (!p.idempotency_key.empty()) {
-          // The key's answer is durable with the payment: a retry after a
-          // crash finds the tip and never pays twice.
-          v1::StoredIdempotentResult rec;
-          rec.set_request_hash(Str(p.request_hash));
-          rec.set_response(p.response.SerializeAsString());
-          records.Put(&batch, TipIdempotencyKey(p.idempotency_key), rec);
-        }
-        spend_.CommitToBatch(std::move(p.reservation), &batch);
-      }
+      api.set_idempotency_key(requests_.KeyOf(live.id, tip.index()));
+      // The key's answer and the spend are durable with the payment: a retry
+      // after a crash finds the tip and never pays twice.
+      requests_.StageFolded(live.id, api, &batch);
       v1::Event e;
       e.set_type("tip_sent");
-      *e.mutable_tip() = api;
+      *e.mutable_tip() = std::move(api);
       Emit(&batch, std::move(e), &staged);
     }
-    if (out->update.tips_size() > 0) {
-      live.last_index_of_nonce[nonce] = out->update.tips(out->update.tips_size() - 1).index();
-    }
+    const uint64_t first = out->update.tips(0).index();
+    const uint64_t last = out->update.tips(out->update.tips_size() - 1).index();
     v1::Envelope env;
     *env.mutable_tip_update() = std::move(out->update);
     const uint64_t epoch = live.epoch;
-    Live* lp = &live;
-    CommitThen(
-        lp, std::move(batch),
-        [this, lp, env = std::move(env), epoch, nonce, staged = std::move(staged)](Status s) {
-          Settle(staged, s);
-          if (!s.ok()) return;
-          const auto& u = env.tip_update();
-          uint64_t amount = 0;
-          for (const v1::Tip& t : u.tips()) {
-            amount += t.amount();
-            auto it = lp->waiting.find(t.index());
-            if (it != lp->waiting.end()) it->second.durable = true;
-          }
-          if (tips_sent_) {
-            tips_sent_->Inc(static_cast<double>(u.tips_size()));
-            amount_sent_->Inc(static_cast<double>(amount));
-            updates_sent_->Inc();
-            tips_per_update_->Observe(static_cast<double>(u.tips_size()));
-          }
-          // A session that changed since is resynchronised by reestablish,
-          // which resends every update still in flight.
-          if (lp->session && lp->reestablished && lp->epoch == epoch) {
-            lp->sent_at[nonce] = Clk::now();
-            Send(*lp->session, env);
-          }
-        });
+    LiveChannel* lp = &live;
+    CommitThen(lp, std::move(batch),
+               [this, lp, env = std::move(env), epoch, nonce, first, last,
+                staged = std::move(staged)](Status s) {
+                 PublishStaged(staged, s);
+                 if (!s.ok()) {
+                   // Never sent, never paid; the restart forgets the update.
+                   std::vector<uint64_t> lost;
+                   for (uint64_t i = first; i <= last; ++i) lost.push_back(i);
+                   requests_.RefuseIndexes(
+                       lp->id, lost, TipError::kNodeReadOnly,
+                       "the payment could not be written: " + s.message() + "; nothing was paid");
+                   return;
+                 }
+                 requests_.MarkDurable(lp->id, first, last);
+                 const auto& u = env.tip_update();
+                 if (tips_sent_) {
+                   uint64_t amount = 0;
+                   for (const v1::Tip& t : u.tips()) amount += t.amount();
+                   tips_sent_->Inc(static_cast<double>(u.tips_size()));
+                   amount_sent_->Inc(static_cast<double>(amount));
+                   updates_sent_->Inc();
+                   tips_per_update_->Observe(static_cast<double>(u.tips_size()));
+                 }
+                 // A session that changed since is resynchronised by
+                 // reestablish, which resends every update still in flight.
+                 if (lp->session && lp->reestablished && lp->epoch == epoch) {
+                   lp->sent_at[nonce] = Clk::now();
+                   Send(*lp->session, env);
+                 }
+               });
   }
 }
 
 // ---------------------------------------------------------------------------
 // Tips: receiving and acks
 
-void ChannelManager::PeerBrokeRule(Live& live, p2p::PeerId peer, const channel::ChannelError& e,
-                                   uint64_t nonce) {
+void ChannelManager::PeerBrokeRule(LiveChannel& live, p2p::PeerId peer,
+                                   const channel::ChannelError& e, uint64_t nonce) {
   log_->warn("channel {}: peer broke {}: {} ({})", Short(live.id), e.code(), e.reason,
              channel::ConsequenceName(e.consequence));
   v1::Envelope env;
@@ -1192,17 +844,17 @@ void ChannelManager::PeerBrokeRule(Live& live, p2p::PeerId peer, const channel::
     case channel::Consequence::kRefuseRequest:
       break;
     case channel::Consequence::kDisconnect:
-      (void)host_.Disconnect(peer, std::string("channel rule ") + e.code());
+      peers_.Disconnect(peer, std::string("channel rule ") + e.code());
       break;
     case channel::Consequence::kCloseChannel:
       ForceClose(live, std::string("peer showed irreconcilable state: ") + e.code(), nullptr);
-      (void)host_.Disconnect(peer, std::string("channel rule ") + e.code());
+      peers_.Disconnect(peer, std::string("channel rule ") + e.code());
       break;
   }
 }
 
 void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
-  Live* live = FindForPeer(peer, m.channel_id());
+  LiveChannel* live = FindForPeer(peer, m.channel_id());
   if (live == nullptr) {
     v1::Error e;
     e.set_channel_id(m.channel_id());
@@ -1218,18 +870,19 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
     e.set_code("REESTABLISH_REQUIRED");
     e.set_message("update " + std::to_string(nonce) + " arrived before reestablish finished");
     Send(peer, Wrap(e));
-    (void)host_.Disconnect(peer, "update before reestablish");
+    peers_.Disconnect(peer, "update before reestablish");
     return;
   }
   const auto phase = live->phase();
   if ((phase != v1::STORED_CHANNEL_PHASE_OPEN && phase != v1::STORED_CHANNEL_PHASE_CLOSING) ||
-      live->proposal_sent || live->frozen()) {
+      live->proposal_sent || live->frozen() || !health_.ok()) {
     v1::Envelope env;
     v1::UpdateRejected& r = *env.mutable_update_rejected();
     r.set_channel_id(m.channel_id());
     r.set_nonce(nonce);
     r.set_code("CHANNEL_CLOSING");
-    r.set_message("this channel is closing; no more updates are accepted");
+    r.set_message(health_.ok() ? "this channel is closing; no more updates are accepted"
+                               : "this node is read-only; no updates are accepted");
     Send(peer, env);
     return;
   }
@@ -1242,8 +895,10 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
   std::optional<v1::Ack> ack = live->ch.MakeAck(key_, rng_);
   storage::WriteBatch batch;
   if (Status s = chdb_.StageReceivedUpdate(&batch, root_before, *validated, *ack); !s.ok()) {
-    log_->critical("channel {}: staging received update {}: {}", Short(live->id), nonce,
-                   s.ToString());
+    // Memory is ahead of disk: acknowledge nothing more; a restart reloads
+    // the durable state and reestablish asks for the update again.
+    EnterReadOnly(
+        "staging received update " + std::to_string(nonce) + " of channel " + Short(live->id), s);
     return;
   }
   std::vector<v1::Event> staged;
@@ -1263,12 +918,12 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
   const uint64_t amount = validated->amount();
   const int count = m.tips_size();
   const uint64_t epoch = live->epoch;
-  Live* lp = live;
+  LiveChannel* lp = live;
   // Persist proof, tips and our ack; only then send the ack (a receipt for
   // tips we hold durably) and announce the tips.
   CommitThen(lp, std::move(batch),
              [this, lp, ack = *ack, epoch, amount, count, staged = std::move(staged)](Status s) {
-               Settle(staged, s);
+               PublishStaged(staged, s);
                if (!s.ok()) return;
                if (tips_received_) {
                  tips_received_->Inc(count);
@@ -1283,7 +938,7 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
 }
 
 void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
-  Live* live = FindForPeer(peer, m.channel_id());
+  LiveChannel* live = FindForPeer(peer, m.channel_id());
   if (live == nullptr) return;
   const uint64_t previous_receipt = live->ch.Snapshot().receipt_nonce;
   auto outcome = live->ch.OnAck(m);
@@ -1300,10 +955,12 @@ void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
     if (ack_latency_) ack_latency_->Observe(std::chrono::duration<double>(waited).count());
     it = live->sent_at.erase(it);
   }
-  const uint64_t transferred = live->ch.Snapshot().receipt_transferred;
+  const uint64_t transferred = live->ch.receipt_transferred();
+  // Every tip up to here is covered by this ack (indexes are consecutive).
+  const uint64_t last_index = live->ch.acked_tip_count();
   storage::WriteBatch batch;
   if (Status s = chdb_.StageAckReceived(&batch, m, transferred, previous_receipt); !s.ok()) {
-    log_->critical("channel {}: staging ack {}: {}", Short(live->id), m.nonce(), s.ToString());
+    EnterReadOnly("staging ack " + std::to_string(m.nonce()) + " of channel " + Short(live->id), s);
     return;
   }
   std::vector<v1::Event> staged;
@@ -1313,57 +970,32 @@ void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
   e.mutable_ack()->set_nonce(m.nonce());
   e.mutable_ack()->set_latency_ms(latency_ms);
   Emit(&batch, std::move(e), &staged);
-  Live* lp = live;
+  LiveChannel* lp = live;
   CommitThen(lp, std::move(batch),
-             [this, lp, m, transferred, staged = std::move(staged)](Status s) {
-               Settle(staged, s);
+             [this, lp, m, transferred, last_index, staged = std::move(staged)](Status s) {
+               PublishStaged(staged, s);
                if (!s.ok()) return;
-               if (!lp->receipt || lp->receipt->nonce() < m.nonce()) {
-                 lp->receipt = m;
-                 lp->receipt_transferred = transferred;
-               }
-               AnswerAcked(*lp);
+               v1::TipReceiptApi rc;
+               rc.set_channel_id(Hex(lp->id));
+               rc.set_nonce(m.nonce());
+               rc.set_tips_root(Hex(m.tips_root()));
+               rc.set_transferred(transferred);
+               *rc.mutable_ack() = m;
+               requests_.AnswerAcked(lp->id, last_index, rc);
              });
   Pump(*live);  // the window has room again
   TrySendShutdown(*live);
   MaybeProposeClose(*live);
 }
 
-void ChannelManager::AnswerAcked(Live& live) {
-  if (!live.receipt) return;
-  const uint64_t acked_nonce = live.receipt->nonce();
-  uint64_t last_index = 0;
-  for (auto it = live.last_index_of_nonce.begin();
-       it != live.last_index_of_nonce.end() && it->first <= acked_nonce;) {
-    last_index = std::max(last_index, it->second);
-    it = live.last_index_of_nonce.erase(it);
-  }
-  while (!live.waiting.empty() && live.waiting.begin()->first <= last_index) {
-    PendingTip p = std::move(live.waiting.begin()->second);
-    live.waiting.erase(live.waiting.begin());
-    if (p.timer) p.timer->cancel();
-    if (!p.idempotency_key.empty()) tips_by_key_.erase(p.idempotency_key);
-    TipResult r;
-    r.acked = true;
-    r.response = std::move(p.response);
-    v1::TipReceiptApi& rc = *r.response.mutable_receipt();
-    rc.set_channel_id(Hex(live.id));
-    rc.set_nonce(acked_nonce);
-    rc.set_tips_root(Hex(live.receipt->tips_root()));
-    rc.set_transferred(live.receipt_transferred);
-    *rc.mutable_ack() = *live.receipt;
-    for (auto& d : p.done) d(r);
-  }
-}
-
 void ChannelManager::HandleUpdateRejected(p2p::PeerId peer, const v1::UpdateRejected& m) {
-  Live* live = FindForPeer(peer, m.channel_id());
+  LiveChannel* live = FindForPeer(peer, m.channel_id());
   log_->warn("peer {} rejected update {} of channel {}: {}: {}", peer, m.nonce(),
              Short(m.channel_id()), m.code(), m.message());
   if (live == nullptr) return;
   if (m.code() == "CHANNEL_CLOSING") return;  // the close settles what is in flight
   // Our update and the peer's view disagree: reestablish resynchronises.
-  (void)host_.Disconnect(peer, "peer rejected update " + std::to_string(m.nonce()));
+  peers_.Disconnect(peer, "peer rejected update " + std::to_string(m.nonce()));
 }
 
 // ---------------------------------------------------------------------------
@@ -1371,7 +1003,7 @@ void ChannelManager::HandleUpdateRejected(p2p::PeerId peer, const v1::UpdateReje
 
 void ChannelManager::Close(const std::string& channel_id, bool force,
                            std::chrono::milliseconds wait, ChannelCallback done) {
-  Live* live = Find(channel_id);
+  LiveChannel* live = Find(channel_id);
   if (live == nullptr) return done(Status::NotFound("no channel " + Hex(channel_id)), "");
   const auto phase = live->phase();
   if (phase == v1::STORED_CHANNEL_PHASE_CLOSED) {
@@ -1382,8 +1014,7 @@ void ChannelManager::Close(const std::string& channel_id, bool force,
                     "channel is still opening; close it once the ledger has opened it"),
                 "");
   }
-  const ledger::Channel* onchain =
-      ledger_.chain().state().FindChannel(*HexDecodeFixed<32>(Hex(channel_id)));
+  const ledger::Channel* onchain = ledger_.chain().state().FindChannel(LedgerId(channel_id));
   if (onchain && onchain->phase == ledger::ChannelPhase::kClosing) {
     return done(ToApi(*live), "");  // closing on the ledger: the watcher settles it
   }
@@ -1398,16 +1029,15 @@ void ChannelManager::Close(const std::string& channel_id, bool force,
                 "");
   }
   live->close_waiters.push_back(std::move(done));
-  auto timer = std::make_shared<boost::asio::steady_timer>(io_, wait);
-  timer->async_wait([this, alive = alive_, lp = live, timer](const auto& ec) {
-    if (ec || !*alive) return;
+  timers_.After(wait, [this, alive = alive_, lp = live] {
+    if (!*alive) return;
     auto waiters = std::move(lp->close_waiters);
     for (auto& w : waiters) w(ToApi(*lp), "");  // still closing: 202
   });
   RequestClose(*live);
 }
 
-void ChannelManager::RequestClose(Live& live) {
+void ChannelManager::RequestClose(LiveChannel& live) {
   if (live.close_requested) return TrySendShutdown(live);
   live.close_requested = true;
   storage::WriteBatch batch;
@@ -1415,7 +1045,7 @@ void ChannelManager::RequestClose(Live& live) {
   CommitThen(&live, std::move(batch), [](Status) {});  // TrySendShutdown follows the commit
 }
 
-void ChannelManager::TrySendShutdown(Live& live) {
+void ChannelManager::TrySendShutdown(LiveChannel& live) {
   // Our shutdown follows every update we will ever send on this channel.
   if (!live.close_requested || live.shutdown_sent || live.close_submitted || !live.usable() ||
       live.commits_pending > 0 || live.ch.queued_tips() > 0) {
@@ -1427,7 +1057,7 @@ void ChannelManager::TrySendShutdown(Live& live) {
   Send(*live.session, env);
 }
 
-void ChannelManager::MaybeProposeClose(Live& live) {
+void ChannelManager::MaybeProposeClose(LiveChannel& live) {
   if (!live.record.local_is_a() && live.pending_proposal && live.usable() &&
       live.ch.updates_in_flight() == 0 && live.shutdown_sent) {
     v1::CloseRequest m = *live.pending_proposal;
@@ -1457,7 +1087,7 @@ void ChannelManager::MaybeProposeClose(Live& live) {
   GiveCloseSignature(live, env);
 }
 
-void ChannelManager::GiveCloseSignature(Live& live, v1::Envelope env) {
+void ChannelManager::GiveCloseSignature(LiveChannel& live, v1::Envelope env) {
   // Durable before the signature leaves: after a restart we still refuse
   // the peer's updates, since it could close on the signed balances.
   const uint64_t epoch = live.epoch;
@@ -1466,14 +1096,14 @@ void ChannelManager::GiveCloseSignature(Live& live, v1::Envelope env) {
     live.record.set_close_signature_given(true);
     (void)chdb_.StagePhase(&batch, &live.record, live.phase());
   }
-  Live* lp = &live;
+  LiveChannel* lp = &live;
   CommitThen(lp, std::move(batch), [this, lp, env = std::move(env), epoch](Status s) {
     if (s.ok() && lp->session && lp->epoch == epoch) Send(*lp->session, env);
   });
 }
 
 void ChannelManager::HandleCloseRequest(p2p::PeerId peer, const v1::CloseRequest& m) {
-  Live* live = FindForPeer(peer, m.channel_id());
+  LiveChannel* live = FindForPeer(peer, m.channel_id());
   if (live == nullptr) return;
   if (m.signature().empty()) {
     // Shutdown: the peer sends no new updates after this; we finish what we
@@ -1508,7 +1138,7 @@ void ChannelManager::HandleCloseRequest(p2p::PeerId peer, const v1::CloseRequest
 }
 
 void ChannelManager::HandleCloseSigned(p2p::PeerId peer, const v1::CloseSigned& m) {
-  Live* live = FindForPeer(peer, m.channel_id());
+  LiveChannel* live = FindForPeer(peer, m.channel_id());
   if (live == nullptr || !live->proposed || live->close_submitted) return;
   const channel::FinalBalances fb = *live->proposed;
   if (auto st = live->ch.CheckCooperativeClose(fb.balance_a, fb.balance_b, AsSpan(m.signature()));
@@ -1520,7 +1150,7 @@ void ChannelManager::HandleCloseSigned(p2p::PeerId peer, const v1::CloseSigned& 
   auto ours = live->ch.SignCooperativeClose(key_, rng_);
   if (!ours.ok()) return;
   live->close_submitted = true;
-  v1::Transaction tx = NewTx();
+  v1::Transaction tx = txs_.NewTx();
   v1::CooperativeClose& c = *tx.mutable_cooperative_close()->mutable_close();
   c.set_chain_id(ledger_.chain().params().chain_id);
   c.set_channel_id(live->id);
@@ -1529,13 +1159,13 @@ void ChannelManager::HandleCloseSigned(p2p::PeerId peer, const v1::CloseSigned& 
   const bool a = live->record.local_is_a();
   c.set_signature_a(a ? Str(*ours) : m.signature());
   c.set_signature_b(a ? m.signature() : Str(*ours));
-  Live* lp = live;
-  SubmitTx(tx, [this, lp](const SubmitOutcome& out) {
-    if (!out.accepted && out.code == "CHANNEL_NOT_OPEN") return;  // settled already
-    if (!out.accepted) {
+  LiveChannel* lp = live;
+  txs_.Submit(std::move(tx), [this, lp](const ledger::SubmitOutcome& out) {
+    if (out.refused(ledger::TxRule::kChannelNotOpen)) return;  // settled already
+    if (!out.accepted()) {
+      // Both signatures exist: a resubmission (or the peer's) may still land.
       lp->close_submitted = false;
-      log_->warn("channel {}: ledger refused the cooperative close: {}: {}", Short(lp->id),
-                 out.code, out.message);
+      log_->warn("channel {}: cooperative close not taken: {}", Short(lp->id), out.ToString());
       auto waiters = std::move(lp->close_waiters);
       for (auto& w : waiters) {
         w(LedgerRefusal("cooperative close", out), HexEncode(out.tx_id));
@@ -1548,33 +1178,35 @@ void ChannelManager::HandleCloseSigned(p2p::PeerId peer, const v1::CloseSigned& 
   });
 }
 
-void ChannelManager::ForceClose(Live& live, const std::string& why, ChannelCallback done) {
-  if (live.close_submitted) {
-    if (done) live.close_waiters.push_back(std::move(done));
-    return;
-  }
+void ChannelManager::Freeze(LiveChannel& live) {
   live.close_submitted = true;
   live.close_requested = true;
+  // Tips never folded into an update will not be sent.
+  requests_.RefuseUnsigned(live.id, TipError::kChannelNotOpen,
+                           "the channel is closing; the tip was not sent");
+}
+
+void ChannelManager::ForceClose(LiveChannel& live, const std::string& why, ChannelCallback done) {
+  if (done) live.close_waiters.push_back(std::move(done));
+  if (live.close_submitted) return;
+  Freeze(live);
   live.record.set_close_reason(why);
   storage::WriteBatch batch;
   SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSING, &batch);
-  if (done) live.close_waiters.push_back(std::move(done));
-  Live* lp = &live;
+  LiveChannel* lp = &live;
   CommitThen(lp, std::move(batch), [this, lp](Status s) {
     if (!s.ok()) return;
-    v1::Transaction tx = NewTx();
+    v1::Transaction tx = txs_.NewTx();
     v1::UnilateralCloseTx& u = *tx.mutable_unilateral_close();
     u.set_channel_id(lp->id);
-    v1::Reestablish view = lp->ch.MakeReestablish();
-    if (view.has_received_proof() && view.received_proof().nonce() > 0) {
-      *u.mutable_partner_proof() = view.received_proof();
-    }
-    SubmitTx(tx, [this, lp](const SubmitOutcome& out) {
+    if (lp->ch.received_proof().nonce() > 0) *u.mutable_partner_proof() = lp->ch.received_proof();
+    txs_.Submit(std::move(tx), [this, lp](const ledger::SubmitOutcome& out) {
       auto waiters = std::move(lp->close_waiters);
-      if (!out.accepted) {
-        lp->close_submitted = false;
-        log_->warn("channel {}: ledger refused the unilateral close: {}: {}", Short(lp->id),
-                   out.code, out.message);
+      if (!out.accepted()) {
+        // Stays frozen (CLOSING): the caller may close again; the watcher
+        // takes over if the peer closes first.
+        lp->close_submitted = out.kind == ledger::SubmitOutcome::Kind::kUnknown;
+        log_->warn("channel {}: unilateral close not taken: {}", Short(lp->id), out.ToString());
         for (auto& w : waiters) {
           w(LedgerRefusal("unilateral close", out), HexEncode(out.tx_id));
         }
@@ -1585,20 +1217,6 @@ void ChannelManager::ForceClose(Live& live, const std::string& why, ChannelCallb
       for (auto& w : waiters) w(ToApi(*lp), HexEncode(out.tx_id));
     });
   });
-  // Tips that were never folded into an update will not be sent.
-  for (auto it = live.waiting.begin(); it != live.waiting.end();) {
-    if (it->second.durable) {
-      ++it;
-      continue;
-    }
-    PendingTip p = std::move(it->second);
-    it = live.waiting.erase(it);
-    if (!p.idempotency_key.empty()) tips_by_key_.erase(p.idempotency_key);
-    for (auto& d : p.done) {
-      d(Refuse(Status::FailedPrecondition("the channel is closing; the tip was not sent"),
-               "CHANNEL_NOT_OPEN"));
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1606,7 +1224,7 @@ void ChannelManager::ForceClose(Live& live, const std::string& why, ChannelCallb
 
 void ChannelManager::Deposit(const std::string& channel_id, uint64_t amount,
                              std::chrono::milliseconds wait, ChannelCallback done) {
-  Live* live = Find(channel_id);
+  LiveChannel* live = Find(channel_id);
   if (live == nullptr) return done(Status::NotFound("no channel " + Hex(channel_id)), "");
   if (live->phase() != v1::STORED_CHANNEL_PHASE_OPEN) {
     return done(Status::FailedPrecondition(std::string("channel is ") + PhaseName(live->phase()) +
@@ -1623,19 +1241,20 @@ void ChannelManager::Deposit(const std::string& channel_id, uint64_t amount,
                                    std::to_string(amount) + " plus the fee " + std::to_string(fee)),
         "");
   }
-  v1::Transaction tx = NewTx();
+  v1::Transaction tx = txs_.NewTx();
   tx.mutable_deposit()->set_channel_id(channel_id);
   tx.mutable_deposit()->set_amount(amount);
-  Live* lp = live;
-  SubmitTx(tx, [this, lp, wait, done = std::move(done)](const SubmitOutcome& out) {
-    if (!out.accepted) {
-      return done(LedgerRefusal("deposit", out), HexEncode(out.tx_id));
-    }
-    WaitForInclusion(out.tx_id, wait, [this, lp, done, tx_id = out.tx_id](bool) {
-      Reconcile(*lp);
-      done(ToApi(*lp), HexEncode(tx_id));
-    });
-  });
+  LiveChannel* lp = live;
+  txs_.Submit(std::move(tx),
+              [this, lp, wait, done = std::move(done)](const ledger::SubmitOutcome& out) {
+                if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
+                  return done(LedgerRefusal("deposit", out), HexEncode(out.tx_id));
+                }
+                WaitForInclusion(out.tx_id, wait, [this, lp, done, tx_id = out.tx_id](bool) {
+                  Reconcile(*lp);
+                  done(ToApi(*lp), HexEncode(tx_id));
+                });
+              });
 }
 
 // ---------------------------------------------------------------------------
@@ -1645,13 +1264,11 @@ void ChannelManager::OnBlock(const v1::Block&) {
   for (auto& [id, live] : channels_) Reconcile(*live);
 }
 
-void ChannelManager::Reconcile(Live& live) {
+void ChannelManager::Reconcile(LiveChannel& live) {
   if (live.phase() == v1::STORED_CHANNEL_PHASE_CLOSED) return;
   const ledger::LedgerState& state = ledger_.chain().state();
-  ledger::ChannelId cid{};
-  std::copy(live.id.begin(), live.id.end(), cid.begin());
-  const ledger::Channel* onchain = state.FindChannel(cid);
-  Live* lp = &live;
+  const ledger::Channel* onchain = state.FindChannel(LedgerId(live.id));
+  LiveChannel* lp = &live;
   if (onchain == nullptr) {
     if (live.phase() != v1::STORED_CHANNEL_PHASE_OPENING) return;
     // The open can never be included once either party's nonce moved on.
@@ -1693,7 +1310,7 @@ void ChannelManager::Reconcile(Live& live) {
         write = true;
       }
       break;
-    case ledger::ChannelPhase::kClosing:
+    case ledger::ChannelPhase::kClosing: {
       if (live.phase() != v1::STORED_CHANNEL_PHASE_CLOSING) {
         live.record.set_close_reason(onchain->closer == key_.XOnly()
                                          ? "closed unilaterally by this node"
@@ -1701,13 +1318,19 @@ void ChannelManager::Reconcile(Live& live) {
         SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSING, &batch);
         write = true;
       }
-      live.close_requested = true;
-      live.close_submitted = true;
-      Watch(live, *onchain);
+      // Nothing acknowledged from now on could reach the ledger.
+      if (!live.close_submitted) Freeze(live);
+      WatchView view;
+      view.channel_id = live.id;
+      view.local_is_a = live.record.local_is_a();
+      if (live.ch.received_proof().nonce() > 0) view.partner_proof = live.ch.received_proof();
+      watcher_.Check(view, *onchain, ledger_.chain().height());
       break;
+    }
     case ledger::ChannelPhase::kSettled:
       if (live.record.close_reason().empty()) live.record.set_close_reason("settled");
       SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSED, &batch);
+      watcher_.Forget(live.id);
       write = true;
       log_->info("channel {} settled: payout {} to A, {} to B", Short(live.id), onchain->payout_a,
                  onchain->payout_b);
@@ -1724,74 +1347,13 @@ void ChannelManager::Reconcile(Live& live) {
     if (lp->phase() == v1::STORED_CHANNEL_PHASE_CLOSED) {
       auto waiters = std::move(lp->close_waiters);
       for (auto& w : waiters) w(ToApi(*lp), "");
-      for (auto& [idx, p] : lp->waiting) {
-        if (!p.idempotency_key.empty()) tips_by_key_.erase(p.idempotency_key);
-        for (auto& d : p.done) {
-          d(Refuse(Status::FailedPrecondition("the channel closed before the tip was "
-                                              "acknowledged"),
-                   "CHANNEL_NOT_OPEN"));
-        }
-      }
-      lp->waiting.clear();
+      // Tips signed but never acknowledged may have been settled: they are
+      // answered as pending with their nonce, never as "nothing paid".
+      requests_.Release(lp->id, "the channel closed before the tip was acknowledged");
     }
   });
 }
 
-void ChannelManager::Watch(Live& live, const ledger::Channel& onchain) {
-  const uint64_t height = ledger_.chain().height();
-  const bool we_closed = onchain.closer == key_.XOnly();
-  Live* lp = &live;
-  if (!we_closed && height <= onchain.WindowEnd()) {
-    // The closer's direction: what it paid us. Submit our latest copy if the
-    // ledger holds an older one.
-    const bool peer_is_a = !live.record.local_is_a();
-    const ledger::HeldProof& held = peer_is_a ? onchain.proof_a_to_b : onchain.proof_b_to_a;
-    v1::Reestablish view = live.ch.MakeReestablish();
-    const v1::BalanceProof& ours = view.received_proof();
-    if (view.has_received_proof() && ours.nonce() > held.nonce &&
-        ours.nonce() > live.proof_submitted_nonce) {
-      live.proof_submitted_nonce = ours.nonce();
-      v1::Transaction tx = NewTx();
-      tx.mutable_update_proof()->set_channel_id(live.id);
-      *tx.mutable_update_proof()->mutable_proof() = ours;
-      log_->warn(
-          "channel {}: the peer closed the channel holding its proof at nonce {}; "
-          "submitting its latest proof (nonce {}) before height {}",
-          Short(live.id), held.nonce, ours.nonce(), onchain.WindowEnd());
-      SubmitTx(tx, [this, lp](const SubmitOutcome& out) {
-        if (out.accepted) {
-          log_->info("channel {}: proof submitted (tx {})", Short(lp->id),
-                     HexEncode(out.tx_id).substr(0, 16));
-        } else {
-          log_->warn("channel {}: proof update refused: {}: {}", Short(lp->id), out.code,
-                     out.message);
-          if (out.code == "LEDGER_UNAVAILABLE") lp->proof_submitted_nonce = 0;  // retry
-        }
-      });
-    }
-  }
-  // A transaction sent now lands at height + 1 or later: Settle is valid
-  // once that is past the window.
-  if (height >= onchain.WindowEnd() && !live.settle_submitted) {
-    live.settle_submitted = true;
-    v1::Transaction tx = NewTx();
-    tx.mutable_settle()->set_channel_id(live.id);
-    SubmitTx(tx, [this, lp](const SubmitOutcome& out) {
-      if (out.accepted) {
-        log_->info("channel {}: settle submitted (tx {})", Short(lp->id),
-                   HexEncode(out.tx_id).substr(0, 16));
-        return;
-      }
-      // The other party may have settled first; the next block shows it.
-      log_->info("channel {}: settle refused: {}: {}", Short(lp->id), out.code, out.message);
-      if (out.code == "LEDGER_UNAVAILABLE" || out.code == "SETTLE_WINDOW_OPEN") {
-        lp->settle_submitted = false;
-      }
-    });
-  }
-}
-
-// ---------------------------------------------------------------------------
 // History
 
 Result<v1::ListTipsResponse> ChannelManager::ListTips(const std::string& direction,
@@ -1831,7 +1393,7 @@ Result<v1::ListTipsResponse> ChannelManager::ListTips(const std::string& directi
   }
   v1::ListTipsResponse out;
   for (auto it = channels_.lower_bound(start_channel); it != channels_.end(); ++it) {
-    const Live& live = *it->second;
+    const LiveChannel& live = *it->second;
     if (!channel_id.empty() && live.id != channel_id) continue;
     for (storage::Direction dir : dirs) {
       const int d = static_cast<int>(dir);

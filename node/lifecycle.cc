@@ -132,30 +132,6 @@ void PidLock::Release() {
   fd_ = -1;
 }
 
-// ---- Clocks ----
-
-int64_t SystemClock::NowMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::chrono::steady_clock::time_point SystemClock::SteadyNow() const {
-  return std::chrono::steady_clock::now();
-}
-
-ManualClock::ManualClock(int64_t now_ms) : now_ms_(now_ms), steady_ms_(3'600'000) {}
-
-std::chrono::steady_clock::time_point ManualClock::SteadyNow() const {
-  return std::chrono::steady_clock::time_point(std::chrono::milliseconds(steady_ms_.load()));
-}
-
-void ManualClock::AdvanceMs(int64_t ms) {
-  assert(ms >= 0);
-  now_ms_.fetch_add(ms);
-  steady_ms_.fetch_add(ms);
-}
-
 // ---- ShutdownSignals ----
 
 struct ShutdownSignals::State {

@@ -1,5 +1,6 @@
 // Daemon lifecycle pieces: the data directory, the pid lock that keeps two
-// daemons out of one data dir, the clock seam, and graceful-stop signals.
+// daemons out of one data dir, and graceful-stop signals. The clock and timer
+// seams are in util/clock.h.
 #pragma once
 
 #include <atomic>
@@ -11,6 +12,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "util/clock.h"
 #include "util/status.h"
 
 namespace tipd::node {
@@ -50,40 +52,6 @@ class PidLock {
   void Release();
   int fd_ = -1;
   std::filesystem::path path_;
-};
-
-// The time seam: logic takes a Clock&, never reads the system clock itself.
-class Clock {
- public:
-  virtual ~Clock() = default;
-  // Wall-clock time, milliseconds since the Unix epoch. May jump; use for
-  // timestamps shown to people or written in records, not for timeouts.
-  virtual int64_t NowMs() const = 0;
-  // Monotonic time for timeouts and intervals.
-  virtual std::chrono::steady_clock::time_point SteadyNow() const = 0;
-};
-
-class SystemClock final : public Clock {
- public:
-  int64_t NowMs() const override;
-  std::chrono::steady_clock::time_point SteadyNow() const override;
-};
-
-// A clock that moves only when told. Thread-safe.
-class ManualClock final : public Clock {
- public:
-  // Starts at `now_ms` wall time and at steady_clock's epoch + 1h.
-  explicit ManualClock(int64_t now_ms = 1'700'000'000'000);
-  int64_t NowMs() const override { return now_ms_.load(); }
-  std::chrono::steady_clock::time_point SteadyNow() const override;
-  // Moves both clocks forward by `ms`. REQUIRES: ms >= 0.
-  void AdvanceMs(int64_t ms);
-  // Sets the wall clock only (it may go backwards, as a real one can).
-  void SetNowMs(int64_t now_ms) { now_ms_.store(now_ms); }
-
- private:
-  std::atomic<int64_t> now_ms_;
-  std::atomic<int64_t> steady_ms_;
 };
 
 // SIGTERM/SIGINT (and optionally SIGHUP) delivered as handlers on an

@@ -13,7 +13,7 @@
 
 #include "node/config.h"
 #include "node/daemons.h"
-#include "node/devnet.h"
+#include "tools/devnet.h"
 
 namespace {
 

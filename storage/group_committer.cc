@@ -19,6 +19,7 @@ void GroupCommitter::Submit(WriteBatch batch, Completion on_durable) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
+      ++outstanding_;
       queue_.push_back(Pending{std::move(batch), std::move(on_durable)});
       work_cv_.notify_one();
       return;
@@ -125,9 +126,15 @@ void GroupCommitter::WriterLoop() {
 
     if (wrote && options_.on_batch) options_.on_batch(info);
     for (Pending& p : taken) p.on_durable(status);
-    taken.clear();
     lock.lock();
+    outstanding_ -= taken.size();
+    taken.clear();
   }
+}
+
+size_t GroupCommitter::outstanding() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return outstanding_;
 }
 
 }  // namespace tipd::storage

@@ -217,6 +217,8 @@ class GroupCommitter {
   void Stop();
 
   CommitStats stats() const;
+  // Submissions whose completion has not returned yet.
+  size_t outstanding() const;
   // OK, or the sticky error every submission now fails with.
   Status health() const;
 
@@ -234,6 +236,7 @@ class GroupCommitter {
   mutable std::mutex mu_;
   std::condition_variable work_cv_;  // signalled on Submit and Stop
   std::deque<Pending> queue_;        // guarded by mu_
+  size_t outstanding_ = 0;           // guarded by mu_
   bool stopping_ = false;            // guarded by mu_
   Status sticky_error_;              // guarded by mu_
   CommitStats stats_;                // guarded by mu_

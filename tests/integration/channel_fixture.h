@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "node/auth.h"
+#include "api/auth.h"
 #include "tests/integration/harness.h"
 #include "tests/support/http_client.h"
 #include "tipd/api.pb.h"

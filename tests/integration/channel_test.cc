@@ -9,8 +9,8 @@
 #include <set>
 #include <thread>
 
+#include "api/auth.h"
 #include "channel/codec.h"
-#include "node/auth.h"
 #include "node/channel_db.h"
 #include "tests/integration/channel_fixture.h"
 #include "tests/support/http_client.h"

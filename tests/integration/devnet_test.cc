@@ -11,12 +11,12 @@
 #include <regex>
 #include <set>
 
-#include "node/auth.h"
-#include "node/devnet.h"
+#include "api/auth.h"
 #include "tests/support/http_client.h"
 #include "tests/support/process.h"
 #include "tests/support/test_support.h"
 #include "tipd/api.pb.h"
+#include "tools/devnet.h"
 
 namespace tipd::testing {
 namespace {

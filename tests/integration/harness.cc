@@ -1,5 +1,7 @@
 #include "tests/integration/harness.h"
 
+#include <spdlog/spdlog.h>
+
 #include <fstream>
 
 namespace tipd::testing {
@@ -18,8 +20,8 @@ TestClient::TestClient(const std::filesystem::path& dir, const v1::GenesisParams
   p2p::HostOptions options;
   options.chain_id = genesis.chain_id();
   host_ = std::make_unique<p2p::Host>(io_, identity_, crypto::SystemRng(), options);
-  client_ =
-      std::make_unique<node::LedgerClient>(*host_, *chain_, sequencer, "127.0.0.1", ledger_port);
+  client_ = std::make_unique<ledger::LedgerClient>(*host_, *chain_, sequencer, "127.0.0.1",
+                                                   ledger_port, spdlog::default_logger());
   p2p::Callbacks cb;
   cb.on_connected = [this](const p2p::PeerInfo& info) { client_->OnConnected(info); };
   cb.on_disconnected = [this](const p2p::DisconnectEvent& ev) { client_->OnDisconnected(ev); };
@@ -41,24 +43,22 @@ bool TestClient::WaitConnected(std::chrono::milliseconds timeout) {
       io_, [&] { return client_->connected(); }, timeout);
 }
 
-node::SubmitOutcome TestClient::SubmitAndWait(const v1::Transaction& tx,
-                                              std::chrono::milliseconds timeout) {
-  std::optional<node::SubmitOutcome> result;
-  client_->Submit(tx, [&](const node::SubmitOutcome& out) { result = out; });
+ledger::SubmitOutcome TestClient::SubmitAndWait(const v1::Transaction& tx,
+                                                std::chrono::milliseconds timeout) {
+  std::optional<ledger::SubmitOutcome> result;
+  client_->Submit(tx, [&](const ledger::SubmitOutcome& out) { result = out; });
   if (!RunUntil(
           io_, [&] { return result.has_value(); }, timeout)) {
-    node::SubmitOutcome none;
-    none.code = "TIMEOUT";
-    return none;
+    return ledger::SubmitOutcome::Unknown("TIMEOUT: no answer in the test's wait");
   }
   return *result;
 }
 
 uint64_t TestClient::SubmitAndInclude(const v1::Transaction& tx,
                                       std::chrono::milliseconds timeout) {
-  node::SubmitOutcome out = SubmitAndWait(tx, timeout);
-  EXPECT_TRUE(out.accepted) << out.code << ": " << out.message;
-  if (!out.accepted) return 0;
+  ledger::SubmitOutcome out = SubmitAndWait(tx, timeout);
+  EXPECT_TRUE(out.accepted()) << out.ToString();
+  if (!out.accepted()) return 0;
   uint64_t height = 0;
   client_->WhenIncluded(out.tx_id, [&](uint64_t h) { height = h; });
   EXPECT_TRUE(RunUntil(

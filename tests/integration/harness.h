@@ -16,9 +16,9 @@
 
 #include "crypto/crypto.h"
 #include "ledger/chain.h"
+#include "ledger/client.h"
 #include "ledger/codec.h"
 #include "ledger/genesis.h"
-#include "node/ledger_client.h"
 #include "p2p/p2p.h"
 #include "storage/storage.h"
 #include "tests/support/process.h"
@@ -50,12 +50,12 @@ class TestClient {
   ~TestClient();
 
   boost::asio::io_context& io() { return io_; }
-  node::LedgerClient& ledger() { return *client_; }
+  ledger::LedgerClient& ledger() { return *client_; }
   ledger::Chain& chain() { return *chain_; }
   bool WaitConnected(std::chrono::milliseconds timeout = 20s);
   // Submits and waits for the answer.
-  node::SubmitOutcome SubmitAndWait(const v1::Transaction& tx,
-                                    std::chrono::milliseconds timeout = 20s);
+  ledger::SubmitOutcome SubmitAndWait(const v1::Transaction& tx,
+                                      std::chrono::milliseconds timeout = 20s);
   // Submits, expects acceptance, and waits until a followed block holds it;
   // returns the height (0 on failure, with a gtest failure recorded).
   uint64_t SubmitAndInclude(const v1::Transaction& tx, std::chrono::milliseconds timeout = 30s);
@@ -67,7 +67,7 @@ class TestClient {
   std::unique_ptr<storage::Database> db_;
   std::unique_ptr<ledger::Chain> chain_;
   std::unique_ptr<p2p::Host> host_;
-  std::unique_ptr<node::LedgerClient> client_;
+  std::unique_ptr<ledger::LedgerClient> client_;
 };
 
 // Funded accounts the test signs for.

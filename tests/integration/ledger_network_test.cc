@@ -44,7 +44,7 @@ TEST_F(LedgerNetworkTest, ThreeNodesFollowTransfersToTheSequencersStateHash) {
   std::vector<Hash32> ids;
   for (int i = 0; i < 40; ++i) {
     auto out = client->SubmitAndWait(Transfer(accounts_[i % 4], accounts_[(i + 1) % 4], 10 + i));
-    ASSERT_TRUE(out.accepted) << out.code << ": " << out.message;
+    ASSERT_TRUE(out.accepted()) << out.ToString();
     ids.push_back(out.tx_id);
   }
   uint64_t last = 0;
@@ -115,9 +115,9 @@ TEST_F(LedgerNetworkTest, SequencerKilledWhileSealingContinuesWithoutForkOrLoss)
     for (int i = 0; i < 60; ++i) {
       auto tx = Transfer(accounts_[i % 4], accounts_[(i + 2) % 4], 1 + i + 100 * round);
       client->ledger().Submit(
-          tx, [&, included_now, first_rejection](const node::SubmitOutcome& out) {
-            if (!out.accepted) {
-              if (first_rejection->empty()) *first_rejection = out.code + ": " + out.message;
+          tx, [&, included_now, first_rejection](const ledger::SubmitOutcome& out) {
+            if (!out.accepted()) {
+              if (first_rejection->empty()) *first_rejection = out.ToString();
               return;
             }
             Hash32 id = out.tx_id;
@@ -254,8 +254,8 @@ TEST_F(LedgerNetworkTest, BadTransactionsAreRejectedWithTheirReason) {
   Account& bob = accounts_[1];
   auto expect_code = [&](const v1::Transaction& tx, const std::string& code) {
     auto out = client->SubmitAndWait(tx);
-    EXPECT_FALSE(out.accepted) << code;
-    EXPECT_EQ(out.code, code) << out.message;
+    EXPECT_FALSE(out.accepted()) << code;
+    EXPECT_EQ(out.code(), code) << out.message;
     EXPECT_FALSE(out.message.empty());
   };
 

@@ -2,7 +2,7 @@
 // and scopes, info, balance, an idempotent ledger transfer, blocks, metrics.
 #include <google/protobuf/util/json_util.h>
 
-#include "node/auth.h"
+#include "api/auth.h"
 #include "tests/integration/channel_fixture.h"
 #include "tests/support/http_client.h"
 #include "tipd/api.pb.h"

@@ -15,8 +15,8 @@
 #include <sstream>
 #include <thread>
 
-#include "node/auth.h"
-#include "node/http_client.h"
+#include "api/auth.h"
+#include "api/http_client.h"
 #include "tests/integration/channel_fixture.h"
 #include "tests/integration/tipctl_runner.h"
 #include "tests/support/http_client.h"

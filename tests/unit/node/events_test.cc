@@ -1,4 +1,4 @@
-#include "node/events.h"
+#include "api/events.h"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -15,7 +15,7 @@
 #include <set>
 #include <thread>
 
-#include "node/rpc_server.h"
+#include "api/rpc_server.h"
 #include "storage/storage.h"
 #include "tests/support/test_support.h"
 #include "tipd/storage.pb.h"

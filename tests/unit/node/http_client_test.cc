@@ -1,4 +1,4 @@
-#include "node/http_client.h"
+#include "api/http_client.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "node/rpc_server.h"
+#include "api/rpc_server.h"
 #include "tipd/api.pb.h"
 
 namespace tipd::node {

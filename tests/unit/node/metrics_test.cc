@@ -1,4 +1,4 @@
-#include "node/metrics.h"
+#include "util/metrics.h"
 
 #include <gtest/gtest.h>
 

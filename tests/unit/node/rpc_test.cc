@@ -1,4 +1,4 @@
-#include "node/rpc_server.h"
+#include "api/rpc_server.h"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -23,10 +23,10 @@
 #include <mutex>
 #include <thread>
 
-#include "node/metrics.h"
 #include "storage/storage.h"
 #include "tests/support/test_support.h"
 #include "tipd/api.pb.h"
+#include "util/metrics.h"
 
 namespace tipd::node {
 namespace {

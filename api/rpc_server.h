@@ -34,7 +34,7 @@
 #include <string_view>
 #include <vector>
 
-#include "node/auth.h"
+#include "api/auth.h"
 #include "node/lifecycle.h"
 #include "util/status.h"
 
@@ -46,9 +46,11 @@ namespace google::protobuf {
 class Message;
 }  // namespace google::protobuf
 
-namespace tipd::node {
-
+namespace tipd {
 class MetricsRegistry;
+}  // namespace tipd
+
+namespace tipd::node {
 
 struct RpcLimits {
   size_t max_body_bytes = 64 * 1024;   // larger: 413

@@ -1,4 +1,4 @@
-#include "node/events.h"
+#include "api/events.h"
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
@@ -9,8 +9,8 @@
 #include <optional>
 #include <utility>
 
+#include "api/rpc_server.h"
 #include "node/logging.h"
-#include "node/rpc_server.h"
 #include "storage/storage.h"
 #include "tipd/storage.pb.h"
 

@@ -22,28 +22,22 @@
 
 #include "crypto/crypto.h"
 #include "ledger/chain.h"
+#include "ledger/link.h"
 #include "p2p/p2p.h"
 
 namespace spdlog {
 class logger;
 }
 
-namespace tipd::node {
+namespace tipd::ledger {
 
-struct SubmitOutcome {
-  bool accepted = false;
-  Hash32 tx_id{};
-  std::string code;  // rejection code (ledger rule, or LEDGER_UNAVAILABLE)
-  std::string message;
-};
-
-class LedgerClient {
+class LedgerClient final : public LedgerLink {
  public:
   // `host` must already be listening or at least constructed; the caller
   // routes Host events here (see On* below). References must outlive this.
-  LedgerClient(p2p::Host& host, ledger::Chain& chain, const crypto::PublicKey& sequencer,
-               std::string address, uint16_t port);
-  ~LedgerClient();
+  LedgerClient(p2p::Host& host, Chain& chain, const crypto::PublicKey& sequencer,
+               std::string address, uint16_t port, std::shared_ptr<spdlog::logger> log);
+  ~LedgerClient() override;
 
   // Starts the persistent connection to the sequencer.
   Status Start();
@@ -54,30 +48,21 @@ class LedgerClient {
   bool OnDisconnected(const p2p::DisconnectEvent& ev);
   bool OnMessage(p2p::PeerId peer, const v1::Envelope& env);
 
-  bool connected() const { return peer_.has_value(); }
+  bool connected() const override { return peer_.has_value(); }
   uint64_t height() const { return chain_.height(); }
   // Not OK once following stopped on a bad block.
   const Status& health() const { return halted_; }
-  const ledger::Chain& chain() const { return chain_; }
+  const Chain& chain() const override { return chain_; }
 
-  // Sends `tx` to the sequencer; `done` runs once with the answer, or with
-  // code LEDGER_UNAVAILABLE if there is no connection or it drops first (the
-  // transaction may then still have been accepted: check inclusion or nonce).
-  void Submit(const v1::Transaction& tx, std::function<void(const SubmitOutcome&)> done);
-  // Runs `done(height)` once a block holding `tx_id` is persisted here
-  // (at once if it already is).
-  void WhenIncluded(const Hash32& tx_id, std::function<void(uint64_t height)> done);
-  // Runs after every block is persisted here, in order.
-  void AddBlockObserver(std::function<void(const v1::Block&)> observer);
-
-  // The account nonce for `account`'s next transaction: the chain's nonce,
-  // or one past the last nonce handed out if that is higher (several
-  // transactions may be pending at once). Every sender of this node's
-  // transactions (API transfers, the channel manager) draws from here.
-  uint64_t NextNonce(const ledger::AccountId& account);
-  // Forgets handed-out nonces (after a rejection): the next NextNonce starts
-  // from the chain's nonce again.
-  void ResetNonces() { next_nonce_.clear(); }
+  // LedgerLink. Submit answers kUnknown ("LEDGER_UNAVAILABLE") without a
+  // connection or when it drops before the answer.
+  void Submit(const v1::Transaction& tx, std::function<void(const SubmitOutcome&)> done) override;
+  WaitId WhenIncluded(const Hash32& tx_id, std::function<void(uint64_t height)> done) override;
+  void CancelWait(WaitId id) override;
+  void AddBlockObserver(std::function<void(const v1::Block&)> observer) override;
+  uint64_t NextNonce(const AccountId& account) override;
+  void ResetNonces() override { next_nonce_.clear(); }
+  size_t inclusion_waits() const { return inclusion_waiters_.size(); }
 
  private:
   void RequestBlocks();
@@ -86,7 +71,7 @@ class LedgerClient {
   void FailPending(const std::string& why);
 
   p2p::Host& host_;
-  ledger::Chain& chain_;
+  Chain& chain_;
   crypto::PublicKey sequencer_;
   std::string address_;
   uint16_t port_;
@@ -94,11 +79,17 @@ class LedgerClient {
   bool sync_in_flight_ = false;
   uint64_t next_request_id_ = 1;
   std::map<uint64_t, std::function<void(const SubmitOutcome&)>> submits_;
-  std::multimap<Hash32, std::function<void(uint64_t)>> inclusion_waiters_;
+  struct Wait {
+    Hash32 tx_id;
+    std::function<void(uint64_t)> done;
+  };
+  WaitId next_wait_id_ = 1;
+  std::map<WaitId, Wait> inclusion_waiters_;
+  std::multimap<Hash32, WaitId> waits_by_tx_;
   std::vector<std::function<void(const v1::Block&)>> observers_;
-  std::map<ledger::AccountId, uint64_t> next_nonce_;
+  std::map<AccountId, uint64_t> next_nonce_;
   Status halted_;
   std::shared_ptr<spdlog::logger> log_;
 };
 
-}  // namespace tipd::node
+}  // namespace tipd::ledger

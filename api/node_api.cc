@@ -1,4 +1,4 @@
-#include "node/node_api.h"
+#include "api/node_api.h"
 
 #include <boost/asio/steady_timer.hpp>
 #include <charconv>
@@ -213,7 +213,10 @@ void NodeApi::Transfer(ApiRequest req, Responder responder) {
     return responder.Send(ApiResponse::FromStatus(st));
   }
   IdempotencyRecords records(&s_.db);
-  const std::string record_key = IdempotencyKey("transfer", in.idempotency_key());
+  // Keys belong to the token that used them: another token can neither
+  // replay this answer nor squat the key.
+  const std::string owner = req.token ? req.token->IdHex() : std::string("-");
+  const std::string record_key = IdempotencyKey("transfer", owner + "/" + in.idempotency_key());
   Hash32 request_hash = crypto::Sha256(AsSpan(in.to() + "/" + std::to_string(in.amount())));
   if (!in.idempotency_key().empty()) {
     auto prior = records.Get(record_key);
@@ -264,32 +267,43 @@ void NodeApi::Transfer(ApiRequest req, Responder responder) {
   }
   auto alive = alive_;
   s_.ledger.Submit(tx, [this, alive, responder, response, record_key, tx_id,
-                        keyed = !in.idempotency_key().empty()](const SubmitOutcome& out) {
+                        keyed = !in.idempotency_key().empty()](const ledger::SubmitOutcome& out) {
     if (!*alive) return;
-    if (!out.accepted) {
-      s_.ledger.ResetNonces();  // resynchronise with the chain on the next one
+    if (!out.accepted()) s_.ledger.ResetNonces();  // resynchronise with the chain on the next one
+    if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
       if (keyed) {
-        // Never submitted successfully: the key may be retried.
+        // Refused by a ledger rule: never included, so the key may be retried.
         storage::WriteBatch batch;
         batch.Delete(record_key);
         (void)s_.db.Write(batch);
       }
-      int status = out.code == "LEDGER_UNAVAILABLE" ? 503 : 400;
-      return responder.Send(ApiResponse::Error(status, out.code, out.message));
+      return responder.Send(ApiResponse::Error(400, out.code(), out.message));
     }
-    auto timer = std::make_shared<boost::asio::steady_timer>(s_.io, inclusion_wait);
-    auto answered = std::make_shared<bool>(false);
-    timer->async_wait([alive, responder, response, answered, timer](const auto& ec) {
-      if (ec || !*alive || *answered) return;
-      *answered = true;
-      responder.Send(ApiResponse::Json(*response, 202));  // still pending
-    });
-    s_.ledger.WhenIncluded(tx_id, [alive, responder, response, answered, timer](uint64_t h) {
-      if (!*alive || *answered) return;
-      *answered = true;
-      timer->cancel();
+    if (out.kind == ledger::SubmitOutcome::Kind::kUnknown) {
+      // The sequencer may have taken it: the key keeps its record, so a retry
+      // answers with this transfer (and its height once included) instead of
+      // paying a second time.
+      return responder.Send(ApiResponse::Error(503, out.code(), out.message));
+    }
+    struct Wait {
+      bool answered = false;
+      Timers::Id timer = 0;
+      ledger::LedgerLink::WaitId wait = 0;
+    };
+    auto w = std::make_shared<Wait>();
+    w->wait = s_.ledger.WhenIncluded(tx_id, [this, alive, responder, response, w](uint64_t h) {
+      if (!*alive || w->answered) return;
+      w->answered = true;
+      s_.timers.Cancel(w->timer);
       response->set_height(h);
       responder.Send(ApiResponse::Json(*response, 200));
+    });
+    if (w->answered) return;
+    w->timer = s_.timers.After(inclusion_wait, [this, alive, responder, response, w] {
+      if (!*alive || w->answered) return;
+      w->answered = true;
+      s_.ledger.CancelWait(w->wait);
+      responder.Send(ApiResponse::Json(*response, 202));  // still pending
     });
   });
 }

@@ -27,8 +27,8 @@
 #include <string>
 #include <vector>
 
+#include "api/http_client.h"
 #include "node/config.h"
-#include "node/http_client.h"
 #include "tipd/api.pb.h"
 
 namespace {

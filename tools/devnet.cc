@@ -1,4 +1,4 @@
-#include "node/devnet.h"
+#include "tools/devnet.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -29,9 +29,9 @@
 #include <sstream>
 #include <thread>
 
+#include "api/auth.h"
+#include "api/http_client.h"
 #include "crypto/crypto.h"
-#include "node/auth.h"
-#include "node/http_client.h"
 #include "node/lifecycle.h"
 #include "tipd/api.pb.h"
 

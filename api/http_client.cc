@@ -1,7 +1,7 @@
 // Blocking calls over Beast's async operations: each operation is started
 // and the private io_context is run until it completes, so beast::tcp_stream's
 // deadline (expires_at) gives every step a timeout.
-#include "node/http_client.h"
+#include "api/http_client.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <sys/socket.h>

@@ -1,11 +1,11 @@
-#include "node/metrics.h"
+#include "util/metrics.h"
 
 #include <cassert>
 #include <charconv>
 #include <cmath>
 #include <type_traits>
 
-namespace tipd::node {
+namespace tipd {
 
 namespace {
 
@@ -254,4 +254,4 @@ std::string MetricsRegistry::Render() const {
   return out;
 }
 
-}  // namespace tipd::node
+}  // namespace tipd

@@ -26,7 +26,7 @@
 #include <string_view>
 #include <vector>
 
-namespace tipd::node {
+namespace tipd {
 
 inline constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -150,4 +150,4 @@ std::string EscapeLabelValue(std::string_view v);
 // Formats a sample value as the exposition format expects.
 std::string FormatMetricValue(double v);
 
-}  // namespace tipd::node
+}  // namespace tipd

@@ -1,11 +1,9 @@
-#include "node/ledger_server.h"
+#include "ledger/server.h"
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 
-#include "node/logging.h"
-
-namespace tipd::node {
+namespace tipd::ledger {
 
 namespace {
 constexpr size_t kFrameBudget = 60'000;
@@ -14,7 +12,8 @@ constexpr size_t kMaxBlocksPerReply = 256;
 
 LedgerServer::LedgerServer(boost::asio::io_context& io, p2p::Host& host, ledger::Chain& chain,
                            const crypto::KeyPair& sequencer, crypto::RandomSource& rng,
-                           const Clock& clock, LedgerServerOptions options)
+                           const Clock& clock, LedgerServerOptions options,
+                           std::shared_ptr<spdlog::logger> log)
     : io_(io),
       host_(host),
       chain_(chain),
@@ -23,7 +22,7 @@ LedgerServer::LedgerServer(boost::asio::io_context& io, p2p::Host& host, ledger:
       clock_(clock),
       options_(options),
       timer_(io),
-      log_(Logger("ledger")) {}
+      log_(std::move(log)) {}
 
 LedgerServer::~LedgerServer() { *alive_ = false; }
 
@@ -229,4 +228,4 @@ void LedgerServer::HandleGetChannel(p2p::PeerId peer, const v1::GetChannel& req)
   Reply(peer, out);
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::ledger

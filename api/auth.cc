@@ -1,4 +1,4 @@
-#include "node/auth.h"
+#include "api/auth.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

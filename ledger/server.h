@@ -23,14 +23,14 @@
 
 #include "crypto/crypto.h"
 #include "ledger/chain.h"
-#include "node/lifecycle.h"
 #include "p2p/p2p.h"
+#include "util/clock.h"
 
 namespace spdlog {
 class logger;
 }
 
-namespace tipd::node {
+namespace tipd::ledger {
 
 struct LedgerServerOptions {
   uint64_t block_interval_ms = 1000;
@@ -48,7 +48,7 @@ class LedgerServer {
   // All references must outlive the server.
   LedgerServer(boost::asio::io_context& io, p2p::Host& host, ledger::Chain& chain,
                const crypto::KeyPair& sequencer, crypto::RandomSource& rng, const Clock& clock,
-               LedgerServerOptions options);
+               LedgerServerOptions options, std::shared_ptr<spdlog::logger> log);
   ~LedgerServer();
 
   // Installs the Host callbacks and starts the block timer.
@@ -96,4 +96,4 @@ class LedgerServer {
 Status CollectBlocks(const ledger::Chain& chain, uint64_t from, size_t max_blocks, size_t max_bytes,
                      v1::Blocks* out);
 
-}  // namespace tipd::node
+}  // namespace tipd::ledger

@@ -1,25 +1,20 @@
-#include "node/ledger_client.h"
+#include "ledger/client.h"
 
 #include <spdlog/spdlog.h>
 #include <algorithm>
 
 #include "ledger/codec.h"
-#include "node/logging.h"
 
-namespace tipd::node {
+namespace tipd::ledger {
 
-namespace {
-constexpr char kUnavailable[] = "LEDGER_UNAVAILABLE";
-}  // namespace
-
-LedgerClient::LedgerClient(p2p::Host& host, ledger::Chain& chain,
-                           const crypto::PublicKey& sequencer, std::string address, uint16_t port)
+LedgerClient::LedgerClient(p2p::Host& host, Chain& chain, const crypto::PublicKey& sequencer,
+                           std::string address, uint16_t port, std::shared_ptr<spdlog::logger> log)
     : host_(host),
       chain_(chain),
       sequencer_(sequencer),
       address_(std::move(address)),
       port_(port),
-      log_(Logger("follower")) {}
+      log_(std::move(log)) {}
 
 LedgerClient::~LedgerClient() = default;
 
@@ -61,10 +56,7 @@ void LedgerClient::FailPending(const std::string& why) {
   auto pending = std::move(submits_);
   submits_.clear();
   for (auto& [id, done] : pending) {
-    SubmitOutcome out;
-    out.code = kUnavailable;
-    out.message = why;
-    done(out);
+    done(SubmitOutcome::Unknown(why));
   }
 }
 
@@ -78,10 +70,23 @@ bool LedgerClient::OnMessage(p2p::PeerId peer, const v1::Envelope& env) {
       auto done = std::move(it->second);
       submits_.erase(it);
       SubmitOutcome out;
-      out.accepted = r.accepted();
       if (r.tx_id().size() == 32) std::copy(r.tx_id().begin(), r.tx_id().end(), out.tx_id.begin());
-      out.code = r.code();
       out.message = r.message();
+      if (r.accepted()) {
+        out.kind = SubmitOutcome::Kind::kAccepted;
+      } else if (auto rule = ParseTxRuleCode(r.code())) {
+        out.kind = SubmitOutcome::Kind::kRefused;
+        out.rule = rule;
+      } else if (r.code() == "TOO_LARGE") {
+        // Refused before the rules: it can never fit a block.
+        out.kind = SubmitOutcome::Kind::kRefused;
+        out.rule = TxRule::kMalformed;
+      } else {
+        // A code this node does not know: the sequencer runs other rules.
+        // Treat it as unknown rather than as a refusal we understand.
+        out.kind = SubmitOutcome::Kind::kUnknown;
+        out.message = "unrecognised ledger answer " + r.code() + ": " + r.message();
+      }
       done(out);
       return true;
     }
@@ -138,12 +143,17 @@ void LedgerClient::ApplyBlock(const v1::Block& block) {
   }
   if (!inclusion_waiters_.empty()) {
     for (const auto& tx : block.transactions()) {
-      auto id = ledger::TransactionId(tx);
+      auto id = TransactionId(tx);
       if (!id.ok()) continue;
-      auto [lo, hi] = inclusion_waiters_.equal_range(*id);
+      auto [lo, hi] = waits_by_tx_.equal_range(*id);
       std::vector<std::function<void(uint64_t)>> ready;
-      for (auto it = lo; it != hi; ++it) ready.push_back(std::move(it->second));
-      inclusion_waiters_.erase(lo, hi);
+      for (auto it = lo; it != hi; ++it) {
+        auto w = inclusion_waiters_.find(it->second);
+        if (w == inclusion_waiters_.end()) continue;
+        ready.push_back(std::move(w->second.done));
+        inclusion_waiters_.erase(w);
+      }
+      waits_by_tx_.erase(lo, hi);
       for (auto& done : ready) done(h);
     }
   }
@@ -167,10 +177,7 @@ void LedgerClient::Halt(const Status& why) {
 void LedgerClient::Submit(const v1::Transaction& tx,
                           std::function<void(const SubmitOutcome&)> done) {
   if (!peer_) {
-    SubmitOutcome out;
-    out.code = kUnavailable;
-    out.message = "not connected to the ledger";
-    done(out);
+    done(SubmitOutcome::Unknown("not connected to the ledger"));
     return;
   }
   uint64_t id = next_request_id_++;
@@ -179,33 +186,47 @@ void LedgerClient::Submit(const v1::Transaction& tx,
   *env.mutable_submit_tx()->mutable_tx() = tx;
   Status s = host_.Send(*peer_, env);
   if (!s.ok()) {
-    SubmitOutcome out;
-    out.code = kUnavailable;
-    out.message = "cannot send to the ledger: " + s.message();
-    done(out);
+    done(SubmitOutcome::Unknown("cannot send to the ledger: " + s.message()));
     return;
   }
   submits_.emplace(id, std::move(done));
 }
 
-void LedgerClient::WhenIncluded(const Hash32& tx_id, std::function<void(uint64_t height)> done) {
+LedgerLink::WaitId LedgerClient::WhenIncluded(const Hash32& tx_id,
+                                              std::function<void(uint64_t height)> done) {
   auto loc = chain_.FindTransaction(tx_id);
   if (loc.ok() && loc->has_value()) {
     done((*loc)->height());
-    return;
+    return 0;
   }
-  inclusion_waiters_.emplace(tx_id, std::move(done));
+  const WaitId id = next_wait_id_++;
+  inclusion_waiters_.emplace(id, Wait{tx_id, std::move(done)});
+  waits_by_tx_.emplace(tx_id, id);
+  return id;
+}
+
+void LedgerClient::CancelWait(WaitId id) {
+  auto it = inclusion_waiters_.find(id);
+  if (it == inclusion_waiters_.end()) return;
+  auto [lo, hi] = waits_by_tx_.equal_range(it->second.tx_id);
+  for (auto w = lo; w != hi; ++w) {
+    if (w->second == id) {
+      waits_by_tx_.erase(w);
+      break;
+    }
+  }
+  inclusion_waiters_.erase(it);
 }
 
 void LedgerClient::AddBlockObserver(std::function<void(const v1::Block&)> observer) {
   observers_.push_back(std::move(observer));
 }
 
-uint64_t LedgerClient::NextNonce(const ledger::AccountId& account) {
-  const ledger::Account* a = chain_.state().FindAccount(account);
+uint64_t LedgerClient::NextNonce(const AccountId& account) {
+  const Account* a = chain_.state().FindAccount(account);
   uint64_t& next = next_nonce_[account];
   next = std::max(next, a ? a->nonce : uint64_t{0});
   return next++;
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::ledger

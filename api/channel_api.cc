@@ -2,16 +2,53 @@
 #include <charconv>
 #include <memory>
 
-#include "node/node_api.h"
+#include "api/node_api.h"
 #include "tipd/api.pb.h"
 
 namespace tipd::node {
 namespace {
 
-// The status a Status maps to, with the route's own machine code.
-ApiResponse ErrorWithCode(const Status& st, const std::string& code) {
-  ApiResponse r = ApiResponse::FromStatus(st);
-  return ApiResponse::Error(r.status, code.empty() ? "failed_precondition" : code, st.message());
+// A token's daily cap as the budget a tip is charged to.
+class TokenCapCharge final : public TipCharge {
+ public:
+  TokenCapCharge(SpendLimiter& limiter, TokenClaims token) : limiter_(limiter), token_(token) {}
+  Status Reserve(uint64_t amount) override {
+    auto r = limiter_.Reserve(token_, amount);
+    if (!r.ok()) return r.status();
+    reservation_ = std::move(*r);
+    return Status::Ok();
+  }
+  void CommitToBatch(storage::WriteBatch* batch) override {
+    limiter_.CommitToBatch(std::move(reservation_), batch);
+  }
+
+ private:
+  SpendLimiter& limiter_;
+  TokenClaims token_;
+  Reservation reservation_;  // released on destruction unless committed
+};
+
+// The one place a tip refusal becomes an HTTP status and code.
+int TipRefusalStatus(TipError error) {
+  switch (error) {
+    case TipError::kNotFound:
+      return 404;
+    case TipError::kInvalidArgument:
+    case TipError::kChannelRule:
+      return 400;
+    case TipError::kIdempotencyKeyReused:
+    case TipError::kChannelNotOpen:
+      return 409;
+    case TipError::kSpendCapExceeded:
+    case TipError::kQueueFull:
+      return 429;
+    case TipError::kPeerOffline:
+    case TipError::kNodeReadOnly:
+      return 503;
+    case TipError::kInternal:
+      return 500;
+  }
+  return 500;
 }
 
 Result<std::string> ParseChannelId(const std::string& hex) {
@@ -22,7 +59,8 @@ Result<std::string> ParseChannelId(const std::string& hex) {
   return std::string(AsStringView(*bytes));
 }
 
-Result<TipRequestIn> ToTipRequest(const v1::TipRequest& in, const ApiRequest& req) {
+Result<TipRequestIn> ToTipRequest(const v1::TipRequest& in, const ApiRequest& req,
+                                  SpendLimiter& spend) {
   TipRequestIn out;
   if (in.channel_id().empty() == in.peer_node_id().empty()) {
     return Status::InvalidArgument("give exactly one of channel_id and peer_node_id");
@@ -41,13 +79,20 @@ Result<TipRequestIn> ToTipRequest(const v1::TipRequest& in, const ApiRequest& re
   out.draft.message = in.message();
   for (const auto& [k, v] : in.metadata()) out.draft.metadata[k] = v;
   out.idempotency_key = in.idempotency_key();
+  // Keys belong to the token that used them.
+  out.key_owner = req.token ? req.token->IdHex() : "-";
   // Tokens with a daily cap are charged; admin tokens have none unless set.
-  if (req.token && req.token->daily_cap != 0) out.token = *req.token;
+  if (req.token && req.token->daily_cap != 0) {
+    out.charge = std::make_shared<TokenCapCharge>(spend, *req.token);
+  }
   return out;
 }
 
-ApiResponse TipAnswer(const TipResult& r) {
-  if (!r.status.ok()) return ErrorWithCode(r.status, r.error_code);
+ApiResponse TipAnswer(const TipOutcome& r) {
+  if (r.refusal) {
+    return ApiResponse::Error(TipRefusalStatus(r.refusal->error), r.refusal->code(),
+                              r.refusal->message);
+  }
   return ApiResponse::Json(r.response, r.acked ? 200 : 202);
 }
 
@@ -152,9 +197,10 @@ void NodeApi::SendTip(ApiRequest req, Responder responder) {
   if (Status st = ParseJson(req.body, &in); !st.ok()) {
     return responder.Send(ApiResponse::FromStatus(st));
   }
-  auto tip = ToTipRequest(in, req);
+  auto tip = ToTipRequest(in, req, *s_.spend);
   if (!tip.ok()) return responder.Send(ApiResponse::FromStatus(tip.status()));
-  s_.channels->SendTip(std::move(*tip), [responder](TipResult r) { responder.Send(TipAnswer(r)); });
+  s_.channels->SendTip(std::move(*tip),
+                       [responder](TipOutcome r) { responder.Send(TipAnswer(r)); });
 }
 
 void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
@@ -169,7 +215,7 @@ void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
   // Every tip is checked before any is queued: a bad one refuses the batch.
   std::vector<TipRequestIn> tips;
   for (int i = 0; i < in.tips_size(); ++i) {
-    auto tip = ToTipRequest(in.tips(i), req);
+    auto tip = ToTipRequest(in.tips(i), req, *s_.spend);
     if (!tip.ok()) {
       return responder.Send(ApiResponse::Error(
           400, "invalid_argument", "tips[" + std::to_string(i) + "]: " + tip.status().message()));
@@ -186,14 +232,14 @@ void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
   g->remaining = tips.size();
   for (size_t i = 0; i < tips.size(); ++i) g->out.add_results();
   for (size_t i = 0; i < tips.size(); ++i) {
-    s_.channels->SendTip(std::move(tips[i]), [g, i, responder](TipResult r) {
+    s_.channels->SendTip(std::move(tips[i]), [g, i, responder](TipOutcome r) {
       v1::TipResponse& slot = *g->out.mutable_results(static_cast<int>(i));
-      if (r.status.ok()) {
+      if (!r.refusal) {
         slot = r.response;
       } else {
         slot.mutable_tip()->set_direction("sent");
-        slot.set_error_code(r.error_code);
-        slot.set_error_message(r.status.message());
+        slot.set_error_code(r.refusal->code());
+        slot.set_error_message(r.refusal->message);
       }
       if (--g->remaining == 0) responder.Send(ApiResponse::Json(g->out));
     });

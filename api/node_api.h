@@ -11,17 +11,17 @@
 #include <memory>
 #include <string>
 
+#include "api/auth.h"
+#include "api/rpc_server.h"
 #include "crypto/crypto.h"
 #include "ledger/chain.h"
-#include "node/auth.h"
+#include "ledger/link.h"
 #include "node/channel_manager.h"
 #include "node/config.h"
-#include "node/ledger_client.h"
 #include "node/lifecycle.h"
-#include "node/metrics.h"
-#include "node/rpc_server.h"
 #include "p2p/p2p.h"
 #include "storage/storage.h"
+#include "util/metrics.h"
 
 namespace tipd::node {
 
@@ -29,14 +29,16 @@ struct NodeServices {
   boost::asio::io_context& io;
   const crypto::KeyPair& key;
   ledger::Chain& chain;
-  LedgerClient& ledger;
+  ledger::LedgerLink& ledger;
   p2p::Host& host;
   storage::Database& db;
   const TokenAuthority& tokens;
   MetricsRegistry& metrics;
   const Clock& clock;
+  Timers& timers;
   crypto::RandomSource& rng;
   ChannelManager* channels = nullptr;  // channel and tip routes need it
+  SpendLimiter* spend = nullptr;       // token caps charged by tips
 };
 
 // Persistent peers added through the API survive restarts: ConnectPeer

@@ -8,7 +8,7 @@
 // pending operation or by a Responder that has not answered yet. An event
 // stream keeps one read pending to notice the client going away.
 
-#include "node/rpc_server.h"
+#include "api/rpc_server.h"
 
 #include <google/protobuf/message.h>
 #include <google/protobuf/util/json_util.h>
@@ -27,8 +27,8 @@
 #include <exception>
 
 #include "node/logging.h"
-#include "node/metrics.h"
 #include "tipd/api.pb.h"
+#include "util/metrics.h"
 
 namespace tipd::node {
 

@@ -1,0 +1,246 @@
+#include "node/context.h"
+
+#include <spdlog/spdlog.h>
+
+#include "api/auth.h"
+#include "api/events.h"
+#include "api/node_api.h"
+#include "api/rpc_server.h"
+#include "ledger/chain.h"
+#include "ledger/client.h"
+#include "ledger/genesis.h"
+#include "node/channel_manager.h"
+#include "node/logging.h"
+#include "node/seams.h"
+#include "p2p/p2p.h"
+#include "storage/storage.h"
+#include "util/metrics.h"
+
+namespace tipd::node {
+namespace {
+
+std::string NumericHost(const std::string& host) {
+  return host == "localhost" ? "127.0.0.1" : host;
+}
+
+// The event log as the channel manager's EventSink.
+class EventLogSink final : public EventSink {
+ public:
+  explicit EventLogSink(EventLog& log) : log_(log) {}
+  uint64_t Stage(storage::WriteBatch* batch, v1::Event* event) override {
+    return log_.Stage(batch, event);
+  }
+  void Publish(const v1::Event& event) override { log_.Publish(event); }
+  void Append(v1::Event event) override { log_.Append(std::move(event)); }
+  void Abandon(uint64_t id) override { log_.Abandon(id); }
+
+ private:
+  EventLog& log_;
+};
+
+}  // namespace
+
+// Members in dependency order: each may use those declared before it, and
+// they are destroyed in reverse (the RPC server first, the database last).
+struct NodeContext::Parts {
+  NodeConfig config;
+  const Clock* clock = nullptr;
+  std::shared_ptr<spdlog::logger> log;
+  crypto::KeyPair key;
+  ledger::Params params;
+  std::unique_ptr<storage::Database> db;
+  std::unique_ptr<ledger::Chain> chain;
+  boost::asio::io_context io;
+  std::unique_ptr<AsioTimers> timers;
+  std::unique_ptr<p2p::Host> host;
+  std::unique_ptr<HostTransport> transport;
+  std::unique_ptr<ledger::LedgerClient> ledger;
+  MetricsRegistry metrics;
+  std::unique_ptr<storage::GroupCommitter> committer;
+  std::unique_ptr<EventLog> events;
+  std::unique_ptr<EventLogSink> event_sink;
+  std::unique_ptr<SpendLimiter> spend;
+  std::unique_ptr<ChannelManager> channels;
+  std::unique_ptr<TokenAuthority> tokens;
+  std::unique_ptr<RpcServer> rpc;
+  std::unique_ptr<NodeApi> api;
+  uint16_t p2p_port = 0;
+  uint16_t rpc_port = 0;
+
+  explicit Parts(crypto::KeyPair k) : key(std::move(k)) {}
+  ~Parts() {
+    // Everything submitted is durable before the database closes.
+    if (committer) committer->Stop();
+  }
+};
+
+NodeContext::NodeContext() = default;
+NodeContext::~NodeContext() = default;
+
+Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& config,
+                                                         const Clock& clock) {
+  TIPD_ASSIGN_OR_RETURN(crypto::KeyPair key, crypto::LoadOrCreateKeyFile(config.datadir / "node.key",
+                                                                        crypto::SystemRng()));
+  TIPD_ASSIGN_OR_RETURN(v1::GenesisParams genesis, ledger::LoadGenesisFile(config.genesis));
+  TIPD_ASSIGN_OR_RETURN(ledger::Params params, ledger::ValidateGenesis(genesis));
+  if (!config.chain_id.empty() && config.chain_id != params.chain_id) {
+    return Status::InvalidArgument("configured chain_id '" + config.chain_id +
+                                   "' differs from the genesis chain '" + params.chain_id + "'");
+  }
+  if (!config.ledger.sequencer_pubkey) {
+    return Status::InvalidArgument(
+        "give the ledger as HOST:PORT@NODEID with the sequencer's 66-hex node id (printed by "
+        "`tipd ledger init`)");
+  }
+  std::unique_ptr<NodeContext> ctx(new NodeContext());
+  ctx->parts_ = std::make_unique<Parts>(std::move(key));
+  Parts& p = *ctx->parts_;
+  p.config = config;
+  p.clock = &clock;
+  p.log = Logger("main");
+  p.params = params;
+  TIPD_ASSIGN_OR_RETURN(p.db, storage::Database::Open(config.datadir / "db"));
+  TIPD_ASSIGN_OR_RETURN(p.chain, ledger::Chain::Open(p.db.get(), params));
+  p.timers = std::make_unique<AsioTimers>(p.io);
+
+  p2p::HostOptions host_options;
+  host_options.chain_id = params.chain_id;
+  host_options.ping_interval = std::chrono::milliseconds(config.ping_interval_ms);
+  host_options.idle_timeout = std::chrono::milliseconds(config.peer_timeout_ms);
+  p.host = std::make_unique<p2p::Host>(p.io, p.key, crypto::SystemRng(), host_options);
+  p.transport = std::make_unique<HostTransport>(*p.host);
+  p.ledger = std::make_unique<ledger::LedgerClient>(
+      *p.host, *p.chain, *config.ledger.sequencer_pubkey,
+      NumericHost(config.ledger.address.host), config.ledger.address.port, Logger("follower"));
+
+  // One writer thread merges every channel step, event and spend into synced
+  // LevelDB writes (storage/storage.h GroupCommitter).
+  Histogram& batch_writes =
+      p.metrics.AddHistogram("tipd_group_commit_writes", "Put/Delete operations per synced write",
+                             ExponentialBuckets(1, 4, 9));
+  Histogram& batch_submissions = p.metrics.AddHistogram(
+      "tipd_group_commit_submissions", "caller batches merged into one synced write",
+      ExponentialBuckets(1, 2, 12));
+  Histogram& sync_latency =
+      p.metrics.AddHistogram("tipd_group_commit_sync_seconds", "time of one synced write",
+                             ExponentialBuckets(5e-5, 2, 14));
+  storage::GroupCommitOptions commit_options;
+  commit_options.on_batch = [&batch_writes, &batch_submissions,
+                             &sync_latency](const storage::CommitBatchInfo& info) {
+    batch_writes.Observe(static_cast<double>(info.writes));
+    batch_submissions.Observe(static_cast<double>(info.submissions));
+    sync_latency.Observe(std::chrono::duration<double>(info.sync_latency).count());
+  };
+  p.committer = std::make_unique<storage::GroupCommitter>(p.db.get(), commit_options);
+  TIPD_ASSIGN_OR_RETURN(p.events, EventLog::Open(p.io, p.db.get(), p.committer.get(), clock));
+  p.event_sink = std::make_unique<EventLogSink>(*p.events);
+  p.spend = std::make_unique<SpendLimiter>(p.db.get(), clock);
+
+  ChannelManagerOptions channel_options;
+  channel_options.open.default_settle_timeout = config.settle_timeout;
+  channel_options.open.max_accept_deposit = config.max_accept_deposit;
+  channel_options.open.max_updates_in_flight = config.max_updates_in_flight;
+  channel_options.open.max_tips_per_update = config.max_tips_per_update;
+  channel_options.open.max_queued_tips = config.max_queued_tips;
+  p.channels = std::make_unique<ChannelManager>(p.io, p.key, *p.transport, *p.ledger, *p.db,
+                                                *p.committer, clock, *p.timers,
+                                                crypto::SystemRng(), channel_options);
+  p.channels->SetEventSink(p.event_sink.get());
+  p.channels->RegisterMetrics(p.metrics);
+
+  // HTTP/JSON API with bearer tokens (rpc.key and admin.token in the data dir).
+  TIPD_ASSIGN_OR_RETURN(TokenAuthority authority,
+                        TokenAuthority::LoadOrCreate(config.datadir, crypto::SystemRng()));
+  p.tokens = std::make_unique<TokenAuthority>(authority);
+  TIPD_ASSIGN_OR_RETURN(std::string admin, EnsureAdminToken(config.datadir, *p.tokens,
+                                                            crypto::SystemRng(), clock.NowMs()));
+  (void)admin;
+  Gauge& height_gauge = p.metrics.AddGauge("tipd_ledger_height", "ledger height this node followed");
+  Gauge& peers_gauge = p.metrics.AddGauge("tipd_peers", "connected peers (Init done)");
+  p.metrics.AddCollectHook([&p, &height_gauge, &peers_gauge] {
+    height_gauge.Set(static_cast<double>(p.chain->height()));
+    peers_gauge.Set(static_cast<double>(p.host->Peers().size()));
+  });
+  p.rpc = std::make_unique<RpcServer>(p.io, *p.tokens, clock, RpcLimits{}, &p.metrics);
+  NodeServices services{p.io,      p.key,     *p.chain,  *p.ledger, *p.host,
+                        *p.db,     *p.tokens, p.metrics, clock,     *p.timers,
+                        crypto::SystemRng(),  p.channels.get(), p.spend.get()};
+  p.api = std::make_unique<NodeApi>(services);
+  p.api->Register(*p.rpc);
+  RegisterEventRoutes(*p.rpc, *p.events);
+
+  // Host events, routed to the follower first and then to the channels.
+  p2p::Callbacks cb;
+  cb.on_connected = [&p](const p2p::PeerInfo& info) {
+    if (p.ledger->OnConnected(info)) return;
+    p.log->info("peer {} connected ({} {})", info.node_id.Hex(),
+                p2p::DirectionName(info.direction), info.address);
+    p.channels->OnPeerConnected(info);
+  };
+  cb.on_disconnected = [&p](const p2p::DisconnectEvent& ev) {
+    if (p.ledger->OnDisconnected(ev)) return;
+    if (ev.was_connected) {
+      p.log->info("peer {} disconnected: {}", ev.address, ev.reason.ToString());
+    }
+    p.channels->OnPeerDisconnected(ev);
+  };
+  cb.on_message = [&p](p2p::PeerId peer, const v1::Envelope& env) {
+    if (p.ledger->OnMessage(peer, env)) return;
+    if (p.channels->OnMessage(peer, env)) return;
+    p.log->debug("message {} from peer {} has no handler", static_cast<int>(env.msg_case()),
+                 peer);
+  };
+  cb.on_error = [&p](p2p::PeerId peer, const v1::Error& error) {
+    p.channels->OnPeerError(peer, error);
+  };
+  p.host->SetCallbacks(std::move(cb));
+  return ctx;
+}
+
+Status NodeContext::Start() {
+  Parts& p = *parts_;
+  const NodeConfig& config = p.config;
+  TIPD_ASSIGN_OR_RETURN(p.p2p_port, p.host->Listen(NumericHost(config.listen.host),
+                                                   config.listen.port));
+  TIPD_RETURN_IF_ERROR(p.channels->Start());
+  TIPD_RETURN_IF_ERROR(p.ledger->Start());
+  TIPD_ASSIGN_OR_RETURN(auto saved_peers, LoadPersistentPeers(*p.db));
+  for (const auto& [id, address] : saved_peers) {
+    Status s = p.host->AddPersistentPeer(NumericHost(address.host), address.port, id);
+    if (!s.ok()) p.log->warn("peer {}@{}: {}", id.Hex(), address.ToString(), s.ToString());
+  }
+  for (const PeerAddress& peer : config.connect) {
+    Status s =
+        p.host->AddPersistentPeer(NumericHost(peer.address.host), peer.address.port, peer.node_id);
+    if (!s.ok()) p.log->warn("peer {}: {}", peer.ToString(), s.ToString());
+  }
+  TIPD_ASSIGN_OR_RETURN(p.rpc_port, p.rpc->Listen(NumericHost(config.rpc_listen.host),
+                                                  config.rpc_listen.port));
+  // tipctl finds the API through this file (docs/operator-guide.md).
+  TIPD_RETURN_IF_ERROR(WriteFileAtomic0600(
+      config.datadir / "rpc.url",
+      "http://" + config.rpc_listen.host + ":" + std::to_string(p.rpc_port) + "\n"));
+  p.log->info("node {} on chain {} at ledger height {}, listening on {}:{}, API on http://{}:{}",
+              p.key.public_key().Hex(), p.params.chain_id, p.chain->height(),
+              config.listen.host, p.p2p_port, config.rpc_listen.host, p.rpc_port);
+  return Status::Ok();
+}
+
+void NodeContext::Stop() {
+  Parts& p = *parts_;
+  p.rpc->Stop();
+  p.host->Shutdown();
+  p.io.stop();
+}
+
+boost::asio::io_context& NodeContext::io() { return parts_->io; }
+const crypto::KeyPair& NodeContext::key() const { return parts_->key; }
+ledger::Chain& NodeContext::chain() { return *parts_->chain; }
+ledger::LedgerClient& NodeContext::ledger() { return *parts_->ledger; }
+p2p::Host& NodeContext::host() { return *parts_->host; }
+ChannelManager& NodeContext::channels() { return *parts_->channels; }
+storage::Database& NodeContext::db() { return *parts_->db; }
+uint16_t NodeContext::p2p_port() const { return parts_->p2p_port; }
+uint16_t NodeContext::rpc_port() const { return parts_->rpc_port; }
+
+}  // namespace tipd::node
