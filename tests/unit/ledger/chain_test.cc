@@ -181,6 +181,41 @@ TEST_F(ChainTest, FollowerRefusesTamperedBlocks) {
   EXPECT_EQ(follower->state_hash(), seq->state_hash());
 }
 
+// A block whose time goes below the previous block's is refused, even when
+// the sequencer signed it; the follower keeps its state and follows the honest
+// block afterwards.
+TEST_F(ChainTest, FollowerRefusesABlockWhoseTimeGoesBackwards) {
+  auto seq_db = OpenDb("seq");
+  auto seq = OpenChain(seq_db.get());
+  auto blocks = Produce(*seq, 2, 1);  // times 2000, 2001
+  auto f_db = OpenDb("follower");
+  auto follower = OpenChain(f_db.get());
+  auto resign = [&](v1::Block b, uint64_t time_ms) {
+    b.mutable_header()->set_time_ms(time_ms);
+    auto hash = BlockHash(b.header());
+    crypto::Key32 aux{};
+    b.mutable_header()->set_signature(Str(crypto::SchnorrSign(seq_, *hash, aux)));
+    return b;
+  };
+  // Block 1 before the genesis time (1000).
+  Status s = follower->AcceptBlock(resign(blocks[0], 999));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("goes back"), std::string::npos) << s.ToString();
+  EXPECT_EQ(follower->height(), 0u);
+  ASSERT_TRUE(follower->AcceptBlock(blocks[0]).ok());
+  // Block 2 one millisecond before block 1.
+  v1::Block backwards = resign(blocks[1], 1999);
+  s = follower->AcceptBlock(backwards);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("time 1999"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("2000"), std::string::npos) << s.ToString();
+  EXPECT_EQ(follower->height(), 1u);
+  EXPECT_EQ(follower->tip_time_ms(), 2000u);
+  // An equal time is fine (time never goes below the previous block's).
+  ASSERT_TRUE(follower->AcceptBlock(resign(blocks[1], 2000)).ok());
+  EXPECT_EQ(follower->state_hash(), seq->state_hash());
+}
+
 TEST_F(ChainTest, FollowerRejectsABlockWithABadTransactionSignatureBeforeTouchingState) {
   auto seq_db = OpenDb("seq");
   auto seq = OpenChain(seq_db.get());
