@@ -85,6 +85,8 @@ const char* TxRuleCode(TxRule rule) {
       return "STALE_PROOF";
     case TxRule::kBalancesMismatch:
       return "BALANCES_MISMATCH";
+    case TxRule::kNotBeneficiary:
+      return "NOT_BENEFICIARY";
   }
   return "UNKNOWN";
 }
@@ -448,13 +450,27 @@ std::optional<TxError> LedgerState::ApplyBody(const v1::Transaction& tx, uint64_
                                               std::to_string(ch->WindowEnd()) + ", now " +
                                               std::to_string(height));
       }
-      if (auto e = need(0)) return e;
-      // The proof names its direction by who signed it.
-      bool by_a = CheckProof(*ch, u.proof(), ch->party_a) == std::nullopt;
-      if (!by_a) {
-        if (auto e = CheckProof(*ch, u.proof(), ch->party_b)) return e;
+      // A proof of direction X->Y is accepted only from Y, the side it pays:
+      // X could otherwise sign a fresh proof with a huge nonce and
+      // transferred 0 and erase what it paid.
+      const bool signer_is_a = signer_id == ch->party_a;
+      if (!signer_is_a && signer_id != ch->party_b) {
+        return Err(TxRule::kNotBeneficiary,
+                   Short(signer_id) +
+                       " is not a party of the channel: a proof is submitted only by the party "
+                       "it pays");
       }
-      HeldProof* held = by_a ? &ch->proof_a_to_b : &ch->proof_b_to_a;
+      const AccountId& payer = signer_is_a ? ch->party_b : ch->party_a;
+      if (auto e = CheckProof(*ch, u.proof(), payer)) {
+        if (CheckProof(*ch, u.proof(), signer_id) == std::nullopt) {
+          return Err(TxRule::kNotBeneficiary, "the proof is signed by " + Short(signer_id) +
+                                                  " and pays " + Short(payer) + ": only " +
+                                                  Short(payer) + " may submit it");
+        }
+        return e;
+      }
+      if (auto e = need(0)) return e;
+      HeldProof* held = signer_is_a ? &ch->proof_b_to_a : &ch->proof_a_to_b;
       if (u.proof().nonce() <= held->nonce) {
         return Err(TxRule::kStaleProof, "proof nonce " + std::to_string(u.proof().nonce()) +
                                             " is not above the held nonce " +

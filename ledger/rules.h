@@ -44,6 +44,7 @@ enum class TxRule {
   kBadProof,           // proof for another chain/channel, or its signature fails
   kStaleProof,         // proof nonce not higher than the one the ledger holds
   kBalancesMismatch,   // cooperative close balances do not sum to the deposits
+  kNotBeneficiary,     // update proof not submitted by the party the proof pays
 };
 const char* TxRuleCode(TxRule rule);
 
