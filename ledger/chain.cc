@@ -289,6 +289,12 @@ Status Chain::CheckHeader(const v1::BlockHeader& h) const {
     return Status::InvalidArgument("block " + std::to_string(h.height()) +
                                    " does not link to our tip " + HexEncode(tip_hash_));
   }
+  if (h.time_ms() < tip_time_ms_) {
+    return Status::InvalidArgument(
+        "block " + std::to_string(h.height()) + " time " + std::to_string(h.time_ms()) +
+        " goes back before the previous block's time " + std::to_string(tip_time_ms_) +
+        (height_ == 0 ? " (the genesis time)" : ""));
+  }
   auto hash = BlockHash(h);
   if (!hash.ok()) return Status::InvalidArgument("block header: " + hash.status().message());
   crypto::Signature sig;

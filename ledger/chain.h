@@ -63,7 +63,8 @@ class Chain {
   // ahead of the disk) and must be reopened to continue.
   Status AcceptBlock(const v1::Block& block);
 
-  // Verifies the header alone: chain id, height, link and the sequencer's
+  // Verifies the header alone: chain id, height, link, a time not below the
+  // previous block's (the genesis time for block 1) and the sequencer's
   // signature.
   Status CheckHeader(const v1::BlockHeader& header) const;
 

@@ -35,6 +35,9 @@ void WriteChannel(ByteWriter& w, const Channel& ch) {
   }
   w.U64(ch.payout_a);
   w.U64(ch.payout_b);
+  // State encoding v2 (docs/ledger.md): the escrow-paid fee debts.
+  w.U64(ch.fee_debt_a);
+  w.U64(ch.fee_debt_b);
 }
 
 }  // namespace
@@ -85,6 +88,10 @@ const char* TxRuleCode(TxRule rule) {
       return "STALE_PROOF";
     case TxRule::kBalancesMismatch:
       return "BALANCES_MISMATCH";
+    case TxRule::kNotBeneficiary:
+      return "NOT_BENEFICIARY";
+    case TxRule::kEscrowFeeLimit:
+      return "ESCROW_FEE_LIMIT";
   }
   return "UNKNOWN";
 }
@@ -178,11 +185,17 @@ std::optional<TxError> LedgerState::ApplyChecked(const v1::Transaction& tx, uint
     return Err(TxRule::kBadSignature, "signature does not verify for signer " + Short(signer_id));
   }
   auto it = accounts_.find(signer_id);
-  if (it == accounts_.end()) {
+  const bool signer_exists = it != accounts_.end();
+  // A party of a closing channel may have the escrow pay the fee of its
+  // UpdateProof or Settle, even without an account (ApplyBody decides).
+  const bool escrow_may_pay =
+      tx.body_case() == v1::Transaction::kUpdateProof || tx.body_case() == v1::Transaction::kSettle;
+  if (!signer_exists && !escrow_may_pay) {
     return Err(TxRule::kInsufficientFunds,
                "signer " + Short(signer_id) + " has no account (balance 0) to pay the fee");
   }
-  Account& signer = it->second;
+  Account blank;  // balance 0, nonce 0: a signer without an account
+  Account& signer = signer_exists ? it->second : blank;
   if (tx.nonce() != signer.nonce) {
     return Err(TxRule::kBadNonce, "nonce " + std::to_string(tx.nonce()) +
                                       " is not the next nonce " + std::to_string(signer.nonce) +
@@ -199,10 +212,19 @@ std::optional<TxError> LedgerState::ApplyChecked(const v1::Transaction& tx, uint
   // The body checks everything first and mutates last; `spent` is what it
   // takes from the signer on top of the fee.
   uint64_t spent = 0;
-  if (auto e = ApplyBody(tx, height, signer, &spent)) return e;
-  // ApplyBody verified signer.balance >= spent + fee before mutating.
-  signer.balance -= spent + tx.fee();
-  signer.nonce += 1;
+  bool fee_from_escrow = false;
+  if (auto e = ApplyBody(tx, height, signer, signer_exists, &spent, &fee_from_escrow)) return e;
+  if (fee_from_escrow) {
+    // The escrow paid the fee (spent is 0). The account only advances its
+    // nonce; one that did not exist is created here (balance 0, or the
+    // payout Settle just credited), so the transaction cannot be replayed.
+    accounts_[signer_id].nonce += 1;
+  } else {
+    // ApplyBody verified signer.balance >= spent + fee before mutating (and
+    // a signer without an account always has the escrow pay).
+    signer.balance -= spent + tx.fee();
+    signer.nonce += 1;
+  }
   fees_ = fees_after;
   dirty_accounts_.insert(signer_id);
   return std::nullopt;
@@ -227,7 +249,8 @@ std::optional<TxError> LedgerState::CheckProof(const Channel& ch, const v1::Bala
 }
 
 std::optional<TxError> LedgerState::ApplyBody(const v1::Transaction& tx, uint64_t height,
-                                              Account& signer, uint64_t* spent) {
+                                              Account& signer, bool signer_exists, uint64_t* spent,
+                                              bool* fee_from_escrow) {
   AccountId signer_id;
   ToId(tx.signer(), &signer_id);
   auto need = [&](uint64_t amount) -> std::optional<TxError> {
@@ -240,6 +263,49 @@ std::optional<TxError> LedgerState::ApplyBody(const v1::Transaction& tx, uint64_
                                                  " cannot cover " + std::to_string(amount) +
                                                  " + fee " + std::to_string(tx.fee()));
     }
+    return std::nullopt;
+  };
+  // Who pays the fee of an UpdateProof or Settle on `ch`, given the final
+  // balances `fb` under the proofs held after this transaction: the signer's
+  // account when it can; otherwise, for a party, its share of the escrow —
+  // at exactly the base fee, once per party for UpdateProof (Settle ends the
+  // channel), and only while that share covers the party's debt plus this
+  // fee. Sets *fee_from_escrow; changes nothing.
+  auto choose_fee_payer = [&](const Channel& ch, const channel::FinalBalances& fb,
+                              bool settle) -> std::optional<TxError> {
+    *fee_from_escrow = false;
+    if (signer_exists && signer.balance >= tx.fee()) return std::nullopt;
+    const std::string cannot_pay =
+        signer_exists ? "balance " + std::to_string(signer.balance) + " cannot cover the fee " +
+                            std::to_string(tx.fee())
+                      : "signer " + Short(signer_id) + " has no account (balance 0) to pay the fee";
+    const bool is_a = signer_id == ch.party_a;
+    if (!is_a && signer_id != ch.party_b) {
+      return Err(TxRule::kInsufficientFunds,
+                 cannot_pay + ", and only a party's fee can come from the escrow");
+    }
+    if (tx.fee() != params_.fee_per_tx) {
+      return Err(TxRule::kEscrowFeeLimit, cannot_pay +
+                                              "; a fee paid from the escrow must be "
+                                              "exactly the base fee " +
+                                              std::to_string(params_.fee_per_tx));
+    }
+    const uint64_t debt = is_a ? ch.fee_debt_a : ch.fee_debt_b;
+    if (!settle && debt != 0) {
+      return Err(TxRule::kEscrowFeeLimit,
+                 cannot_pay + "; the escrow already paid an update-proof fee of " +
+                     Short(signer_id) + " in this channel (debt " + std::to_string(debt) + ")");
+    }
+    const uint64_t share = is_a ? fb.balance_a : fb.balance_b;
+    uint64_t owed;
+    if (!CheckedAdd(debt, tx.fee(), &owed)) return Err(TxRule::kOverflow, "fee debt overflows");
+    if (share < owed || ch.Escrow() < tx.fee()) {
+      return Err(TxRule::kInsufficientFunds,
+                 cannot_pay + ", and its share " + std::to_string(share) +
+                     " of the escrow under the held proofs cannot cover its fee debt " +
+                     std::to_string(debt) + " + fee " + std::to_string(tx.fee()));
+    }
+    *fee_from_escrow = true;
     return std::nullopt;
   };
   auto find_channel = [&](const std::string& raw, Channel** out) -> std::optional<TxError> {
@@ -368,12 +434,15 @@ std::optional<TxError> LedgerState::ApplyBody(const v1::Transaction& tx, uint64_
       if (signer_id != ch->party_a && signer_id != ch->party_b) {
         return Err(TxRule::kNotAParty, Short(signer_id) + " is not a party of the channel");
       }
+      // The escrow: the deposits, less any fee it already paid while closing.
       uint64_t sum;
-      if (!CheckedAdd(c.balance_a(), c.balance_b(), &sum) || sum != ch->deposit_a + ch->deposit_b) {
-        return Err(TxRule::kBalancesMismatch, "balances " + std::to_string(c.balance_a()) + " + " +
-                                                  std::to_string(c.balance_b()) +
-                                                  " do not equal the deposits " +
-                                                  std::to_string(ch->deposit_a + ch->deposit_b));
+      if (!CheckedAdd(c.balance_a(), c.balance_b(), &sum) || sum != ch->Escrow()) {
+        return Err(TxRule::kBalancesMismatch,
+                   "balances " + std::to_string(c.balance_a()) + " + " +
+                       std::to_string(c.balance_b()) + " do not equal the channel's escrow " +
+                       std::to_string(ch->Escrow()) + " (deposits " +
+                       std::to_string(ch->deposit_a + ch->deposit_b) + " less fees it paid " +
+                       std::to_string(ch->fee_debt_a + ch->fee_debt_b) + ")");
       }
       for (const auto& [sig, key] :
            {std::pair{&c.signature_a(), &ch->party_a}, std::pair{&c.signature_b(), &ch->party_b}}) {
@@ -448,18 +517,40 @@ std::optional<TxError> LedgerState::ApplyBody(const v1::Transaction& tx, uint64_
                                               std::to_string(ch->WindowEnd()) + ", now " +
                                               std::to_string(height));
       }
-      if (auto e = need(0)) return e;
-      // The proof names its direction by who signed it.
-      bool by_a = CheckProof(*ch, u.proof(), ch->party_a) == std::nullopt;
-      if (!by_a) {
-        if (auto e = CheckProof(*ch, u.proof(), ch->party_b)) return e;
+      // A proof of direction X->Y is accepted only from Y, the side it pays:
+      // X could otherwise sign a fresh proof with a huge nonce and
+      // transferred 0 and erase what it paid.
+      const bool signer_is_a = signer_id == ch->party_a;
+      if (!signer_is_a && signer_id != ch->party_b) {
+        return Err(TxRule::kNotBeneficiary,
+                   Short(signer_id) +
+                       " is not a party of the channel: a proof is submitted only by the party "
+                       "it pays");
       }
-      HeldProof* held = by_a ? &ch->proof_a_to_b : &ch->proof_b_to_a;
+      const AccountId& payer = signer_is_a ? ch->party_b : ch->party_a;
+      if (auto e = CheckProof(*ch, u.proof(), payer)) {
+        if (CheckProof(*ch, u.proof(), signer_id) == std::nullopt) {
+          return Err(TxRule::kNotBeneficiary, "the proof is signed by " + Short(signer_id) +
+                                                  " and pays " + Short(payer) + ": only " +
+                                                  Short(payer) + " may submit it");
+        }
+        return e;
+      }
+      HeldProof* held = signer_is_a ? &ch->proof_b_to_a : &ch->proof_a_to_b;
       if (u.proof().nonce() <= held->nonce) {
         return Err(TxRule::kStaleProof, "proof nonce " + std::to_string(u.proof().nonce()) +
                                             " is not above the held nonce " +
                                             std::to_string(held->nonce));
       }
+      // The final balances once this proof is held decide whether the
+      // signer's share can carry an escrow-paid fee.
+      auto fb = channel::ComputeFinalBalances(
+          ch->deposit_a, ch->deposit_b,
+          signer_is_a ? ch->proof_a_to_b.transferred : u.proof().transferred(),
+          signer_is_a ? u.proof().transferred() : ch->proof_b_to_a.transferred);
+      if (!fb.ok()) return Err(TxRule::kOverflow, fb.error().reason);
+      if (auto e = choose_fee_payer(*ch, *fb, /*settle=*/false)) return e;
+      if (*fee_from_escrow) (signer_is_a ? ch->fee_debt_a : ch->fee_debt_b) += tx.fee();
       held->nonce = u.proof().nonce();
       held->transferred = u.proof().transferred();
       ToId(u.proof().tips_root(), &held->tips_root);
@@ -477,24 +568,38 @@ std::optional<TxError> LedgerState::ApplyBody(const v1::Transaction& tx, uint64_
                                             std::to_string(ch->WindowEnd()) + ", now " +
                                             std::to_string(height));
       }
-      if (auto e = need(0)) return e;
       auto fb = channel::ComputeFinalBalances(
           ch->deposit_a, ch->deposit_b, ch->proof_a_to_b.transferred, ch->proof_b_to_a.transferred);
       if (!fb.ok()) return Err(TxRule::kOverflow, fb.error().reason);
+      if (auto e = choose_fee_payer(*ch, *fb, /*settle=*/true)) return e;
+      const bool signer_is_a = signer_id == ch->party_a;
+      uint64_t debt_a = ch->fee_debt_a, debt_b = ch->fee_debt_b;
+      if (*fee_from_escrow) (signer_is_a ? debt_a : debt_b) += tx.fee();  // checked above
+      // What the escrow still holds is shared out: A gets its final balance
+      // less its fee debt, clamped to [0, remaining], and B the rest — so
+      // the payouts always add up to the escrow. Without debts this is
+      // exactly (balance_a, balance_b).
+      const uint64_t remaining = ch->deposit_a + ch->deposit_b - debt_a - debt_b;
+      __int128 pay_a = static_cast<__int128>(fb->balance_a) - debt_a;
+      pay_a = std::clamp<__int128>(pay_a, 0, remaining);
+      const uint64_t payout_a = static_cast<uint64_t>(pay_a);
+      const uint64_t payout_b = remaining - payout_a;
       const Account* pa = FindAccount(ch->party_a);
       const Account* pb = FindAccount(ch->party_b);
       uint64_t na, nb;
-      if (!CheckedAdd(pa ? pa->balance : 0, fb->balance_a, &na) ||
-          !CheckedAdd(pb ? pb->balance : 0, fb->balance_b, &nb)) {
+      if (!CheckedAdd(pa ? pa->balance : 0, payout_a, &na) ||
+          !CheckedAdd(pb ? pb->balance : 0, payout_b, &nb)) {
         return Err(TxRule::kOverflow, "payout overflows an account balance");
       }
       accounts_[ch->party_a].balance = na;
       accounts_[ch->party_b].balance = nb;
       dirty_accounts_.insert(ch->party_a);
       dirty_accounts_.insert(ch->party_b);
+      ch->fee_debt_a = debt_a;
+      ch->fee_debt_b = debt_b;
       ch->phase = ChannelPhase::kSettled;
-      ch->payout_a = fb->balance_a;
-      ch->payout_b = fb->balance_b;
+      ch->payout_a = payout_a;
+      ch->payout_b = payout_b;
       dirty_channels_.insert(ch->id);
       return std::nullopt;
     }
@@ -559,7 +664,7 @@ void LedgerState::RestoreChannel(const Channel& channel) { channels_[channel.id]
 
 v1::ChannelState ChannelToProto(const Channel& ch) {
   v1::ChannelState p;
-  p.set_version(1);
+  p.set_version(2);  // 2: fee debts (docs/ledger.md)
   p.set_channel_id(std::string(AsStringView(ch.id)));
   p.set_party_a(std::string(AsStringView(ch.party_a)));
   p.set_party_b(std::string(AsStringView(ch.party_b)));
@@ -578,6 +683,8 @@ v1::ChannelState ChannelToProto(const Channel& ch) {
   }
   p.set_payout_a(ch.payout_a);
   p.set_payout_b(ch.payout_b);
+  p.set_fee_debt_a(ch.fee_debt_a);
+  p.set_fee_debt_b(ch.fee_debt_b);
   return p;
 }
 
@@ -604,6 +711,13 @@ Result<Channel> ChannelFromProto(const v1::ChannelState& p) {
   ch.proof_b_to_a.transferred = p.proof_b_to_a().transferred();
   ch.payout_a = p.payout_a();
   ch.payout_b = p.payout_b();
+  // Version 1 records predate fee debts: theirs are 0 (fields absent).
+  ch.fee_debt_a = p.fee_debt_a();
+  ch.fee_debt_b = p.fee_debt_b();
+  if (static_cast<unsigned __int128>(ch.fee_debt_a) + ch.fee_debt_b >
+      static_cast<unsigned __int128>(ch.deposit_a) + ch.deposit_b) {
+    return Status::Corruption("channel record has fee debts above its deposits");
+  }
   return ch;
 }
 

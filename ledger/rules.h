@@ -44,6 +44,8 @@ enum class TxRule {
   kBadProof,           // proof for another chain/channel, or its signature fails
   kStaleProof,         // proof nonce not higher than the one the ledger holds
   kBalancesMismatch,   // cooperative close balances do not sum to the deposits
+  kNotBeneficiary,     // update proof not submitted by the party the proof pays
+  kEscrowFeeLimit,     // the escrow may not pay this fee (bound used, or not the base fee)
 };
 const char* TxRuleCode(TxRule rule);
 
@@ -84,8 +86,16 @@ struct Channel {
   HeldProof proof_b_to_a;  // signed by B
   uint64_t payout_a = 0;
   uint64_t payout_b = 0;
-  // Escrowed amount still held by the channel (0 once settled).
-  uint64_t Escrow() const { return phase == ChannelPhase::kSettled ? 0 : deposit_a + deposit_b; }
+  // Fees of a party's UpdateProof/Settle that the escrow paid because the
+  // party's account could not (docs/ledger.md, "Fees paid from the escrow").
+  // They left the escrow at once and come out of that party's payout.
+  uint64_t fee_debt_a = 0;
+  uint64_t fee_debt_b = 0;
+  // Escrowed amount still held by the channel (0 once settled): the deposits
+  // less the fees the escrow paid. Never negative (the rules keep it so).
+  uint64_t Escrow() const {
+    return phase == ChannelPhase::kSettled ? 0 : deposit_a + deposit_b - fee_debt_a - fee_debt_b;
+  }
   // Last height at which UpdateProof is accepted; Settle needs a greater one.
   uint64_t WindowEnd() const { return close_height + settle_timeout; }
   bool operator==(const Channel&) const = default;
@@ -152,8 +162,11 @@ class LedgerState {
  private:
   std::optional<TxError> ApplyChecked(const v1::Transaction& tx, uint64_t height,
                                       bool signature_verified);
+  // `signer` is the signer's account, or a blank one when `signer_exists` is
+  // false (only UpdateProof and Settle get that far). Sets *fee_from_escrow
+  // when the channel's escrow pays the fee instead of the account.
   std::optional<TxError> ApplyBody(const v1::Transaction& tx, uint64_t height, Account& signer,
-                                   uint64_t* spent);
+                                   bool signer_exists, uint64_t* spent, bool* fee_from_escrow);
   std::optional<TxError> CheckProof(const Channel& ch, const v1::BalanceProof& proof,
                                     const AccountId& expected_signer) const;
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "channel/codec.h"
 #include "ledger/codec.h"
 #include "tests/support/test_support.h"
 
@@ -179,6 +180,119 @@ TEST_F(ChainTest, FollowerRefusesTamperedBlocks) {
   ASSERT_TRUE(follower->AcceptBlock(blocks[0]).ok());
   ASSERT_TRUE(follower->AcceptBlock(blocks[1]).ok());
   EXPECT_EQ(follower->state_hash(), seq->state_hash());
+}
+
+// A block whose time goes below the previous block's is refused, even when
+// the sequencer signed it; the follower keeps its state and follows the honest
+// block afterwards.
+TEST_F(ChainTest, FollowerRefusesABlockWhoseTimeGoesBackwards) {
+  auto seq_db = OpenDb("seq");
+  auto seq = OpenChain(seq_db.get());
+  auto blocks = Produce(*seq, 2, 1);  // times 2000, 2001
+  auto f_db = OpenDb("follower");
+  auto follower = OpenChain(f_db.get());
+  auto resign = [&](v1::Block b, uint64_t time_ms) {
+    b.mutable_header()->set_time_ms(time_ms);
+    auto hash = BlockHash(b.header());
+    crypto::Key32 aux{};
+    b.mutable_header()->set_signature(Str(crypto::SchnorrSign(seq_, *hash, aux)));
+    return b;
+  };
+  // Block 1 before the genesis time (1000).
+  Status s = follower->AcceptBlock(resign(blocks[0], 999));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("goes back"), std::string::npos) << s.ToString();
+  EXPECT_EQ(follower->height(), 0u);
+  ASSERT_TRUE(follower->AcceptBlock(blocks[0]).ok());
+  // Block 2 one millisecond before block 1.
+  v1::Block backwards = resign(blocks[1], 1999);
+  s = follower->AcceptBlock(backwards);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("time 1999"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("2000"), std::string::npos) << s.ToString();
+  EXPECT_EQ(follower->height(), 1u);
+  EXPECT_EQ(follower->tip_time_ms(), 2000u);
+  // An equal time is fine (time never goes below the previous block's).
+  ASSERT_TRUE(follower->AcceptBlock(resign(blocks[1], 2000)).ok());
+  EXPECT_EQ(follower->state_hash(), seq->state_hash());
+}
+
+// Fee debts (fees the escrow paid for a party without ledger balance) are
+// part of the state hash and of the stored record: a follower re-executes
+// them to the same hash and a reopened chain restores them.
+TEST_F(ChainTest, EscrowPaidFeesReplayOnFollowersAndSurviveReopen) {
+  auto seq_db = OpenDb("seq");
+  auto seq = OpenChain(seq_db.get());
+  auto tx_of = [&](const crypto::KeyPair& k, uint64_t nonce, auto fill) {
+    v1::Transaction tx;
+    tx.set_chain_id("tipd-chain-test");
+    tx.set_signer(Str(k.XOnly()));
+    tx.set_nonce(nonce);
+    tx.set_fee(1);
+    fill(tx);
+    EXPECT_TRUE(SignTransaction(&tx, k, rng_).ok());
+    return tx;
+  };
+  std::vector<v1::Block> blocks;
+  auto seal = [&](const v1::Transaction& tx, uint64_t time_ms) {
+    auto e = seq->AddToPending(tx);
+    ASSERT_FALSE(e.has_value()) << e->ToString();
+    auto block = seq->SealBlock(time_ms, seq_, rng_);
+    ASSERT_TRUE(block.ok()) << block.status().ToString();
+    blocks.push_back(*block);
+  };
+  // bob has no allocation: he only receives.
+  auto open = tx_of(alice_, 0, [&](v1::Transaction& tx) {
+    auto* o = tx.mutable_channel_open();
+    o->set_party_a(Str(alice_.XOnly()));
+    o->set_party_b(Str(bob_.XOnly()));
+    o->set_deposit_a(1000);
+    o->set_settle_timeout(1);
+    o->set_nonce_b(0);
+    o->set_signature_b(std::string(64, '\0'));
+    auto agreement = EncodeChannelOpenAgreement("tipd-chain-test", *o, 0);
+    o->set_signature_b(Str(crypto::SignTagged(bob_, kChannelOpenTag, *agreement, rng_)));
+  });
+  ChannelId id = DeriveChannelId("tipd-chain-test", alice_.XOnly(), bob_.XOnly(), 0);
+  seal(open, 2000);
+  seal(tx_of(alice_, 1,
+             [&](v1::Transaction& tx) { tx.mutable_unilateral_close()->set_channel_id(Str(id)); }),
+       2001);
+  v1::BalanceProof p;
+  p.set_chain_id("tipd-chain-test");
+  p.set_channel_id(Str(id));
+  p.set_nonce(3);
+  p.set_transferred(300);
+  p.set_locks_root(std::string(32, '\0'));
+  p.set_tips_root(std::string(32, '\x03'));
+  ASSERT_TRUE(channel::SignBalanceProof(&p, alice_, rng_).ok());
+  seal(tx_of(bob_, 1,
+             [&](v1::Transaction& tx) {
+               tx.mutable_update_proof()->set_channel_id(Str(id));
+               *tx.mutable_update_proof()->mutable_proof() = p;
+             }),
+       2002);
+  seal(tx_of(bob_, 2, [&](v1::Transaction& tx) { tx.mutable_settle()->set_channel_id(Str(id)); }),
+       2003);
+  ASSERT_EQ(blocks.size(), 4u);
+  const Channel* ch = seq->state().FindChannel(id);
+  ASSERT_NE(ch, nullptr);
+  EXPECT_EQ(ch->fee_debt_b, 2u);
+  EXPECT_EQ(ch->payout_b, 298u);
+  EXPECT_EQ(seq->state().FindAccount(bob_.XOnly())->balance, 298u);
+
+  auto f_db = OpenDb("follower");
+  auto follower = OpenChain(f_db.get());
+  for (const auto& b : blocks) ASSERT_TRUE(follower->AcceptBlock(b).ok());
+  EXPECT_EQ(follower->state_hash(), seq->state_hash());
+  Channel expected = *ch;
+  Hash32 state = seq->state_hash();
+  seq.reset();
+  seq = OpenChain(seq_db.get());
+  EXPECT_EQ(seq->state_hash(), state);
+  ASSERT_NE(seq->state().FindChannel(id), nullptr);
+  EXPECT_EQ(*seq->state().FindChannel(id), expected);
+  EXPECT_TRUE(seq->state().CheckSupply().ok());
 }
 
 TEST_F(ChainTest, FollowerRejectsABlockWithABadTransactionSignatureBeforeTouchingState) {
