@@ -427,6 +427,9 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
                      "most queued tips folded into one update under load"));
     s.push_back(Spec("max-queued-tips", OptionType::kUint64, "4096",
                      "tips waiting for a window slot per channel before new ones are refused"));
+    s.push_back(Spec("max-inbound-per-address", OptionType::kUint64, "8",
+                     "inbound p2p connections accepted from one IP address, handshaking ones "
+                     "included; loopback counts too (0: no limit)"));
     return s;
   }();
   return specs;
@@ -446,6 +449,9 @@ const std::vector<OptionSpec>& LedgerOptionSpecs() {
                      "time between blocks (default: the genesis value)"));
     s.push_back(Spec("seal-on-submit", OptionType::kBool, "false",
                      "seal a block as soon as a transaction arrives (for tests)"));
+    s.push_back(Spec("max-inbound-per-address", OptionType::kUint64, "8",
+                     "inbound p2p connections accepted from one IP address, handshaking ones "
+                     "included; loopback counts too (0: no limit)"));
     s.push_back(LogLevelSpec());
     s.push_back(LogFileSpec());
     return s;
@@ -766,6 +772,7 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   if (o.Has("log-file")) c.log_file = o.GetString("log-file");
   TIPD_ASSIGN_OR_RETURN(c.ping_interval_ms, PositiveDuration(o, "ping-interval"));
   TIPD_ASSIGN_OR_RETURN(c.peer_timeout_ms, PositiveDuration(o, "peer-timeout"));
+  c.max_inbound_per_address = o.GetUint("max-inbound-per-address");
   c.settle_timeout = o.GetUint("settle-timeout");
   c.max_accept_deposit = o.GetUint("max-accept-deposit");
   const uint64_t in_flight = o.GetUint("max-updates-in-flight");
@@ -803,6 +810,7 @@ Result<LedgerConfig> ResolveLedgerConfig(const RawValues& flags) {
     TIPD_ASSIGN_OR_RETURN(c.block_interval_ms, PositiveDuration(o, "block-interval"));
   }
   c.seal_on_submit = o.GetBool("seal-on-submit");
+  c.max_inbound_per_address = o.GetUint("max-inbound-per-address");
   c.log_level = ParseLogLevel(o.GetString("log-level")).value();
   if (o.Has("log-file")) c.log_file = o.GetString("log-file");
   return c;

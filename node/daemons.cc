@@ -135,6 +135,7 @@ int RunLedger(const LedgerConfig& config) {
   SystemClock clock;
   p2p::HostOptions host_options;
   host_options.chain_id = params->chain_id;
+  host_options.max_inbound_per_address = config.max_inbound_per_address;
   p2p::Host host(io, sequencer, crypto::SystemRng(), host_options);
   auto port = host.Listen(NumericHost(config.listen.host), config.listen.port);
   if (!port.ok()) return Fail("listen " + config.listen.ToString(), port.status());
@@ -196,6 +197,7 @@ int RunNode(const NodeConfig& config) {
   host_options.chain_id = params->chain_id;
   host_options.ping_interval = std::chrono::milliseconds(config.ping_interval_ms);
   host_options.idle_timeout = std::chrono::milliseconds(config.peer_timeout_ms);
+  host_options.max_inbound_per_address = config.max_inbound_per_address;
   p2p::Host host(io, *key, crypto::SystemRng(), host_options);
   auto port = host.Listen(NumericHost(config.listen.host), config.listen.port);
   if (!port.ok()) return Fail("listen " + config.listen.ToString(), port.status());
