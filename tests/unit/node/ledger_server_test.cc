@@ -257,24 +257,25 @@ TEST_F(LedgerServerTest, PeerThatDoesNotReadCannotGrowTheSendQueue) {
     return st && st->send_queue_messages == 0;
   }));
   size_t max_queued = 0;
-  ASSERT_TRUE(RunUntil({&io_},
-                       [&] {
-                         if (auto st = ServerSideStats()) {
-                           max_queued = std::max(max_queued, st->send_queue_bytes);
-                         }
-                         // Every request read (Init + kRequests) and the
-                         // gate holding some of them back.
-                         auto st = ServerSideStats();
-                         return st && st->messages_in >= kRequests + 1 &&
-                                server_->waiting_requests() > 0;
-                       },
-                       20s))
+  ASSERT_TRUE(RunUntil(
+      {&io_},
+      [&] {
+        if (auto st = ServerSideStats()) {
+          max_queued = std::max(max_queued, st->send_queue_bytes);
+        }
+        // Every request read (Init + kRequests) and the
+        // gate holding some of them back.
+        auto st = ServerSideStats();
+        return st && st->messages_in >= kRequests + 1 && server_->waiting_requests() > 0;
+      },
+      20s))
       << "max queued " << max_queued;
   // The queue stays within the gate plus the one reply that crossed it.
   EXPECT_LE(max_queued, opts.serve_max_queued_bytes + 65'535 + 64);
 
   // Once it reads again every request is answered, in order, nothing lost.
-  ASSERT_TRUE(RunUntil({&io_, &spam_io}, [&] { return spam->replies == kRequests; }, 30s))
+  ASSERT_TRUE(RunUntil(
+      {&io_, &spam_io}, [&] { return spam->replies == kRequests; }, 30s))
       << spam->replies;
   EXPECT_TRUE(spam->disconnects.empty());
 }
