@@ -238,6 +238,22 @@ void NodeApi::Transfer(ApiRequest req, Responder responder) {
     }
   }
 
+  // A transfer never spends the fee reserve the node keeps to defend its
+  // channels (docs/channels.md, "Fee reserve").
+  {
+    const ledger::Account* acct = s_.chain.state().FindAccount(s_.key.XOnly());
+    const uint64_t balance = acct ? acct->balance : 0;
+    const uint64_t reserve = s_.channels ? s_.channels->FeeReserve() : 0;
+    const uint64_t fee = s_.chain.params().fee_per_tx;
+    if (static_cast<unsigned __int128>(in.amount()) + fee + reserve > balance) {
+      return responder.Send(ApiResponse::Error(
+          409, "INSUFFICIENT_FUNDS",
+          "the ledger balance " + std::to_string(balance) + " cannot cover " +
+              std::to_string(in.amount()) + " plus the fee " + std::to_string(fee) +
+              " plus the fee reserve " + std::to_string(reserve) +
+              " this node keeps to close, update and settle its channels"));
+    }
+  }
   v1::Transaction tx;
   tx.set_chain_id(s_.chain.params().chain_id);
   tx.set_signer(Str(s_.key.XOnly()));

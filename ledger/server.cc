@@ -1,7 +1,9 @@
 #include "ledger/server.h"
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <boost/asio/post.hpp>
+#include <optional>
 
 namespace tipd::ledger {
 
@@ -22,6 +24,7 @@ LedgerServer::LedgerServer(boost::asio::io_context& io, p2p::Host& host, ledger:
       clock_(clock),
       options_(options),
       timer_(io),
+      serve_timer_(io),
       log_(std::move(log)) {}
 
 LedgerServer::~LedgerServer() { *alive_ = false; }
@@ -29,7 +32,10 @@ LedgerServer::~LedgerServer() { *alive_ = false; }
 void LedgerServer::Start() {
   p2p::Callbacks cb;
   cb.on_message = [this](p2p::PeerId peer, const v1::Envelope& env) { OnMessage(peer, env); };
-  cb.on_disconnected = [this](const p2p::DisconnectEvent& ev) { subscribers_.erase(ev.id); };
+  cb.on_disconnected = [this](const p2p::DisconnectEvent& ev) {
+    subscribers_.erase(ev.id);
+    budgets_.erase(ev.id);
+  };
   cb.on_connected = [this](const p2p::PeerInfo& info) {
     log_->info("peer {} connected from {}", info.node_id.Hex().substr(0, 16), info.address);
   };
@@ -42,6 +48,7 @@ void LedgerServer::Stop() {
   if (chain_.pending_count() > 0) SealNow();
   stopped_ = true;
   timer_.cancel();
+  serve_timer_.cancel();
 }
 
 void LedgerServer::ScheduleTimer() {
@@ -179,7 +186,99 @@ Status CollectBlocks(const ledger::Chain& chain, uint64_t from, size_t max_block
   return Status::Ok();
 }
 
+bool LedgerServer::CanServe(p2p::PeerId peer, ServeBudget& b) {
+  auto now = clock_.SteadyNow();
+  double elapsed = std::chrono::duration<double>(now - b.refilled_at).count();
+  if (elapsed > 0) {
+    b.tokens = std::min(double(options_.serve_burst_bytes),
+                        b.tokens + elapsed * double(options_.serve_bytes_per_second));
+    b.refilled_at = now;
+  }
+  if (b.tokens <= 0) return false;
+  auto stats = host_.Stats(peer);
+  return stats && stats->send_queue_bytes <= options_.serve_max_queued_bytes;
+}
+
 void LedgerServer::HandleGetBlocks(p2p::PeerId peer, const v1::GetBlocks& req) {
+  auto [it, fresh] = budgets_.try_emplace(peer);
+  ServeBudget& b = it->second;
+  if (fresh) {
+    b.tokens = double(options_.serve_burst_bytes);
+    b.refilled_at = clock_.SteadyNow();
+  }
+  if (b.waiting.empty() && CanServe(peer, b)) return ServeBlocks(peer, req);
+  if (b.waiting.size() >= options_.serve_max_waiting) {
+    std::string why = "more than " + std::to_string(options_.serve_max_waiting) +
+                      " block requests waiting for the serving budget of " +
+                      std::to_string(options_.serve_bytes_per_second) +
+                      " bytes/s; send one GetBlocks at a time";
+    log_->warn("peer {}: {}; disconnecting", peer, why);
+    v1::Envelope err;
+    err.mutable_error()->set_code(kRateLimitedCode);
+    err.mutable_error()->set_message(why);
+    Status s = host_.Send(peer, err);
+    (void)s;  // a full queue: the disconnect alone tells it
+    s = host_.Disconnect(peer, "rate limited: " + why);
+    (void)s;
+    return;
+  }
+  b.waiting.push_back(req);
+  ArmServeTimer();
+}
+
+size_t LedgerServer::waiting_requests() const {
+  size_t n = 0;
+  for (const auto& [peer, b] : budgets_) n += b.waiting.size();
+  return n;
+}
+
+void LedgerServer::ServeWaiting() {
+  for (auto it = budgets_.begin(); it != budgets_.end();) {
+    p2p::PeerId peer = it->first;
+    ServeBudget& b = it->second;
+    if (!host_.Stats(peer)) {  // gone (on_disconnected erases it too)
+      it = budgets_.erase(it);
+      continue;
+    }
+    while (!b.waiting.empty() && CanServe(peer, b)) {
+      v1::GetBlocks req = std::move(b.waiting.front());
+      b.waiting.pop_front();
+      ServeBlocks(peer, req);
+    }
+    ++it;
+  }
+  ArmServeTimer();
+}
+
+void LedgerServer::ArmServeTimer() {
+  if (serve_timer_armed_ || stopped_) return;
+  // The soonest a waiting request can be served: when its bucket is back
+  // above zero; a peer blocked by its send queue is polled.
+  std::optional<std::chrono::steady_clock::duration> wait;
+  auto now = clock_.SteadyNow();
+  for (const auto& [peer, b] : budgets_) {
+    if (b.waiting.empty()) continue;
+    double debt = -(b.tokens + std::chrono::duration<double>(now - b.refilled_at).count() *
+                                   double(options_.serve_bytes_per_second));
+    auto d = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(
+            std::max(debt, 0.0) / double(std::max<size_t>(options_.serve_bytes_per_second, 1))));
+    d = std::clamp<std::chrono::steady_clock::duration>(d, std::chrono::milliseconds(5),
+                                                        std::chrono::seconds(1));
+    if (!wait || d < *wait) wait = d;
+  }
+  if (!wait) return;
+  serve_timer_armed_ = true;
+  serve_timer_.expires_after(*wait);
+  serve_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!*alive) return;
+    serve_timer_armed_ = false;
+    if (ec || stopped_) return;
+    ServeWaiting();
+  });
+}
+
+void LedgerServer::ServeBlocks(p2p::PeerId peer, const v1::GetBlocks& req) {
   v1::Envelope out;
   v1::Blocks* res = out.mutable_blocks();
   res->set_request_id(req.request_id());
@@ -190,6 +289,9 @@ void LedgerServer::HandleGetBlocks(p2p::PeerId peer, const v1::GetBlocks& req) {
   if (!s.ok()) {
     log_->error("serving blocks from {}: {}", req.from_height(), s.ToString());
     res->clear_blocks();
+  }
+  if (auto it = budgets_.find(peer); it != budgets_.end()) {
+    it->second.tokens -= double(out.ByteSizeLong());
   }
   Reply(peer, out);
 }

@@ -12,12 +12,22 @@
 //                      catches up with GetBlocks when it sees the gap.
 //   GetAccount      -> AccountInfo;  GetChannel -> ChannelInfo (sealed state).
 //
+// Serving blocks is rate-limited per peer (LedgerServerOptions::serve_*): the
+// bytes of Blocks replies (GetBlocks and the catch-up of SubscribeBlocks) are
+// charged against a token bucket. A request that finds the bucket empty, or
+// the peer's send queue above serve_max_queued_bytes, waits (answered later,
+// in order); a peer that has more than serve_max_waiting requests waiting
+// gets Error RATE_LIMITED and is disconnected. An honest follower has one
+// request in flight at a time, so it is only ever delayed, never refused.
+//
 // Threading: everything runs on the io_context thread that drives the Host.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -41,7 +51,20 @@ struct LedgerServerOptions {
   // A block's transactions never exceed this many serialized bytes, so every
   // block fits one transport frame; a full pending block is sealed at once.
   size_t max_block_tx_bytes = 60'000;
+  // Block serving budget per peer: bytes of Blocks replies per second, and
+  // the bucket size (a new peer starts with a full bucket).
+  size_t serve_bytes_per_second = 4 << 20;
+  size_t serve_burst_bytes = 16 << 20;
+  // A request is not served while the peer's p2p send queue holds more than
+  // this (it is not reading): replies then wait instead of piling up.
+  size_t serve_max_queued_bytes = 256 << 10;
+  // Requests per peer that may wait for the budget; one more is refused with
+  // Error RATE_LIMITED and the peer is disconnected.
+  size_t serve_max_waiting = 4;
 };
+
+// Error code sent to a peer that exceeds the block-serving limits.
+inline constexpr char kRateLimitedCode[] = "RATE_LIMITED";
 
 class LedgerServer {
  public:
@@ -62,17 +85,33 @@ class LedgerServer {
 
   uint64_t height() const { return chain_.height(); }
   const Status& health() const { return chain_.health(); }
+  // Block requests waiting for a peer's serving budget, over all peers.
+  size_t waiting_requests() const;
 
  private:
   void OnMessage(p2p::PeerId peer, const v1::Envelope& env);
   void HandleSubmit(p2p::PeerId peer, const v1::SubmitTx& req);
+  // Serves now if the peer's budget allows, else queues it (or refuses).
   void HandleGetBlocks(p2p::PeerId peer, const v1::GetBlocks& req);
+  void ServeBlocks(p2p::PeerId peer, const v1::GetBlocks& req);
   void HandleGetAccount(p2p::PeerId peer, const v1::GetAccount& req);
   void HandleGetChannel(p2p::PeerId peer, const v1::GetChannel& req);
   void Reply(p2p::PeerId peer, const v1::Envelope& env);
   void ScheduleTimer();
   void ScheduleSealSoon();
   void Broadcast(const v1::Block& block);
+
+  // Per-peer block-serving budget (see LedgerServerOptions::serve_*).
+  struct ServeBudget {
+    double tokens = 0;  // bytes; may go negative by at most one reply
+    std::chrono::steady_clock::time_point refilled_at;
+    std::deque<v1::GetBlocks> waiting;
+  };
+  // Refills `b`; true if a reply may be sent to `peer` now.
+  bool CanServe(p2p::PeerId peer, ServeBudget& b);
+  // Serves waiting requests that the budgets now allow; re-arms serve_timer_.
+  void ServeWaiting();
+  void ArmServeTimer();
 
   boost::asio::io_context& io_;
   p2p::Host& host_;
@@ -84,6 +123,9 @@ class LedgerServer {
   boost::asio::steady_timer timer_;
   std::chrono::steady_clock::time_point next_seal_{};
   std::set<p2p::PeerId> subscribers_;
+  std::map<p2p::PeerId, ServeBudget> budgets_;
+  boost::asio::steady_timer serve_timer_;
+  bool serve_timer_armed_ = false;
   size_t pending_bytes_ = 0;
   bool seal_scheduled_ = false;
   bool stopped_ = false;

@@ -125,6 +125,7 @@ ChannelManager::ChannelManager(boost::asio::io_context& io, const crypto::KeyPai
       negotiator_(key, ledger, peers, timers, rng, options.open,
                   OpenNegotiator::Callbacks{
                       [this](const std::string& id) { return Find(id) != nullptr; },
+                      [this](uint64_t extra) { return FeeReserve(extra); },
                       [this](AgreedChannel c, v1::Envelope accept) {
                         Accepted(std::move(c), std::move(accept));
                       },
@@ -400,6 +401,17 @@ void ChannelManager::Balances(v1::BalanceResponse* out) const {
         break;
     }
   }
+}
+
+uint64_t ChannelManager::FeeReserve(uint64_t extra) const {
+  uint64_t live = extra;
+  for (const auto& [id, ch] : channels_) {
+    if (ch->phase() != v1::STORED_CHANNEL_PHASE_CLOSED) ++live;
+  }
+  // A unilateral close, a proof update and a settle per channel.
+  const unsigned __int128 reserve =
+      static_cast<unsigned __int128>(live) * 3 * ledger_.chain().params().fee_per_tx;
+  return reserve > UINT64_MAX ? UINT64_MAX : static_cast<uint64_t>(reserve);
 }
 
 // ---------------------------------------------------------------------------
@@ -1234,12 +1246,14 @@ void ChannelManager::Deposit(const std::string& channel_id, uint64_t amount,
   if (amount == 0) return done(Status::InvalidArgument("amount must be at least 1"), "");
   const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
   const uint64_t fee = ledger_.chain().params().fee_per_tx;
-  if (amount > UINT64_MAX - fee || (acct ? acct->balance : 0) < amount + fee) {
-    return done(
-        Status::FailedPrecondition("INSUFFICIENT_FUNDS: the ledger balance " +
-                                   std::to_string(acct ? acct->balance : 0) + " cannot cover " +
-                                   std::to_string(amount) + " plus the fee " + std::to_string(fee)),
-        "");
+  const uint64_t reserve = FeeReserve();
+  const uint64_t balance = acct ? acct->balance : 0;
+  if (static_cast<unsigned __int128>(amount) + fee + reserve > balance) {
+    return done(Status::FailedPrecondition(
+                    "INSUFFICIENT_FUNDS: the ledger balance " + std::to_string(balance) +
+                    " cannot cover " + std::to_string(amount) + " plus the fee " +
+                    std::to_string(fee) + " plus the fee reserve " + std::to_string(reserve)),
+                "");
   }
   v1::Transaction tx = txs_.NewTx();
   tx.mutable_deposit()->set_channel_id(channel_id);

@@ -418,15 +418,21 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
     s.push_back(Spec("settle-timeout", OptionType::kUint64, "20",
                      "settle window (blocks) of channels this node opens when the request "
                      "gives none; clamped to the genesis bounds"));
-    s.push_back(Spec("max-accept-deposit", OptionType::kUint64, "18446744073709551615",
+    s.push_back(Spec("max-accept-deposit", OptionType::kUint64, "0",
                      "most this node puts into a channel a peer opens (the peer's push_deposit); "
                      "0 refuses to fund"));
+    s.push_back(Spec("min-settle-seconds", OptionType::kUint64, "60",
+                     "shortest settle window this node accepts or opens, in seconds of the "
+                     "ledger's block interval: its watcher must be online within it"));
     s.push_back(Spec("max-updates-in-flight", OptionType::kUint64, "16",
                      "balance updates of ours that may await their ack at once, per channel"));
     s.push_back(Spec("max-tips-per-update", OptionType::kUint64, "256",
                      "most queued tips folded into one update under load"));
     s.push_back(Spec("max-queued-tips", OptionType::kUint64, "4096",
                      "tips waiting for a window slot per channel before new ones are refused"));
+    s.push_back(Spec("max-inbound-per-address", OptionType::kUint64, "8",
+                     "inbound p2p connections accepted from one IP address, handshaking ones "
+                     "included; loopback counts too (0: no limit)"));
     return s;
   }();
   return specs;
@@ -446,6 +452,9 @@ const std::vector<OptionSpec>& LedgerOptionSpecs() {
                      "time between blocks (default: the genesis value)"));
     s.push_back(Spec("seal-on-submit", OptionType::kBool, "false",
                      "seal a block as soon as a transaction arrives (for tests)"));
+    s.push_back(Spec("max-inbound-per-address", OptionType::kUint64, "8",
+                     "inbound p2p connections accepted from one IP address, handshaking ones "
+                     "included; loopback counts too (0: no limit)"));
     s.push_back(LogLevelSpec());
     s.push_back(LogFileSpec());
     return s;
@@ -766,8 +775,10 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   if (o.Has("log-file")) c.log_file = o.GetString("log-file");
   TIPD_ASSIGN_OR_RETURN(c.ping_interval_ms, PositiveDuration(o, "ping-interval"));
   TIPD_ASSIGN_OR_RETURN(c.peer_timeout_ms, PositiveDuration(o, "peer-timeout"));
+  c.max_inbound_per_address = o.GetUint("max-inbound-per-address");
   c.settle_timeout = o.GetUint("settle-timeout");
   c.max_accept_deposit = o.GetUint("max-accept-deposit");
+  c.min_settle_seconds = o.GetUint("min-settle-seconds");
   const uint64_t in_flight = o.GetUint("max-updates-in-flight");
   const uint64_t per_update = o.GetUint("max-tips-per-update");
   const uint64_t queued = o.GetUint("max-queued-tips");
@@ -803,6 +814,7 @@ Result<LedgerConfig> ResolveLedgerConfig(const RawValues& flags) {
     TIPD_ASSIGN_OR_RETURN(c.block_interval_ms, PositiveDuration(o, "block-interval"));
   }
   c.seal_on_submit = o.GetBool("seal-on-submit");
+  c.max_inbound_per_address = o.GetUint("max-inbound-per-address");
   c.log_level = ParseLogLevel(o.GetString("log-level")).value();
   if (o.Has("log-file")) c.log_file = o.GetString("log-file");
   return c;

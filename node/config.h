@@ -240,9 +240,11 @@ struct NodeConfig {
   std::filesystem::path log_file;  // empty: stderr
   uint64_t ping_interval_ms = 30'000;
   uint64_t peer_timeout_ms = 90'000;
+  uint64_t max_inbound_per_address = 8;  // p2p::HostOptions; 0 = no limit
   // Channels (node/channel_manager.h ChannelManagerOptions).
   uint64_t settle_timeout = 20;
-  uint64_t max_accept_deposit = UINT64_MAX;
+  uint64_t max_accept_deposit = 0;
+  uint64_t min_settle_seconds = 60;
   uint32_t max_updates_in_flight = 16;
   uint32_t max_tips_per_update = 256;
   size_t max_queued_tips = 4096;
@@ -255,7 +257,8 @@ struct LedgerConfig {
   HostPort listen;                            // default 127.0.0.1:9736
   std::filesystem::path sequencer_key;        // default <datadir>/sequencer.key
   std::optional<uint64_t> block_interval_ms;  // unset: the genesis value
-  bool seal_on_submit = false;  // seal a block as soon as a transaction arrives (tests)
+  bool seal_on_submit = false;           // seal a block as soon as a transaction arrives (tests)
+  uint64_t max_inbound_per_address = 8;  // p2p::HostOptions; 0 = no limit
   LogLevel log_level = LogLevel::kInfo;
   std::filesystem::path log_file;  // empty: stderr
 };

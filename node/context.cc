@@ -79,8 +79,8 @@ NodeContext::~NodeContext() = default;
 
 Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& config,
                                                          const Clock& clock) {
-  TIPD_ASSIGN_OR_RETURN(crypto::KeyPair key, crypto::LoadOrCreateKeyFile(config.datadir / "node.key",
-                                                                        crypto::SystemRng()));
+  TIPD_ASSIGN_OR_RETURN(crypto::KeyPair key, crypto::LoadOrCreateKeyFile(
+                                                 config.datadir / "node.key", crypto::SystemRng()));
   TIPD_ASSIGN_OR_RETURN(v1::GenesisParams genesis, ledger::LoadGenesisFile(config.genesis));
   TIPD_ASSIGN_OR_RETURN(ledger::Params params, ledger::ValidateGenesis(genesis));
   if (!config.chain_id.empty() && config.chain_id != params.chain_id) {
@@ -107,11 +107,12 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   host_options.chain_id = params.chain_id;
   host_options.ping_interval = std::chrono::milliseconds(config.ping_interval_ms);
   host_options.idle_timeout = std::chrono::milliseconds(config.peer_timeout_ms);
+  host_options.max_inbound_per_address = config.max_inbound_per_address;
   p.host = std::make_unique<p2p::Host>(p.io, p.key, crypto::SystemRng(), host_options);
   p.transport = std::make_unique<HostTransport>(*p.host);
   p.ledger = std::make_unique<ledger::LedgerClient>(
-      *p.host, *p.chain, *config.ledger.sequencer_pubkey,
-      NumericHost(config.ledger.address.host), config.ledger.address.port, Logger("follower"));
+      *p.host, *p.chain, *config.ledger.sequencer_pubkey, NumericHost(config.ledger.address.host),
+      config.ledger.address.port, Logger("follower"));
 
   // One writer thread merges every channel step, event and spend into synced
   // LevelDB writes (storage/storage.h GroupCommitter).
@@ -142,9 +143,13 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   channel_options.open.max_updates_in_flight = config.max_updates_in_flight;
   channel_options.open.max_tips_per_update = config.max_tips_per_update;
   channel_options.open.max_queued_tips = config.max_queued_tips;
-  p.channels = std::make_unique<ChannelManager>(p.io, p.key, *p.transport, *p.ledger, *p.db,
-                                                *p.committer, clock, *p.timers,
-                                                crypto::SystemRng(), channel_options);
+  // The minimum window in blocks of this ledger (rounded up).
+  const uint64_t interval = std::max<uint64_t>(1, params.block_interval_ms);
+  const uint64_t seconds = std::min<uint64_t>(config.min_settle_seconds, UINT64_MAX / 1000 - 1);
+  channel_options.open.min_settle_timeout = (seconds * 1000 + interval - 1) / interval;
+  p.channels =
+      std::make_unique<ChannelManager>(p.io, p.key, *p.transport, *p.ledger, *p.db, *p.committer,
+                                       clock, *p.timers, crypto::SystemRng(), channel_options);
   p.channels->SetEventSink(p.event_sink.get());
   p.channels->RegisterMetrics(p.metrics);
 
@@ -155,16 +160,17 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   TIPD_ASSIGN_OR_RETURN(std::string admin, EnsureAdminToken(config.datadir, *p.tokens,
                                                             crypto::SystemRng(), clock.NowMs()));
   (void)admin;
-  Gauge& height_gauge = p.metrics.AddGauge("tipd_ledger_height", "ledger height this node followed");
+  Gauge& height_gauge =
+      p.metrics.AddGauge("tipd_ledger_height", "ledger height this node followed");
   Gauge& peers_gauge = p.metrics.AddGauge("tipd_peers", "connected peers (Init done)");
   p.metrics.AddCollectHook([&p, &height_gauge, &peers_gauge] {
     height_gauge.Set(static_cast<double>(p.chain->height()));
     peers_gauge.Set(static_cast<double>(p.host->Peers().size()));
   });
   p.rpc = std::make_unique<RpcServer>(p.io, *p.tokens, clock, RpcLimits{}, &p.metrics);
-  NodeServices services{p.io,      p.key,     *p.chain,  *p.ledger, *p.host,
-                        *p.db,     *p.tokens, p.metrics, clock,     *p.timers,
-                        crypto::SystemRng(),  p.channels.get(), p.spend.get()};
+  NodeServices services{
+      p.io,      p.key, *p.chain,  *p.ledger,           *p.host,          *p.db,        *p.tokens,
+      p.metrics, clock, *p.timers, crypto::SystemRng(), p.channels.get(), p.spend.get()};
   p.api = std::make_unique<NodeApi>(services);
   p.api->Register(*p.rpc);
   RegisterEventRoutes(*p.rpc, *p.events);
@@ -173,8 +179,8 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   p2p::Callbacks cb;
   cb.on_connected = [&p](const p2p::PeerInfo& info) {
     if (p.ledger->OnConnected(info)) return;
-    p.log->info("peer {} connected ({} {})", info.node_id.Hex(),
-                p2p::DirectionName(info.direction), info.address);
+    p.log->info("peer {} connected ({} {})", info.node_id.Hex(), p2p::DirectionName(info.direction),
+                info.address);
     p.channels->OnPeerConnected(info);
   };
   cb.on_disconnected = [&p](const p2p::DisconnectEvent& ev) {
@@ -187,8 +193,7 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   cb.on_message = [&p](p2p::PeerId peer, const v1::Envelope& env) {
     if (p.ledger->OnMessage(peer, env)) return;
     if (p.channels->OnMessage(peer, env)) return;
-    p.log->debug("message {} from peer {} has no handler", static_cast<int>(env.msg_case()),
-                 peer);
+    p.log->debug("message {} from peer {} has no handler", static_cast<int>(env.msg_case()), peer);
   };
   cb.on_error = [&p](p2p::PeerId peer, const v1::Error& error) {
     p.channels->OnPeerError(peer, error);
@@ -200,8 +205,8 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
 Status NodeContext::Start() {
   Parts& p = *parts_;
   const NodeConfig& config = p.config;
-  TIPD_ASSIGN_OR_RETURN(p.p2p_port, p.host->Listen(NumericHost(config.listen.host),
-                                                   config.listen.port));
+  TIPD_ASSIGN_OR_RETURN(p.p2p_port,
+                        p.host->Listen(NumericHost(config.listen.host), config.listen.port));
   TIPD_RETURN_IF_ERROR(p.channels->Start());
   TIPD_RETURN_IF_ERROR(p.ledger->Start());
   TIPD_ASSIGN_OR_RETURN(auto saved_peers, LoadPersistentPeers(*p.db));
@@ -214,15 +219,15 @@ Status NodeContext::Start() {
         p.host->AddPersistentPeer(NumericHost(peer.address.host), peer.address.port, peer.node_id);
     if (!s.ok()) p.log->warn("peer {}: {}", peer.ToString(), s.ToString());
   }
-  TIPD_ASSIGN_OR_RETURN(p.rpc_port, p.rpc->Listen(NumericHost(config.rpc_listen.host),
-                                                  config.rpc_listen.port));
+  TIPD_ASSIGN_OR_RETURN(p.rpc_port,
+                        p.rpc->Listen(NumericHost(config.rpc_listen.host), config.rpc_listen.port));
   // tipctl finds the API through this file (docs/operator-guide.md).
   TIPD_RETURN_IF_ERROR(WriteFileAtomic0600(
       config.datadir / "rpc.url",
       "http://" + config.rpc_listen.host + ":" + std::to_string(p.rpc_port) + "\n"));
   p.log->info("node {} on chain {} at ledger height {}, listening on {}:{}, API on http://{}:{}",
-              p.key.public_key().Hex(), p.params.chain_id, p.chain->height(),
-              config.listen.host, p.p2p_port, config.rpc_listen.host, p.rpc_port);
+              p.key.public_key().Hex(), p.params.chain_id, p.chain->height(), config.listen.host,
+              p.p2p_port, config.rpc_listen.host, p.rpc_port);
   return Status::Ok();
 }
 

@@ -131,6 +131,7 @@ int RunLedger(const LedgerConfig& config) {
   SystemClock clock;
   p2p::HostOptions host_options;
   host_options.chain_id = params->chain_id;
+  host_options.max_inbound_per_address = config.max_inbound_per_address;
   p2p::Host host(io, sequencer, crypto::SystemRng(), host_options);
   auto port = host.Listen(NumericHost(config.listen.host), config.listen.port);
   if (!port.ok()) return Fail("listen " + config.listen.ToString(), port.status());

@@ -68,8 +68,17 @@ void OpenNegotiator::Open(const crypto::PublicKey& peer, uint64_t deposit, uint6
     return done(Status::InvalidArgument("cannot open a channel with this node itself"), "");
   }
   if (settle_timeout == 0) {
-    settle_timeout = std::clamp(policy_.default_settle_timeout, params.min_settle_timeout,
-                                params.max_settle_timeout);
+    settle_timeout =
+        std::clamp(std::max(policy_.default_settle_timeout, policy_.min_settle_timeout),
+                   params.min_settle_timeout, params.max_settle_timeout);
+  }
+  if (settle_timeout < policy_.min_settle_timeout) {
+    return done(
+        Status::InvalidArgument(
+            "settle_timeout " + std::to_string(settle_timeout) +
+            " is below this node's minimum of " + std::to_string(policy_.min_settle_timeout) +
+            " blocks (min-settle-seconds): its watcher needs that long to defend"),
+        "");
   }
   if (settle_timeout < params.min_settle_timeout || settle_timeout > params.max_settle_timeout) {
     return done(Status::InvalidArgument("settle_timeout " + std::to_string(settle_timeout) +
@@ -85,12 +94,19 @@ void OpenNegotiator::Open(const crypto::PublicKey& peer, uint64_t deposit, uint6
   }
   const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
   const uint64_t balance = acct ? acct->balance : 0;
-  if (deposit > UINT64_MAX - params.fee_per_tx || balance < deposit + params.fee_per_tx) {
-    return done(Status::FailedPrecondition("INSUFFICIENT_FUNDS: the ledger balance " +
-                                           std::to_string(balance) + " cannot cover the deposit " +
-                                           std::to_string(deposit) + " plus the fee " +
-                                           std::to_string(params.fee_per_tx)),
-                "");
+  // The deposit, the open's fee, and the reserve for every channel this node
+  // will then have (the new one included) must all fit.
+  const uint64_t reserve = callbacks_.fee_reserve(1);
+  const unsigned __int128 need =
+      static_cast<unsigned __int128>(deposit) + params.fee_per_tx + reserve;
+  if (need > balance) {
+    return done(
+        Status::FailedPrecondition(
+            "INSUFFICIENT_FUNDS: the ledger balance " + std::to_string(balance) +
+            " cannot cover the deposit " + std::to_string(deposit) + " plus the fee " +
+            std::to_string(params.fee_per_tx) + " plus the fee reserve " + std::to_string(reserve) +
+            " this node keeps to close, update and settle " + "its channels"),
+        "");
   }
   auto n = std::make_unique<Negotiation>();
   std::array<uint8_t, 32> temp;
@@ -104,12 +120,11 @@ void OpenNegotiator::Open(const crypto::PublicKey& peer, uint64_t deposit, uint6
   n->nonce_a = ledger_.NextNonce(key_.XOnly());
   n->wait = wait;
   n->done = std::move(done);
-  n->timer = timers_.After(policy_.negotiation_timeout,
-                           [this, alive = alive_, temp_id = n->temporary_id] {
-                             if (!*alive) return;
-                             End(temp_id, Status::Unavailable(
-                                              "peer did not answer the open request in time"));
-                           });
+  n->timer =
+      timers_.After(policy_.negotiation_timeout, [this, alive = alive_, temp_id = n->temporary_id] {
+        if (!*alive) return;
+        End(temp_id, Status::Unavailable("peer did not answer the open request in time"));
+      });
   v1::Envelope env;
   v1::OpenChannel& m = *env.mutable_open_channel();
   m.set_temporary_id(n->temporary_id);
@@ -150,6 +165,11 @@ void OpenNegotiator::HandleOpenChannel(p2p::PeerId peer, const crypto::PublicKey
       m.settle_timeout() > params.max_settle_timeout) {
     return reject("BAD_SETTLE_TIMEOUT", "settle_timeout outside the ledger's bounds");
   }
+  if (m.settle_timeout() < policy_.min_settle_timeout) {
+    return reject("SETTLE_TIMEOUT_TOO_SHORT", "this node accepts settle windows of at least " +
+                                                  std::to_string(policy_.min_settle_timeout) +
+                                                  " blocks");
+  }
   if (m.max_updates_in_flight() == 0 || m.max_tips_per_update() == 0) {
     return reject("MALFORMED", "window limits must be at least 1");
   }
@@ -162,10 +182,18 @@ void OpenNegotiator::HandleOpenChannel(p2p::PeerId peer, const crypto::PublicKey
                                          std::to_string(policy_.max_accept_deposit) +
                                          " into a channel a peer opens");
   }
-  const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
-  if ((acct ? acct->balance : 0) < push) {
-    return reject("INSUFFICIENT_FUNDS",
-                  "this node's ledger balance cannot cover the requested " + std::to_string(push));
+  // Funding the peer's request must leave this node its fee reserve. A
+  // channel it does not fund costs it nothing on the ledger (escrow pays the
+  // fees of its proof update and settle: docs/ledger.md).
+  if (push > 0) {
+    const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
+    const uint64_t balance = acct ? acct->balance : 0;
+    const uint64_t reserve = callbacks_.fee_reserve(1);
+    if (static_cast<unsigned __int128>(push) + reserve > balance) {
+      return reject("INSUFFICIENT_FUNDS", "this node's ledger balance cannot cover the requested " +
+                                              std::to_string(push) + " and its fee reserve " +
+                                              std::to_string(reserve));
+    }
   }
   v1::ChannelOpenTx open;
   open.set_party_a(m.funder_key());
@@ -314,8 +342,8 @@ void OpenNegotiator::HandleAcceptChannel(p2p::PeerId peer, const v1::AcceptChann
 void OpenNegotiator::HandleRejectChannel(p2p::PeerId peer, const v1::RejectChannel& m) {
   auto it = negotiations_.find(m.temporary_id());
   if (it == negotiations_.end() || it->second->session != peer) return;
-  End(m.temporary_id(), Status::FailedPrecondition("peer refused the channel: " + m.code() +
-                                                   ": " + m.message()));
+  End(m.temporary_id(),
+      Status::FailedPrecondition("peer refused the channel: " + m.code() + ": " + m.message()));
 }
 
 bool OpenNegotiator::OnPeerError(p2p::PeerId peer, const v1::Error& error) {

@@ -50,9 +50,12 @@ struct OpenPolicy {
   uint32_t max_tips_per_update = 256;
   size_t max_update_bytes = channel::kDefaultMaxUpdateBytes;
   size_t max_queued_tips = 4096;
-  // Settle timeout (blocks) when an open request gives none; clamped to the
-  // genesis bounds.
+  // Settle timeout (blocks) when an open request gives none; raised to the
+  // minimum and clamped to the genesis bounds.
   uint64_t default_settle_timeout = 20;
+  // The shortest settle window (blocks) this node opens or accepts: its
+  // watcher must be able to act within it, whatever the opener asks.
+  uint64_t min_settle_timeout = 0;
   // Most an accepting node puts into a channel a peer opens (the peer's
   // push_deposit request); 0 = never fund a channel the peer opens.
   uint64_t max_accept_deposit = UINT64_MAX;
@@ -73,6 +76,9 @@ class OpenNegotiator {
   struct Callbacks {
     // Whether this node already has a channel with this id.
     std::function<bool(const std::string& channel_id)> channel_exists;
+    // The ledger balance this node must keep to defend its channels, counting
+    // `extra` channels more (docs/channels.md, "Fee reserve").
+    std::function<uint64_t(uint64_t extra)> fee_reserve;
     // B: the peer's open is acceptable. Persist the channel, then send
     // `accept` to the peer (our signature is a promise).
     std::function<void(AgreedChannel channel, v1::Envelope accept)> accepted;
@@ -84,8 +90,8 @@ class OpenNegotiator {
   };
 
   OpenNegotiator(const crypto::KeyPair& key, ledger::LedgerLink& ledger, PeerTransport& peers,
-                 Timers& timers, crypto::RandomSource& rng, OpenPolicy policy,
-                 Callbacks callbacks, std::shared_ptr<spdlog::logger> log);
+                 Timers& timers, crypto::RandomSource& rng, OpenPolicy policy, Callbacks callbacks,
+                 std::shared_ptr<spdlog::logger> log);
   ~OpenNegotiator();
   OpenNegotiator(const OpenNegotiator&) = delete;
   OpenNegotiator& operator=(const OpenNegotiator&) = delete;

@@ -232,9 +232,8 @@ void TipRequests::AnswerAcked(const std::string& channel_id, uint64_t last_index
   }
 }
 
-void TipRequests::RefuseIndexes(const std::string& channel_id,
-                                const std::vector<uint64_t>& indexes, TipError error,
-                                const std::string& why) {
+void TipRequests::RefuseIndexes(const std::string& channel_id, const std::vector<uint64_t>& indexes,
+                                TipError error, const std::string& why) {
   for (uint64_t index : indexes) {
     Pending* p = Find(channel_id, index);
     if (p == nullptr) continue;

@@ -71,8 +71,8 @@ struct TipRequestIn {
   std::string channel_id;  // 32 bytes, or empty with peer set
   std::optional<crypto::PublicKey> peer;
   channel::TipDraft draft;
-  std::string idempotency_key;  // may be empty
-  std::string key_owner;        // namespace of the key: the token id (hex)
+  std::string idempotency_key;        // may be empty
+  std::string key_owner;              // namespace of the key: the token id (hex)
   std::shared_ptr<TipCharge> charge;  // null: not charged
 };
 
@@ -88,9 +88,8 @@ class TipRequests {
   TipRequests& operator=(const TipRequests&) = delete;
 
   // The receipt for the tip at (channel, nonce), if an ack covers it.
-  using ReceiptOf =
-      std::function<std::optional<v1::TipReceiptApi>(const std::string& channel_id,
-                                                      uint64_t nonce)>;
+  using ReceiptOf = std::function<std::optional<v1::TipReceiptApi>(const std::string& channel_id,
+                                                                   uint64_t nonce)>;
   // Resolves a request that carries a key against earlier ones. Returns true
   // if it was handled (`done` attached to the request in progress, answered
   // from the stored record, or refused as a reuse); false if it is new.

@@ -20,20 +20,19 @@ v1::Transaction TxSender::NewTx() {
   return tx;
 }
 
-void TxSender::Submit(v1::Transaction tx,
-                      std::function<void(const ledger::SubmitOutcome&)> done) {
+void TxSender::Submit(v1::Transaction tx, std::function<void(const ledger::SubmitOutcome&)> done) {
   if (Status s = ledger::SignTransaction(&tx, key_, rng_); !s.ok()) {
     ledger_.ResetNonces();
     done(ledger::SubmitOutcome::Refused(ledger::TxRule::kMalformed,
                                         "cannot sign the transaction: " + s.message()));
     return;
   }
-  ledger_.Submit(tx, [this, alive = alive_, done = std::move(done)](
-                         const ledger::SubmitOutcome& out) {
-    if (!*alive) return;
-    if (!out.accepted()) ledger_.ResetNonces();
-    done(out);
-  });
+  ledger_.Submit(tx,
+                 [this, alive = alive_, done = std::move(done)](const ledger::SubmitOutcome& out) {
+                   if (!*alive) return;
+                   if (!out.accepted()) ledger_.ResetNonces();
+                   done(out);
+                 });
 }
 
 }  // namespace tipd::node

@@ -38,7 +38,8 @@ void Watcher::Check(const WatchView& view, const ledger::Channel& onchain, uint6
     if (newer_than_sent || duty.proof.Due(height)) {
       if (!duty.proof.in_flight) {
         log_->warn(
-            "channel {}: the ledger holds the peer's proof at nonce {}; submitting its latest proof "
+            "channel {}: the ledger holds the peer's proof at nonce {}; submitting its latest "
+            "proof "
             "(nonce {}) before height {}",
             Short(view.channel_id), held.nonce, view.partner_proof->nonce(), onchain.WindowEnd());
         SubmitProof(view.channel_id, *view.partner_proof, height);

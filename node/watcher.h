@@ -64,9 +64,9 @@ class Watcher {
   // One kind of submission for one channel.
   struct Attempt {
     bool in_flight = false;
-    bool accepted = false;       // the last answer was "accepted"
-    uint64_t sent_height = 0;    // followed height when it was sent
-    uint64_t nonce = 0;          // the proof's nonce (UpdateProof only)
+    bool accepted = false;     // the last answer was "accepted"
+    uint64_t sent_height = 0;  // followed height when it was sent
+    uint64_t nonce = 0;        // the proof's nonce (UpdateProof only)
     // Whether to (re)submit now, at followed `height`.
     bool Due(uint64_t height) const;
   };

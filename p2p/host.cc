@@ -72,6 +72,8 @@ const char* DisconnectCodeName(DisconnectCode c) {
       return "IO_ERROR";
     case DisconnectCode::kDuplicate:
       return "DUPLICATE";
+    case DisconnectCode::kRateLimited:
+      return "RATE_LIMITED";
     case DisconnectCode::kShutdown:
       return "SHUTDOWN";
   }
@@ -111,6 +113,15 @@ const char* MessageName(v1::Envelope::MsgCase c) {
   return field ? field->name().c_str() : "unknown";
 }
 
+// The remote IP address without the port, IPv4-mapped IPv6 unmapped, as the
+// key of the per-address inbound limit.
+std::string AddressKey(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+  }
+  return a.to_string();
+}
+
 bool IsEof(const boost::system::error_code& ec) {
   return ec == asio::error::eof || ec == asio::error::connection_reset ||
          ec == asio::error::broken_pipe;
@@ -126,6 +137,7 @@ struct Peer {
   PeerId id = 0;
   Direction direction = Direction::kInbound;
   std::string address;
+  std::string ip;  // inbound: AddressKey of the remote end (per-address limit)
   State state = State::kConnecting;
   tcp::socket socket;
   asio::steady_timer deadline;  // handshake deadline, then linger deadline
@@ -151,6 +163,10 @@ struct Peer {
   SteadyClock::time_point next_ping_at;
   std::optional<uint64_t> ping_nonce;
   SteadyClock::time_point ping_sent_at;
+
+  // Pong budget (token bucket in bytes), see HostOptions::pong_budget_*.
+  double pong_tokens = 0;
+  SteadyClock::time_point pong_refilled_at;
 
   PeerStats stats;
 
@@ -189,6 +205,13 @@ class Host::Impl : public std::enable_shared_from_this<Host::Impl> {
     assert(!opts_.chain_id.empty());
     opts_.max_message_size = std::min(opts_.max_message_size, crypto::kNoiseMaxMessageSize);
     opts_.ping_pong_bytes = std::min(opts_.ping_pong_bytes, kMaxPongBytes);
+    // A peer pinging like we do (one Ping per ping_interval, each asking for
+    // ping_pong_bytes) must never run out: at least twice that rate and four
+    // such Pongs of burst.
+    const double own_pong = double(opts_.ping_pong_bytes) + kPongOverheadBytes;
+    const double interval_s = std::max<double>(double(opts_.ping_interval.count()), 1.0) / 1000.0;
+    pong_rate_ = std::max(double(opts_.pong_budget_bytes_per_second), 2 * own_pong / interval_s);
+    pong_burst_ = std::max(double(opts_.pong_budget_burst_bytes), 4 * own_pong);
   }
 
   void SetCallbacks(Callbacks cb) { cb_ = std::move(cb); }
@@ -264,6 +287,8 @@ class Host::Impl : public std::enable_shared_from_this<Host::Impl> {
   crypto::KeyPair identity_;
   crypto::RandomSource& rng_;
   HostOptions opts_;
+  double pong_rate_ = 0;   // effective Pong budget, bytes per second
+  double pong_burst_ = 0;  // effective Pong budget, bytes
   Callbacks cb_;
   std::shared_ptr<spdlog::logger> log_;
 
@@ -323,16 +348,27 @@ void Host::Impl::OnAccept(const std::shared_ptr<tcp::acceptor>&, tcp::socket soc
   auto remote = socket.remote_endpoint(ec);
   std::string address =
       ec ? std::string("?") : remote.address().to_string() + ":" + std::to_string(remote.port());
-  size_t inbound = 0;
+  std::string ip = ec ? std::string("?") : AddressKey(remote.address());
+  size_t inbound = 0, from_ip = 0;
   for (const auto& [id, p] : peers_) {
-    if (p->direction == Direction::kInbound && p->open()) ++inbound;
+    if (p->direction == Direction::kInbound && p->open()) {
+      ++inbound;
+      if (p->ip == ip) ++from_ip;
+    }
   }
   if (inbound >= opts_.max_inbound_peers) {
     log_->warn("refusing inbound connection from {}: {} inbound peers (limit)", address, inbound);
     socket.close(ec);
     return;
   }
+  if (opts_.max_inbound_per_address > 0 && from_ip >= opts_.max_inbound_per_address) {
+    log_->warn("refusing inbound connection from {}: {} connections from {} already (limit {})",
+               address, from_ip, ip, opts_.max_inbound_per_address);
+    socket.close(ec);
+    return;
+  }
   auto p = NewPeer(Direction::kInbound, address, opts_.handshake_timeout);
+  p->ip = std::move(ip);
   p->socket = std::move(socket);
   p->socket.set_option(tcp::no_delay(true), ec);
   p->state = Peer::State::kHandshake;
@@ -591,6 +627,23 @@ void Host::Impl::HandleEnvelope(const PeerPtr& p, const v1::Envelope& env) {
         log_->debug("{} ping asks for {} pong bytes; not answered", p->Label(), ping.pong_bytes());
         return;
       }
+      // Pong budget: refill for the time since the last Ping, then charge.
+      const auto now = SteadyClock::now();
+      const double elapsed_s = std::chrono::duration<double>(now - p->pong_refilled_at).count();
+      p->pong_tokens = std::min(pong_burst_, p->pong_tokens + elapsed_s * pong_rate_);
+      p->pong_refilled_at = now;
+      const double cost = double(ping.pong_bytes()) + kPongOverheadBytes;
+      if (p->pong_tokens < cost) {
+        Fail(p,
+             {DisconnectCode::kRateLimited,
+              "Pings too frequent: a Pong of " + std::to_string(ping.pong_bytes()) +
+                  " padding bytes exceeds the budget of " +
+                  std::to_string(static_cast<uint64_t>(pong_rate_)) + " bytes/s (burst " +
+                  std::to_string(static_cast<uint64_t>(pong_burst_)) + ")"},
+             error_code::kPingRateExceeded);
+        return;
+      }
+      p->pong_tokens -= cost;
       if (!QueueHasRoom(*p, FrameSize(ping.pong_bytes() + 16))) {
         Fail(p, {DisconnectCode::kSlowPeer, "send queue full while a Pong is owed"});
         return;
@@ -650,6 +703,8 @@ void Host::Impl::Activate(const PeerPtr& p) {
   auto now = SteadyClock::now();
   p->stats.connected_since = now;
   p->next_ping_at = now + opts_.ping_interval;
+  p->pong_tokens = pong_burst_;
+  p->pong_refilled_at = now;
   p->announced = true;
 
   // Duplicate rule: the newest session wins. The owner hears the older one's
@@ -870,6 +925,7 @@ void Host::Impl::Fail(const PeerPtr& p, DisconnectReason reason, const char* err
     case DisconnectCode::kRemoteError:
     case DisconnectCode::kPingTimeout:
     case DisconnectCode::kSlowPeer:
+    case DisconnectCode::kRateLimited:
     case DisconnectCode::kIOError:
       log_->warn("{} disconnected: {}", p->Label(), reason.ToString());
       break;

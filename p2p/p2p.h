@@ -52,6 +52,9 @@ inline constexpr uint32_t kMinProtocolVersion = 1;
 // Largest Pong padding a Host will produce; a Ping asking for more is not
 // answered (as BOLT 1 does), so the pinger sees a ping timeout.
 inline constexpr uint32_t kMaxPongBytes = 65000;
+// What one Pong costs beyond its padding when charged against the Pong budget
+// (HostOptions::pong_budget_*): a flood of padding-free Pings is not free.
+inline constexpr uint32_t kPongOverheadBytes = 64;
 
 // Why a connection ended. `switch` over it without `default:`.
 enum class DisconnectCode {
@@ -68,6 +71,7 @@ enum class DisconnectCode {
   kRemoteClosed,     // EOF or reset from the peer
   kIOError,          // any other socket error
   kDuplicate,        // a newer connection to the same node id replaced this one
+  kRateLimited,      // the peer exceeded a rate limit (e.g. Pings); Error sent
   kShutdown,         // the Host is shutting down
 };
 const char* DisconnectCodeName(DisconnectCode c);
@@ -82,13 +86,14 @@ struct DisconnectReason {
 namespace error_code {
 inline constexpr char kWrongChain[] = "WRONG_CHAIN";
 inline constexpr char kIncompatibleVersion[] = "INCOMPATIBLE_VERSION";
-inline constexpr char kInitRequired[] = "INIT_REQUIRED";      // message before Init
-inline constexpr char kUnexpectedInit[] = "UNEXPECTED_INIT";  // second Init
-inline constexpr char kBadEnvelope[] = "BAD_ENVELOPE";        // frame is not an Envelope
-inline constexpr char kUnknownMessage[] = "UNKNOWN_MESSAGE";  // unset or unknown oneof
-inline constexpr char kFrameTooLarge[] = "FRAME_TOO_LARGE";   // > max_message_size
-inline constexpr char kDecryptFailed[] = "DECRYPT_FAILED";    // frame MAC did not verify
-inline constexpr char kBadPong[] = "BAD_PONG";                // wrong nonce or padding size
+inline constexpr char kInitRequired[] = "INIT_REQUIRED";           // message before Init
+inline constexpr char kUnexpectedInit[] = "UNEXPECTED_INIT";       // second Init
+inline constexpr char kBadEnvelope[] = "BAD_ENVELOPE";             // frame is not an Envelope
+inline constexpr char kUnknownMessage[] = "UNKNOWN_MESSAGE";       // unset or unknown oneof
+inline constexpr char kFrameTooLarge[] = "FRAME_TOO_LARGE";        // > max_message_size
+inline constexpr char kDecryptFailed[] = "DECRYPT_FAILED";         // frame MAC did not verify
+inline constexpr char kBadPong[] = "BAD_PONG";                     // wrong nonce or padding size
+inline constexpr char kPingRateExceeded[] = "PING_RATE_EXCEEDED";  // Pong budget spent
 }  // namespace error_code
 
 struct HostOptions {
@@ -123,6 +128,22 @@ struct HostOptions {
   // Inbound connections beyond this (counting those still handshaking) are
   // closed right after accept.
   size_t max_inbound_peers = 125;
+  // Inbound connections from one IP address (counting those still
+  // handshaking) beyond this are closed right after accept, with one log line
+  // naming the address; 0 = no per-address limit. Loopback is not exempt: a
+  // process that runs many nodes on 127.0.0.1 (a devnet's sequencer) must
+  // raise it explicitly.
+  size_t max_inbound_per_address = 8;
+
+  // Answering Pings costs us the Pong padding the peer asks for (up to
+  // kMaxPongBytes). Each Pong is charged its padding + kPongOverheadBytes
+  // against a per-peer token bucket of this many bytes per second with this
+  // burst; a Ping that finds the bucket empty gets Error PING_RATE_EXCEEDED
+  // and kRateLimited. The effective rate and burst are never below what a
+  // peer with our own ping_interval and ping_pong_bytes needs (twice the
+  // rate, four Pongs of burst), so honest keepalive never trips it.
+  size_t pong_budget_bytes_per_second = 64 * 1024;
+  size_t pong_budget_burst_bytes = 4 * (kMaxPongBytes + kPongOverheadBytes);
 
   // Persistent-peer redial backoff: starts at reconnect_initial, doubles per
   // failed attempt up to reconnect_max; each delay is jittered down by up to

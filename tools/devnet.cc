@@ -946,7 +946,11 @@ Status Devnet::StartAll() {
   TIPD_RETURN_IF_ERROR(
       Spawn({tipd_.string(), "ledger", "--datadir", m_.ledger.datadir.string(), "--listen",
              "127.0.0.1:" + std::to_string(m_.ledger.port), "--block-interval",
-             std::to_string(kBlockIntervalMs) + "ms", "--seal-on-submit"},
+             std::to_string(kBlockIntervalMs) + "ms", "--seal-on-submit",
+             // Every node follows from 127.0.0.1, which p2p does not exempt
+             // from its per-address limit: room for each node's session and
+             // a stale one while it reconnects.
+             "--max-inbound-per-address", std::to_string(2 * m_.nodes.size() + 8)},
             &ledger_));
   m_.ledger.pid = ledger_.pid;
   TIPD_RETURN_IF_ERROR(
@@ -966,7 +970,10 @@ Status Devnet::StartAll() {
     TIPD_RETURN_IF_ERROR(
         Spawn({tipd_.string(), "node", "--datadir", n.datadir.string(), "--ledger",
                m_.ledger.LedgerArg(), "--listen", n.P2pAddress(), "--rpc-listen",
-               "127.0.0.1:" + std::to_string(n.rpc_port), "--chain-id", m_.chain_id},
+               "127.0.0.1:" + std::to_string(n.rpc_port), "--chain-id", m_.chain_id,
+               // A toy network: short windows, and nodes fund what peers ask
+               // (docs/devnet.md). Real nodes keep the safe defaults.
+               "--min-settle-seconds", "1", "--max-accept-deposit", "1000000000000"},
               &nodes_[i]));
     n.pid = nodes_[i].pid;
   }

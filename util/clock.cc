@@ -28,8 +28,7 @@ void ManualClock::AdvanceMs(int64_t ms) {
 
 namespace {
 int64_t SteadyMs(const Clock& clock) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             clock.SteadyNow().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.SteadyNow().time_since_epoch())
       .count();
 }
 }  // namespace

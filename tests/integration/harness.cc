@@ -169,6 +169,16 @@ Process* NetworkFixture::StartNode(const std::string& name, const crypto::KeyPai
       "--listen",     "127.0.0.1:" + std::to_string(p2p_port),
       "--ledger",     "127.0.0.1:" + std::to_string(ledger_port_) + "@" + sequencer_.Hex(),
       "--rpc-listen", "127.0.0.1:" + std::to_string(rpc_port)};
+  // Test ledgers seal every 50-100 ms and tests open short windows, and
+  // nodes fund what their peers ask, unless a test says otherwise (flags
+  // given later win).
+  bool has_min = false, has_accept = false;
+  for (const std::string& e : extra) {
+    has_min |= e.rfind("--min-settle-seconds", 0) == 0;
+    has_accept |= e.rfind("--max-accept-deposit", 0) == 0;
+  }
+  if (!has_min) argv.insert(argv.end(), {"--min-settle-seconds", "1"});
+  if (!has_accept) argv.insert(argv.end(), {"--max-accept-deposit", "1000000000000"});
   argv.insert(argv.end(), extra.begin(), extra.end());
   std::string error;
   auto p = Process::Start(argv, dir_.path() / (name + ".log"), &error);

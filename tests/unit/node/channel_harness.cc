@@ -20,8 +20,8 @@ FakeLedgerLink::FakeLedgerLink(ChannelNet& net, std::unique_ptr<ledger::Chain> c
 void FakeLedgerLink::Submit(const v1::Transaction& tx,
                             std::function<void(const ledger::SubmitOutcome&)> done) {
   submitted.push_back(tx);
-  ledger::SubmitOutcome out = connected_ ? net_.SubmitToSequencer(tx)
-                                         : ledger::SubmitOutcome::Unknown("not connected");
+  ledger::SubmitOutcome out =
+      connected_ ? net_.SubmitToSequencer(tx) : ledger::SubmitOutcome::Unknown("not connected");
   // Answers arrive later, as from the network.
   boost::asio::post(net_.io(), [done = std::move(done), out] { done(out); });
 }
@@ -123,9 +123,9 @@ void TestNode::StartManager() {
       link->Apply(*net_.sequencer().GetBlock(h).value());
     }
   }
-  manager = std::make_unique<node::ChannelManager>(net_.io(), key, *transport, *link, *db,
-                                                   *committer, net_.clock(), net_.timers(),
-                                                   net_.rng(), options);
+  manager =
+      std::make_unique<node::ChannelManager>(net_.io(), key, *transport, *link, *db, *committer,
+                                             net_.clock(), net_.timers(), net_.rng(), options);
   manager->SetEventSink(&events);
   Status s = manager->Start();
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -203,8 +203,8 @@ v1::Block ChannelNet::Seal() {
 v1::Block ChannelNet::SealFor(const std::vector<TestNode*>& only) {
   EnsureGenesis();
   clock_.AdvanceMs(1);
-  auto block = chain_->SealBlock(static_cast<uint64_t>(clock_.NowMs()), sequencer_key_,
-                                 crypto::SystemRng());
+  auto block =
+      chain_->SealBlock(static_cast<uint64_t>(clock_.NowMs()), sequencer_key_, crypto::SystemRng());
   EXPECT_TRUE(block.ok()) << block.status().ToString();
   Status s = observer_->AcceptBlock(*block);
   EXPECT_TRUE(s.ok()) << s.ToString();
@@ -300,8 +300,7 @@ bool ChannelNet::connected(const TestNode& a, const TestNode& b) const {
   return false;
 }
 
-std::optional<crypto::PublicKey> ChannelNet::PeerKey(const TestNode& self,
-                                                     p2p::PeerId peer) const {
+std::optional<crypto::PublicKey> ChannelNet::PeerKey(const TestNode& self, p2p::PeerId peer) const {
   const Session* s = FindSession(self, peer);
   if (s == nullptr) return std::nullopt;
   return (s->a == &self ? s->b : s->a)->key.public_key();
@@ -363,7 +362,8 @@ void ChannelNet::DisconnectSession(TestNode& self, p2p::PeerId peer, const std::
     }
     Session s = *it;
     sessions_.erase(it);
-    for (auto [node, id, other] : {std::tuple{s.a, s.id_at_a, s.b}, std::tuple{s.b, s.id_at_b, s.a}}) {
+    for (auto [node, id, other] :
+         {std::tuple{s.a, s.id_at_a, s.b}, std::tuple{s.b, s.id_at_b, s.a}}) {
       if (!node->manager) continue;
       p2p::DisconnectEvent ev;
       ev.id = id;

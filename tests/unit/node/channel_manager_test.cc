@@ -14,7 +14,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-
 const ledger::Channel* OnLedger(const ChannelNet& net, const std::string& id) {
   ledger::ChannelId cid{};
   std::copy(id.begin(), id.end(), cid.begin());
@@ -111,7 +110,8 @@ TEST_F(ChannelManagerTest, TipsCoalesceWhileAcksAreInTransit) {
   const std::string id = net_.OpenChannel(*a_, *b_, 10'000);
   net_.hold_messages = true;
   std::vector<std::shared_ptr<TipAnswer>> answers;
-  for (int i = 0; i < 100; ++i) answers.push_back(net_.TipAsync(*a_, id, 1, "t" + std::to_string(i)));
+  for (int i = 0; i < 100; ++i)
+    answers.push_back(net_.TipAsync(*a_, id, 1, "t" + std::to_string(i)));
   net_.Settle();
   net_.FlushMessages();
   ASSERT_TRUE(net_.RunUntil([&] {

@@ -127,7 +127,14 @@ PeerId ConnectPair(asio::io_context& io, TestNode& from, TestNode& to, uint16_t 
 // host's io_context is pumped while it waits for bytes.
 class RawPeer {
  public:
-  RawPeer(asio::io_context& host_io, uint16_t port) : host_io_(host_io), sock_(io_) {
+  // `from` is the local address to connect from: any 127.x.y.z is loopback on
+  // Linux, so tests can play several distinct remote addresses.
+  RawPeer(asio::io_context& host_io, uint16_t port, const char* from = nullptr)
+      : host_io_(host_io), sock_(io_) {
+    if (from != nullptr) {
+      sock_.open(tcp::v4());
+      sock_.bind({asio::ip::make_address(from), 0});
+    }
     sock_.connect({asio::ip::make_address("127.0.0.1"), port});
     sock_.non_blocking(true);
   }
@@ -200,6 +207,13 @@ class RawPeer {
     v1::Envelope env;
     if (!env.ParseFromArray(plain->data(), static_cast<int>(plain->size()))) return std::nullopt;
     return env;
+  }
+
+  void SendPing(uint64_t nonce, uint32_t pong_bytes) {
+    v1::Envelope env;
+    env.mutable_ping()->set_nonce(nonce);
+    env.mutable_ping()->set_pong_bytes(pong_bytes);
+    WriteEnvelope(env);
   }
 
   // Reads envelopes until an Error arrives; returns its code ("" if none).
@@ -742,6 +756,111 @@ TEST_F(HostTest, ShutdownReportsEveryPeerAndDestructionIsQuiet) {
   ConnectPair(io_, b, c, c.Listen());
   b.host.reset();
   ASSERT_TRUE(RunUntil(io_, [&] { return c.disconnected.size() == 2; }));
+}
+
+TEST_F(HostTest, OneAddressCannotTakeEveryInboundSlot) {
+  // Connections still in the handshake count: an attacker need not finish it.
+  HostOptions opts;
+  opts.max_inbound_per_address = 4;
+  TestNode a(io_, Seed(1), opts);
+  uint16_t port = a.Listen();
+  std::vector<std::unique_ptr<RawPeer>> held;
+  for (int i = 0; i < 4; ++i) held.push_back(std::make_unique<RawPeer>(io_, port));
+  // The 5th from the same address is closed right after accept...
+  RawPeer excess(io_, port);
+  EXPECT_TRUE(excess.WaitClosed());
+  // ...while the ones it holds stay usable, and another address gets in and
+  // reaches on_connected.
+  ASSERT_TRUE(held[0]->Handshake(a.key.public_key()));
+  held[0]->SendInit(kChain);
+  ASSERT_TRUE(RunUntil(io_, [&] { return a.connected.size() == 1; }));
+  RawPeer other(io_, port, "127.0.0.2");
+  ASSERT_TRUE(other.Handshake(a.key.public_key()));
+  other.SendInit(kChain);
+  ASSERT_TRUE(RunUntil(io_, [&] { return a.connected.size() == 2; }));
+  EXPECT_EQ(a.connected[1].address.rfind("127.0.0.2:", 0), 0u) << a.connected[1].address;
+
+  // Closing one frees its slot for the same address.
+  held.pop_back();
+  RawPeer again(io_, port);
+  ASSERT_TRUE(again.Handshake(a.key.public_key()));
+  again.SendInit(kChain);
+  ASSERT_TRUE(RunUntil(io_, [&] { return a.connected.size() == 3; }));
+  // (Raw peers share one static key, so each newer session replaced the
+  // older one as a duplicate; nothing else ended.)
+  for (const auto& d : a.disconnected) {
+    EXPECT_EQ(d.reason.code, DisconnectCode::kDuplicate) << d.reason.ToString();
+  }
+}
+
+TEST_F(HostTest, DefaultPerAddressLimitAppliesToLoopback) {
+  TestNode a(io_, Seed(1));
+  uint16_t port = a.Listen();
+  std::vector<std::unique_ptr<RawPeer>> held;
+  for (size_t i = 0; i < HostOptions{}.max_inbound_per_address; ++i) {
+    held.push_back(std::make_unique<RawPeer>(io_, port));
+  }
+  RawPeer excess(io_, port);
+  EXPECT_TRUE(excess.WaitClosed());
+}
+
+TEST_F(HostTest, PingFloodWithPaddingIsCutOff) {
+  TestNode a(io_, Seed(1));  // default options: 30 s ping interval, no padding
+  RawPeer flood(io_, a.Listen());
+  ASSERT_TRUE(flood.Handshake(a.key.public_key()));
+  flood.SendInit(kChain);
+  ASSERT_TRUE(RunUntil(io_, [&] { return a.connected.size() == 1; }));
+  // One Ping at a time, each Pong read before the next: the peer reads
+  // everything, so the send-queue bound (kSlowPeer) never helps.
+  int pongs = 0;
+  std::string error;
+  for (uint64_t i = 0; i < 200 && error.empty(); ++i) {
+    flood.SendPing(i, kMaxPongBytes);
+    for (;;) {
+      auto env = flood.ReadEnvelope();
+      if (!env) break;
+      if (env->has_error()) {
+        error = env->error().code();
+        break;
+      }
+      if (env->has_pong()) {
+        ++pongs;
+        break;
+      }
+    }
+  }
+  EXPECT_EQ(error, error_code::kPingRateExceeded);
+  // The burst allowance: a few full-size Pongs, not 200 x 65000 bytes.
+  EXPECT_LE(pongs, 8) << pongs;
+  EXPECT_TRUE(flood.WaitClosed());
+  ASSERT_TRUE(RunUntil(io_, [&] { return a.disconnected.size() == 1; }));
+  EXPECT_EQ(a.disconnected[0].reason.code, DisconnectCode::kRateLimited)
+      << a.disconnected[0].reason.ToString();
+}
+
+TEST_F(HostTest, HonestKeepaliveWithFullPaddingNeverTripsThePingLimit) {
+  // Both sides ping often and with full-size padding: far above the default
+  // budget (a burst of 4 full Pongs, then ~1 per second), so only the floor
+  // derived from our own ping_interval/ping_pong_bytes keeps this up. (The
+  // next Ping goes out when the keepalive timer next wakes, which is
+  // ping_timeout after the previous Ping: about 7 Pings per second here.)
+  HostOptions opts;
+  opts.ping_interval = 10ms;
+  opts.ping_timeout = 150ms;
+  opts.ping_pong_bytes = kMaxPongBytes;
+  TestNode a(io_, Seed(1), opts), b(io_, Seed(2), opts);
+  PeerId id = ConnectPair(io_, b, a, a.Listen());
+  // 12 full Pongs (and 12 Pings of its own answered) each way.
+  ASSERT_TRUE(RunUntil(
+      io_,
+      [&] {
+        auto st = b.host->Stats(id);
+        return !st || st->bytes_in > 24u * kMaxPongBytes || !a.disconnected.empty() ||
+               !b.disconnected.empty();
+      },
+      20s));
+  EXPECT_TRUE(a.disconnected.empty()) << a.disconnected[0].reason.ToString();
+  EXPECT_TRUE(b.disconnected.empty()) << b.disconnected[0].reason.ToString();
 }
 
 }  // namespace
