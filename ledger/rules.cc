@@ -362,10 +362,11 @@ std::optional<TxError> LedgerState::ApplyBody(const v1::Transaction& tx, uint64_
       if (total == 0) return Err(TxRule::kZeroAmount, "a channel needs a deposit");
       if (auto e = need(o.deposit_a())) return e;
       const Account* acct_b = FindAccount(b);
-      uint64_t nonce_b = acct_b ? acct_b->nonce : 0;
-      if (o.nonce_b() != nonce_b) {
-        return Err(TxRule::kBadNonce, "party B nonce " + std::to_string(o.nonce_b()) +
-                                          " is not its next nonce " + std::to_string(nonce_b));
+      // B's signature covers A's nonce, so it opens exactly one channel id:
+      // B needs no account nonce of its own, and an open B agreed to never
+      // blocks B's own transactions. The field stays in the signed layout.
+      if (o.nonce_b() != 0) {
+        return Err(TxRule::kMalformed, "nonce_b is reserved and must be 0");
       }
       uint64_t balance_b = acct_b ? acct_b->balance : 0;
       if (balance_b < o.deposit_b()) {
@@ -385,7 +386,6 @@ std::optional<TxError> LedgerState::ApplyBody(const v1::Transaction& tx, uint64_
         return Err(TxRule::kChannelExists, "channel " + Short(id) + " exists");
       Account& mb = accounts_[b];
       mb.balance -= o.deposit_b();
-      mb.nonce += 1;
       dirty_accounts_.insert(b);
       Channel ch;
       ch.id = id;

@@ -9,17 +9,12 @@
 
 #include "channel/codec.h"
 #include "ledger/codec.h"
+#include "node/channel_manager_internal.h"
 #include "node/logging.h"
 #include "tipd/storage.pb.h"
 
 namespace tipd::node {
-namespace {
-
-using Clk = std::chrono::steady_clock;
-
-std::string Str(ByteSpan b) { return std::string(AsStringView(b)); }
-std::string Hex(std::string_view bytes) { return HexEncode(AsSpan(bytes)); }
-std::string Short(std::string_view bytes) { return Hex(bytes).substr(0, 16); }
+namespace internal {
 
 const char* PhaseName(v1::StoredChannelPhase p) {
   switch (p) {
@@ -36,11 +31,7 @@ const char* PhaseName(v1::StoredChannelPhase p) {
   }
 }
 
-// A ledger answer that did not accept a transaction, as a Status: an unknown
-// outcome is kUnavailable (503), a rule the ledger applied
-// kFailedPrecondition (409).
 Status LedgerRefusal(const std::string& what, const ledger::SubmitOutcome& out) {
-  std::string msg = "ledger refused the " + what + ": " + out.ToString();
   switch (out.kind) {
     case ledger::SubmitOutcome::Kind::kUnknown:
       return Status::Unavailable("the ledger did not answer the " + what + ": " + out.message);
@@ -48,13 +39,7 @@ Status LedgerRefusal(const std::string& what, const ledger::SubmitOutcome& out) 
     case ledger::SubmitOutcome::Kind::kAccepted:
       break;
   }
-  return Status::FailedPrecondition(std::move(msg));
-}
-
-v1::Envelope Wrap(const v1::Error& e) {
-  v1::Envelope env;
-  *env.mutable_error() = e;
-  return env;
+  return Status::FailedPrecondition("ledger refused the " + what + ": " + out.ToString());
 }
 
 ledger::ChannelId LedgerId(const std::string& id) {
@@ -63,45 +48,17 @@ ledger::ChannelId LedgerId(const std::string& id) {
   return cid;
 }
 
+}  // namespace internal
+
+using namespace internal;
+
+namespace {
+v1::Envelope Wrap(const v1::Error& e) {
+  v1::Envelope env;
+  *env.mutable_error() = e;
+  return env;
+}
 }  // namespace
-
-struct ChannelManager::LiveChannel {
-  v1::StoredChannel record;  // phase, close reason, negotiated limits
-  channel::Channel ch;       // balances, proofs, receipt, what is in flight
-  crypto::PublicKey peer;
-  std::string id;  // channel id bytes
-
-  // Session with the peer and the reestablish handshake on it.
-  std::optional<p2p::PeerId> session;
-  uint64_t epoch = 0;  // bumped on every connect and disconnect
-  bool reestablish_sent = false;
-  bool reestablished = false;
-  std::optional<v1::Reestablish> peer_reestablish;
-  int commits_pending = 0;
-  std::map<uint64_t, Clk::time_point> sent_at;  // by nonce, for ack latency
-
-  // Closing. close_requested: this side wants to close (no new tips; phase
-  // CLOSING). frozen: a close was submitted or seen on the ledger, so no
-  // update of the peer is accepted any more. Per session: shutdown sent and
-  // received, our signed proposal sent.
-  bool close_requested = false;
-  bool close_submitted = false;
-  bool shutdown_sent = false;
-  bool shutdown_received = false;
-  bool proposal_sent = false;
-  std::optional<channel::FinalBalances> proposed;
-  std::optional<v1::CloseRequest> pending_proposal;  // B: A's, before we were quiescent
-  std::vector<ChannelCallback> open_waiters;
-  std::vector<ChannelCallback> close_waiters;
-
-  LiveChannel(v1::StoredChannel r, channel::Channel c, crypto::PublicKey p)
-      : record(std::move(r)), ch(std::move(c)), peer(p), id(record.channel_id()) {}
-  v1::StoredChannelPhase phase() const { return record.phase(); }
-  bool usable() const { return session.has_value() && reestablished; }
-  // We signed final balances, or a close is on its way to the ledger: never
-  // accept another update of the peer (it could not be settled).
-  bool frozen() const { return record.close_signature_given() || close_submitted; }
-};
 
 ChannelManager::ChannelManager(boost::asio::io_context& io, const crypto::KeyPair& key,
                                PeerTransport& peers, ledger::LedgerLink& ledger,
@@ -126,6 +83,15 @@ ChannelManager::ChannelManager(boost::asio::io_context& io, const crypto::KeyPai
                   OpenNegotiator::Callbacks{
                       [this](const std::string& id) { return Find(id) != nullptr; },
                       [this](uint64_t extra) { return FeeReserve(extra); },
+                      [this](const crypto::PublicKey& peer) {
+                        size_t with_peer = 0, in_all = 0;
+                        for (const auto& [id, ch] : channels_) {
+                          if (ch->phase() != v1::STORED_CHANNEL_PHASE_OPENING) continue;
+                          ++in_all;
+                          with_peer += ch->peer == peer;
+                        }
+                        return std::make_pair(with_peer, in_all);
+                      },
                       [this](AgreedChannel c, v1::Envelope accept) {
                         Accepted(std::move(c), std::move(accept));
                       },
@@ -334,86 +300,6 @@ void ChannelManager::WaitForInclusion(const Hash32& tx_id, std::chrono::millisec
   });
 }
 
-std::optional<v1::TipReceiptApi> ChannelManager::ReceiptOf(const std::string& channel_id,
-                                                           uint64_t nonce) const {
-  const LiveChannel* live = Find(channel_id);
-  if (live == nullptr) return std::nullopt;
-  const auto& receipt = live->ch.receipt();
-  if (!receipt || receipt->nonce() < nonce) return std::nullopt;
-  v1::TipReceiptApi rc;
-  rc.set_channel_id(Hex(live->id));
-  rc.set_nonce(receipt->nonce());
-  rc.set_tips_root(Hex(receipt->tips_root()));
-  rc.set_transferred(live->ch.receipt_transferred());
-  *rc.mutable_ack() = *receipt;
-  return rc;
-}
-
-v1::ChannelApi ChannelManager::ToApi(const LiveChannel& live) const {
-  v1::ChannelApi out;
-  out.set_channel_id(Hex(live.id));
-  out.set_peer_node_id(live.peer.Hex());
-  out.set_state(PhaseName(live.phase()));
-  const channel::ChannelSnapshot snap = live.ch.Snapshot();
-  out.set_deposit_local(snap.deposit_local);
-  out.set_deposit_remote(snap.deposit_remote);
-  auto fb = live.ch.FinalBalancesNow();
-  if (fb.ok()) {
-    const bool a = live.record.local_is_a();
-    out.set_balance_local(a ? fb->balance_a : fb->balance_b);
-    out.set_balance_remote(a ? fb->balance_b : fb->balance_a);
-  }
-  out.set_tips_sent(snap.sent_tip_count);
-  out.set_tips_received(snap.received_tip_count);
-  out.set_settle_timeout(live.record.settle_timeout());
-  out.set_close_reason(live.record.close_reason());
-  return out;
-}
-
-std::vector<v1::ChannelApi> ChannelManager::ListChannels() const {
-  std::vector<v1::ChannelApi> out;
-  for (const auto& [id, live] : channels_) out.push_back(ToApi(*live));
-  return out;
-}
-
-Result<v1::ChannelApi> ChannelManager::GetChannel(const std::string& channel_id) const {
-  const LiveChannel* live = Find(channel_id);
-  if (live == nullptr) return Status::NotFound("no channel " + Hex(channel_id));
-  return ToApi(*live);
-}
-
-void ChannelManager::Balances(v1::BalanceResponse* out) const {
-  for (const auto& [id, live] : channels_) {
-    auto fb = live->ch.FinalBalancesNow();
-    if (!fb.ok()) continue;
-    const bool a = live->record.local_is_a();
-    const uint64_t local = a ? fb->balance_a : fb->balance_b;
-    const uint64_t remote = a ? fb->balance_b : fb->balance_a;
-    switch (live->phase()) {
-      case v1::STORED_CHANNEL_PHASE_OPEN:
-        out->set_channels_local(out->channels_local() + local);
-        out->set_channels_remote(out->channels_remote() + remote);
-        break;
-      case v1::STORED_CHANNEL_PHASE_CLOSING:
-        out->set_pending_close(out->pending_close() + local);
-        break;
-      default:
-        break;
-    }
-  }
-}
-
-uint64_t ChannelManager::FeeReserve(uint64_t extra) const {
-  uint64_t live = extra;
-  for (const auto& [id, ch] : channels_) {
-    if (ch->phase() != v1::STORED_CHANNEL_PHASE_CLOSED) ++live;
-  }
-  // A unilateral close, a proof update and a settle per channel.
-  const unsigned __int128 reserve =
-      static_cast<unsigned __int128>(live) * 3 * ledger_.chain().params().fee_per_tx;
-  return reserve > UINT64_MAX ? UINT64_MAX : static_cast<uint64_t>(reserve);
-}
-
 // ---------------------------------------------------------------------------
 // Peers
 
@@ -514,106 +400,6 @@ bool ChannelManager::OnMessage(p2p::PeerId peer, const v1::Envelope& env) {
     default:
       return false;
   }
-}
-
-// ---------------------------------------------------------------------------
-// Opening (the negotiation itself is open_negotiator.cc)
-
-void ChannelManager::Open(const crypto::PublicKey& peer, uint64_t deposit, uint64_t push,
-                          uint64_t settle_timeout, std::chrono::milliseconds wait,
-                          ChannelCallback done) {
-  if (!health_.ok()) return done(health_, "");
-  negotiator_.Open(peer, deposit, push, settle_timeout, wait, std::move(done));
-}
-
-ChannelManager::LiveChannel* ChannelManager::Adopt(AgreedChannel agreed,
-                                                   storage::WriteBatch* batch) {
-  if (Status s = chdb_.StageNewChannel(batch, agreed.record); !s.ok()) {
-    log_->error("channel {}: staging the new channel: {}", Short(agreed.record.channel_id()),
-                s.ToString());
-    return nullptr;
-  }
-  auto ch = channel::Channel::Open(agreed.params);
-  if (!ch.ok()) return nullptr;  // the negotiator checked the same parameters
-  auto live = std::make_unique<LiveChannel>(agreed.record, std::move(*ch), agreed.peer);
-  LiveChannel* lp = live.get();
-  lp->session = peers_.FindPeer(agreed.peer);
-  channels_.emplace(lp->id, std::move(live));
-  return lp;
-}
-
-void ChannelManager::Accepted(AgreedChannel agreed, v1::Envelope accept) {
-  const p2p::PeerId peer = agreed.session;
-  storage::WriteBatch batch;
-  LiveChannel* lp = Adopt(std::move(agreed), &batch);
-  if (lp == nullptr) return;
-  // Our signature is a promise: the channel record is durable before it
-  // leaves, so a restart still knows the channel when the ledger opens it.
-  CommitThen(lp, std::move(batch), [this, peer, accept = std::move(accept), lp](Status s) {
-    if (!s.ok()) return;
-    log_->info("accepted channel {} from {} (deposits {} / {})", Short(lp->id),
-               lp->peer.Hex().substr(0, 16), lp->record.deposit_remote(),
-               lp->record.deposit_local());
-    Send(peer, accept);
-    EmitChannel(*lp, "");
-  });
-}
-
-void ChannelManager::Agreed(AgreedChannel agreed, v1::Transaction tx, std::string temporary_id,
-                            std::chrono::milliseconds wait, ChannelCallback done) {
-  const p2p::PeerId peer = agreed.session;
-  storage::WriteBatch batch;
-  LiveChannel* lp = Adopt(std::move(agreed), &batch);
-  if (lp == nullptr) {
-    ledger_.ResetNonces();
-    return done(Status::Internal("cannot record the new channel"), "");
-  }
-  lp->open_waiters.push_back(std::move(done));
-  CommitThen(lp, std::move(batch), [this, lp, tx, peer, temporary_id, wait](Status s) {
-    if (!s.ok()) {
-      auto waiters = std::move(lp->open_waiters);
-      for (auto& w : waiters) w(health_, "");
-      return;
-    }
-    EmitChannel(*lp, "");
-    const Hash32 tx_id = *ledger::TransactionId(tx);
-    ledger_.Submit(tx, [this, alive = alive_, lp, tx_id, peer, temporary_id,
-                        wait](const ledger::SubmitOutcome& out) {
-      if (!*alive) return;
-      if (!out.accepted()) ledger_.ResetNonces();
-      if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
-        // Refused by a rule: it will never be included.
-        storage::WriteBatch b;
-        lp->record.set_close_reason("ledger refused the open: " + out.ToString());
-        SetPhase(*lp, v1::STORED_CHANNEL_PHASE_CLOSED, &b);
-        CommitThen(lp, std::move(b), [](Status) {});
-        auto waiters = std::move(lp->open_waiters);
-        for (auto& w : waiters) w(LedgerRefusal("open", out), HexEncode(tx_id));
-        return;
-      }
-      if (out.kind == ledger::SubmitOutcome::Kind::kUnknown) {
-        // The sequencer may have taken it: the channel stays OPENING until
-        // the ledger decides (the channel appears, or a nonce it needed moves
-        // on); Reconcile settles it either way after every block.
-        log_->warn("channel {}: the open's outcome is unknown ({}); waiting for the ledger",
-                   Short(lp->id), out.message);
-      } else {
-        v1::Envelope env;
-        env.mutable_channel_opened()->set_temporary_id(temporary_id);
-        env.mutable_channel_opened()->set_channel_id(lp->id);
-        env.mutable_channel_opened()->set_tx_id(Str(tx_id));
-        if (peers_.PeerKey(peer)) Send(peer, env);
-      }
-      WaitForInclusion(tx_id, wait, [this, lp, tx_id](bool included) {
-        if (included) {
-          Reconcile(*lp);  // the block observer normally got there first
-          return;
-        }
-        auto waiters = std::move(lp->open_waiters);
-        for (auto& w : waiters) w(ToApi(*lp), HexEncode(tx_id));  // still opening
-      });
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------
@@ -1008,434 +794,6 @@ void ChannelManager::HandleUpdateRejected(p2p::PeerId peer, const v1::UpdateReje
   if (m.code() == "CHANNEL_CLOSING") return;  // the close settles what is in flight
   // Our update and the peer's view disagree: reestablish resynchronises.
   peers_.Disconnect(peer, "peer rejected update " + std::to_string(m.nonce()));
-}
-
-// ---------------------------------------------------------------------------
-// Closing
-
-void ChannelManager::Close(const std::string& channel_id, bool force,
-                           std::chrono::milliseconds wait, ChannelCallback done) {
-  LiveChannel* live = Find(channel_id);
-  if (live == nullptr) return done(Status::NotFound("no channel " + Hex(channel_id)), "");
-  const auto phase = live->phase();
-  if (phase == v1::STORED_CHANNEL_PHASE_CLOSED) {
-    return done(Status::FailedPrecondition("channel is already closed"), "");
-  }
-  if (phase == v1::STORED_CHANNEL_PHASE_OPENING) {
-    return done(Status::FailedPrecondition(
-                    "channel is still opening; close it once the ledger has opened it"),
-                "");
-  }
-  const ledger::Channel* onchain = ledger_.chain().state().FindChannel(LedgerId(channel_id));
-  if (onchain && onchain->phase == ledger::ChannelPhase::kClosing) {
-    return done(ToApi(*live), "");  // closing on the ledger: the watcher settles it
-  }
-  if (force) {
-    ForceClose(*live, "closed unilaterally on request", std::move(done));
-    return;
-  }
-  if (!live->session) {
-    return done(Status::Unavailable("peer " + live->peer.Hex() +
-                                    " is not connected; a cooperative close needs it (use "
-                                    "force for a unilateral close)"),
-                "");
-  }
-  live->close_waiters.push_back(std::move(done));
-  timers_.After(wait, [this, alive = alive_, lp = live] {
-    if (!*alive) return;
-    auto waiters = std::move(lp->close_waiters);
-    for (auto& w : waiters) w(ToApi(*lp), "");  // still closing: 202
-  });
-  RequestClose(*live);
-}
-
-void ChannelManager::RequestClose(LiveChannel& live) {
-  if (live.close_requested) return TrySendShutdown(live);
-  live.close_requested = true;
-  storage::WriteBatch batch;
-  SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSING, &batch);
-  CommitThen(&live, std::move(batch), [](Status) {});  // TrySendShutdown follows the commit
-}
-
-void ChannelManager::TrySendShutdown(LiveChannel& live) {
-  // Our shutdown follows every update we will ever send on this channel.
-  if (!live.close_requested || live.shutdown_sent || live.close_submitted || !live.usable() ||
-      live.commits_pending > 0 || live.ch.queued_tips() > 0) {
-    return;
-  }
-  live.shutdown_sent = true;
-  v1::Envelope env;
-  env.mutable_close_request()->set_channel_id(live.id);
-  Send(*live.session, env);
-}
-
-void ChannelManager::MaybeProposeClose(LiveChannel& live) {
-  if (!live.record.local_is_a() && live.pending_proposal && live.usable() &&
-      live.ch.updates_in_flight() == 0 && live.shutdown_sent) {
-    v1::CloseRequest m = *live.pending_proposal;
-    return HandleCloseRequest(*live.session, m);
-  }
-  // Party A proposes and B answers, so one close transaction is submitted.
-  if (!live.record.local_is_a() || !live.shutdown_sent || !live.shutdown_received ||
-      live.proposal_sent || live.close_submitted || !live.usable() || live.commits_pending > 0 ||
-      live.ch.updates_in_flight() > 0 || live.ch.queued_tips() > 0) {
-    return;
-  }
-  auto fb = live.ch.FinalBalancesNow();
-  auto sig = live.ch.SignCooperativeClose(key_, rng_);
-  if (!fb.ok() || !sig.ok()) {
-    log_->warn("channel {}: cannot propose a close yet: {}", Short(live.id),
-               fb.ok() ? sig.error().ToString() : fb.error().ToString());
-    return;
-  }
-  live.proposal_sent = true;
-  live.proposed = *fb;
-  v1::Envelope env;
-  v1::CloseRequest& r = *env.mutable_close_request();
-  r.set_channel_id(live.id);
-  r.set_balance_a(fb->balance_a);
-  r.set_balance_b(fb->balance_b);
-  r.set_signature(Str(*sig));
-  GiveCloseSignature(live, env);
-}
-
-void ChannelManager::GiveCloseSignature(LiveChannel& live, v1::Envelope env) {
-  // Durable before the signature leaves: after a restart we still refuse
-  // the peer's updates, since it could close on the signed balances.
-  const uint64_t epoch = live.epoch;
-  storage::WriteBatch batch;
-  if (!live.record.close_signature_given()) {
-    live.record.set_close_signature_given(true);
-    (void)chdb_.StagePhase(&batch, &live.record, live.phase());
-  }
-  LiveChannel* lp = &live;
-  CommitThen(lp, std::move(batch), [this, lp, env = std::move(env), epoch](Status s) {
-    if (s.ok() && lp->session && lp->epoch == epoch) Send(*lp->session, env);
-  });
-}
-
-void ChannelManager::HandleCloseRequest(p2p::PeerId peer, const v1::CloseRequest& m) {
-  LiveChannel* live = FindForPeer(peer, m.channel_id());
-  if (live == nullptr) return;
-  if (m.signature().empty()) {
-    // Shutdown: the peer sends no new updates after this; we finish what we
-    // queued, send ours, and then either side may propose the balances.
-    live->shutdown_received = true;
-    RequestClose(*live);
-    MaybeProposeClose(*live);
-    return;
-  }
-  // A signed proposal: it must match our final balances exactly. Our acks
-  // of the last updates may still be committing; that does not change them.
-  if (!live->shutdown_sent || !live->shutdown_received || live->ch.updates_in_flight() > 0) {
-    log_->info("channel {}: close proposal before we are quiescent; answering it once we are",
-               Short(live->id));
-    live->pending_proposal = m;
-    return;
-  }
-  live->pending_proposal.reset();
-  auto st = live->ch.CheckCooperativeClose(m.balance_a(), m.balance_b(), AsSpan(m.signature()));
-  if (!st.ok()) {
-    log_->warn("channel {}: close proposal refused: {}", Short(live->id), st.error().ToString());
-    return;
-  }
-  auto sig = live->ch.SignCooperativeClose(key_, rng_);
-  if (!sig.ok()) return;
-  v1::Envelope env;
-  env.mutable_close_signed()->set_channel_id(live->id);
-  env.mutable_close_signed()->set_signature(Str(*sig));
-  GiveCloseSignature(*live, std::move(env));
-  log_->info("channel {}: signed the cooperative close ({} / {})", Short(live->id), m.balance_a(),
-             m.balance_b());
-}
-
-void ChannelManager::HandleCloseSigned(p2p::PeerId peer, const v1::CloseSigned& m) {
-  LiveChannel* live = FindForPeer(peer, m.channel_id());
-  if (live == nullptr || !live->proposed || live->close_submitted) return;
-  const channel::FinalBalances fb = *live->proposed;
-  if (auto st = live->ch.CheckCooperativeClose(fb.balance_a, fb.balance_b, AsSpan(m.signature()));
-      !st.ok()) {
-    log_->warn("channel {}: peer's close signature refused: {}", Short(live->id),
-               st.error().ToString());
-    return;
-  }
-  auto ours = live->ch.SignCooperativeClose(key_, rng_);
-  if (!ours.ok()) return;
-  live->close_submitted = true;
-  v1::Transaction tx = txs_.NewTx();
-  v1::CooperativeClose& c = *tx.mutable_cooperative_close()->mutable_close();
-  c.set_chain_id(ledger_.chain().params().chain_id);
-  c.set_channel_id(live->id);
-  c.set_balance_a(fb.balance_a);
-  c.set_balance_b(fb.balance_b);
-  const bool a = live->record.local_is_a();
-  c.set_signature_a(a ? Str(*ours) : m.signature());
-  c.set_signature_b(a ? m.signature() : Str(*ours));
-  LiveChannel* lp = live;
-  txs_.Submit(std::move(tx), [this, lp](const ledger::SubmitOutcome& out) {
-    if (out.refused(ledger::TxRule::kChannelNotOpen)) return;  // settled already
-    if (!out.accepted()) {
-      // Both signatures exist: a resubmission (or the peer's) may still land.
-      lp->close_submitted = false;
-      log_->warn("channel {}: cooperative close not taken: {}", Short(lp->id), out.ToString());
-      auto waiters = std::move(lp->close_waiters);
-      for (auto& w : waiters) {
-        w(LedgerRefusal("cooperative close", out), HexEncode(out.tx_id));
-      }
-      return;
-    }
-    // The waiters are answered when the block settles the channel.
-    log_->info("channel {}: cooperative close submitted (tx {})", Short(lp->id),
-               HexEncode(out.tx_id).substr(0, 16));
-  });
-}
-
-void ChannelManager::Freeze(LiveChannel& live) {
-  live.close_submitted = true;
-  live.close_requested = true;
-  // Tips never folded into an update will not be sent.
-  requests_.RefuseUnsigned(live.id, TipError::kChannelNotOpen,
-                           "the channel is closing; the tip was not sent");
-}
-
-void ChannelManager::ForceClose(LiveChannel& live, const std::string& why, ChannelCallback done) {
-  if (done) live.close_waiters.push_back(std::move(done));
-  if (live.close_submitted) return;
-  Freeze(live);
-  live.record.set_close_reason(why);
-  storage::WriteBatch batch;
-  SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSING, &batch);
-  LiveChannel* lp = &live;
-  CommitThen(lp, std::move(batch), [this, lp](Status s) {
-    if (!s.ok()) return;
-    v1::Transaction tx = txs_.NewTx();
-    v1::UnilateralCloseTx& u = *tx.mutable_unilateral_close();
-    u.set_channel_id(lp->id);
-    if (lp->ch.received_proof().nonce() > 0) *u.mutable_partner_proof() = lp->ch.received_proof();
-    txs_.Submit(std::move(tx), [this, lp](const ledger::SubmitOutcome& out) {
-      auto waiters = std::move(lp->close_waiters);
-      if (!out.accepted()) {
-        // Stays frozen (CLOSING): the caller may close again; the watcher
-        // takes over if the peer closes first.
-        lp->close_submitted = out.kind == ledger::SubmitOutcome::Kind::kUnknown;
-        log_->warn("channel {}: unilateral close not taken: {}", Short(lp->id), out.ToString());
-        for (auto& w : waiters) {
-          w(LedgerRefusal("unilateral close", out), HexEncode(out.tx_id));
-        }
-        return;
-      }
-      log_->info("channel {}: unilateral close submitted (tx {})", Short(lp->id),
-                 HexEncode(out.tx_id).substr(0, 16));
-      for (auto& w : waiters) w(ToApi(*lp), HexEncode(out.tx_id));
-    });
-  });
-}
-
-// ---------------------------------------------------------------------------
-// Deposits
-
-void ChannelManager::Deposit(const std::string& channel_id, uint64_t amount,
-                             std::chrono::milliseconds wait, ChannelCallback done) {
-  LiveChannel* live = Find(channel_id);
-  if (live == nullptr) return done(Status::NotFound("no channel " + Hex(channel_id)), "");
-  if (live->phase() != v1::STORED_CHANNEL_PHASE_OPEN) {
-    return done(Status::FailedPrecondition(std::string("channel is ") + PhaseName(live->phase()) +
-                                           "; deposits go only into an open channel"),
-                "");
-  }
-  if (amount == 0) return done(Status::InvalidArgument("amount must be at least 1"), "");
-  const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
-  const uint64_t fee = ledger_.chain().params().fee_per_tx;
-  const uint64_t reserve = FeeReserve();
-  const uint64_t balance = acct ? acct->balance : 0;
-  if (static_cast<unsigned __int128>(amount) + fee + reserve > balance) {
-    return done(Status::FailedPrecondition(
-                    "INSUFFICIENT_FUNDS: the ledger balance " + std::to_string(balance) +
-                    " cannot cover " + std::to_string(amount) + " plus the fee " +
-                    std::to_string(fee) + " plus the fee reserve " + std::to_string(reserve)),
-                "");
-  }
-  v1::Transaction tx = txs_.NewTx();
-  tx.mutable_deposit()->set_channel_id(channel_id);
-  tx.mutable_deposit()->set_amount(amount);
-  LiveChannel* lp = live;
-  txs_.Submit(std::move(tx),
-              [this, lp, wait, done = std::move(done)](const ledger::SubmitOutcome& out) {
-                if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
-                  return done(LedgerRefusal("deposit", out), HexEncode(out.tx_id));
-                }
-                WaitForInclusion(out.tx_id, wait, [this, lp, done, tx_id = out.tx_id](bool) {
-                  Reconcile(*lp);
-                  done(ToApi(*lp), HexEncode(tx_id));
-                });
-              });
-}
-
-// ---------------------------------------------------------------------------
-// The ledger: opens, deposits, closes, and the watcher
-
-void ChannelManager::OnBlock(const v1::Block&) {
-  for (auto& [id, live] : channels_) Reconcile(*live);
-}
-
-void ChannelManager::Reconcile(LiveChannel& live) {
-  if (live.phase() == v1::STORED_CHANNEL_PHASE_CLOSED) return;
-  const ledger::LedgerState& state = ledger_.chain().state();
-  const ledger::Channel* onchain = state.FindChannel(LedgerId(live.id));
-  LiveChannel* lp = &live;
-  if (onchain == nullptr) {
-    if (live.phase() != v1::STORED_CHANNEL_PHASE_OPENING) return;
-    // The open can never be included once either party's nonce moved on.
-    crypto::XOnlyPubKey a = live.record.local_is_a() ? key_.XOnly() : live.peer.XOnly();
-    crypto::XOnlyPubKey b = live.record.local_is_a() ? live.peer.XOnly() : key_.XOnly();
-    const ledger::Account* acct_a = state.FindAccount(a);
-    const ledger::Account* acct_b = state.FindAccount(b);
-    if ((acct_a && acct_a->nonce > live.record.open_nonce_a()) ||
-        (acct_b && acct_b->nonce > live.record.open_nonce_b())) {
-      storage::WriteBatch batch;
-      live.record.set_close_reason("the open was abandoned: an account nonce it needed was used");
-      SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSED, &batch);
-      CommitThen(lp, std::move(batch), [](Status) {});
-      auto waiters = std::move(live.open_waiters);
-      for (auto& w : waiters) w(Status::FailedPrecondition("the channel open was abandoned"), "");
-    }
-    return;
-  }
-  storage::WriteBatch batch;
-  bool write = false;
-  // Deposits (top-ups) only grow.
-  const bool a = live.record.local_is_a();
-  const uint64_t dl = a ? onchain->deposit_a : onchain->deposit_b;
-  const uint64_t dr = a ? onchain->deposit_b : onchain->deposit_a;
-  const channel::ChannelSnapshot snap = live.ch.Snapshot();
-  if (dl > snap.deposit_local || dr > snap.deposit_remote) {
-    if (live.ch.SetDepositLocal(std::max(dl, snap.deposit_local)).ok() &&
-        live.ch.SetDepositRemote(std::max(dr, snap.deposit_remote)).ok()) {
-      (void)chdb_.StageDeposits(&batch, &live.record, std::max(dl, snap.deposit_local),
-                                std::max(dr, snap.deposit_remote));
-      write = true;
-      log_->info("channel {}: deposits now {} / {}", Short(live.id), dl, dr);
-    }
-  }
-  switch (onchain->phase) {
-    case ledger::ChannelPhase::kOpen:
-      if (live.phase() == v1::STORED_CHANNEL_PHASE_OPENING) {
-        SetPhase(live, v1::STORED_CHANNEL_PHASE_OPEN, &batch);  // reestablish follows
-        write = true;
-      }
-      break;
-    case ledger::ChannelPhase::kClosing: {
-      if (live.phase() != v1::STORED_CHANNEL_PHASE_CLOSING) {
-        live.record.set_close_reason(onchain->closer == key_.XOnly()
-                                         ? "closed unilaterally by this node"
-                                         : "closed unilaterally by the peer");
-        SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSING, &batch);
-        write = true;
-      }
-      // Nothing acknowledged from now on could reach the ledger.
-      if (!live.close_submitted) Freeze(live);
-      WatchView view;
-      view.channel_id = live.id;
-      view.local_is_a = live.record.local_is_a();
-      if (live.ch.received_proof().nonce() > 0) view.partner_proof = live.ch.received_proof();
-      watcher_.Check(view, *onchain, ledger_.chain().height());
-      break;
-    }
-    case ledger::ChannelPhase::kSettled:
-      if (live.record.close_reason().empty()) live.record.set_close_reason("settled");
-      SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSED, &batch);
-      watcher_.Forget(live.id);
-      write = true;
-      log_->info("channel {} settled: payout {} to A, {} to B", Short(live.id), onchain->payout_a,
-                 onchain->payout_b);
-      break;
-  }
-  if (!write) return;
-  CommitThen(lp, std::move(batch), [this, lp](Status s) {
-    if (!s.ok()) return;
-    if (lp->phase() == v1::STORED_CHANNEL_PHASE_OPEN) {
-      auto waiters = std::move(lp->open_waiters);
-      for (auto& w : waiters) w(ToApi(*lp), "");
-      if (lp->session && !lp->reestablish_sent) SendReestablish(*lp);
-    }
-    if (lp->phase() == v1::STORED_CHANNEL_PHASE_CLOSED) {
-      auto waiters = std::move(lp->close_waiters);
-      for (auto& w : waiters) w(ToApi(*lp), "");
-      // Tips signed but never acknowledged may have been settled: they are
-      // answered as pending with their nonce, never as "nothing paid".
-      requests_.Release(lp->id, "the channel closed before the tip was acknowledged");
-    }
-  });
-}
-
-// History
-
-Result<v1::ListTipsResponse> ChannelManager::ListTips(const std::string& direction,
-                                                      const std::string& channel_id, uint32_t limit,
-                                                      const std::string& cursor) const {
-  std::vector<storage::Direction> dirs;
-  if (direction.empty() || direction == "sent") dirs.push_back(storage::Direction::kLocalToRemote);
-  if (direction.empty() || direction == "received") {
-    dirs.push_back(storage::Direction::kRemoteToLocal);
-  }
-  if (dirs.empty()) {
-    return Status::InvalidArgument("direction must be \"sent\", \"received\" or empty");
-  }
-  if (limit == 0) limit = 100;
-  // One below the store's page cap: each read asks for one more tip than
-  // fits, to know whether a next page exists.
-  limit = std::min<uint32_t>(limit, ChannelDb::kMaxHistoryPage - 1);
-  // Cursor: <channel hex>.<direction 0|1>.<next index>
-  std::string start_channel;
-  int start_dir = 0;
-  uint64_t start_index = 1;
-  if (!cursor.empty()) {
-    const size_t d1 = cursor.find('.');
-    const size_t d2 = cursor.find('.', d1 == std::string::npos ? 0 : d1 + 1);
-    auto id =
-        d1 == 64 ? HexDecode(cursor.substr(0, 64)) : Result<Bytes>(Status::InvalidArgument(""));
-    if (!id.ok() || d2 != d1 + 2 || (cursor[d1 + 1] != '0' && cursor[d1 + 1] != '1')) {
-      return Status::InvalidArgument("cursor is not one this node returned");
-    }
-    start_channel = Str(*id);
-    start_dir = cursor[d1 + 1] - '0';
-    const std::string idx = cursor.substr(d2 + 1);
-    auto [ptr, ec] = std::from_chars(idx.data(), idx.data() + idx.size(), start_index);
-    if (ec != std::errc() || ptr != idx.data() + idx.size()) {
-      return Status::InvalidArgument("cursor is not one this node returned");
-    }
-  }
-  v1::ListTipsResponse out;
-  for (auto it = channels_.lower_bound(start_channel); it != channels_.end(); ++it) {
-    const LiveChannel& live = *it->second;
-    if (!channel_id.empty() && live.id != channel_id) continue;
-    for (storage::Direction dir : dirs) {
-      const int d = static_cast<int>(dir);
-      uint64_t from = 1;
-      if (live.id == start_channel) {
-        if (d < start_dir) continue;
-        if (d == start_dir) from = start_index;
-      }
-      const size_t room = limit - static_cast<size_t>(out.tips_size());
-      TIPD_ASSIGN_OR_RETURN(std::vector<v1::StoredTip> page,
-                            chdb_.History(live.id, dir, from, room + 1));
-      for (size_t i = 0; i < page.size(); ++i) {
-        if (i == room) {
-          out.set_next_cursor(Hex(live.id) + "." + std::to_string(d) + "." +
-                              std::to_string(page[i].tip().index()));
-          return out;
-        }
-        v1::TipApi* t = out.add_tips();
-        t->set_channel_id(Hex(live.id));
-        t->set_direction(dir == storage::Direction::kLocalToRemote ? "sent" : "received");
-        t->set_peer_node_id(live.peer.Hex());
-        *t->mutable_tip() = page[i].tip();
-        t->set_nonce(page[i].nonce());
-        t->set_idempotency_key(page[i].idempotency_key());
-      }
-    }
-  }
-  return out;
 }
 
 }  // namespace tipd::node

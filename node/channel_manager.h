@@ -130,8 +130,9 @@ class ChannelManager {
   void Balances(v1::BalanceResponse* out) const;
   size_t channel_count() const { return channels_.size(); }
   // The ledger balance this node never commits (deposits, funding a peer's
-  // channel, transfers): enough to close, update a proof and settle every
-  // channel it has, plus `extra` more. docs/channels.md, "Fee reserve".
+  // channel, transfers): the fees to close, update a proof and settle every
+  // channel it has (plus `extra` more), and the deposits it promised to
+  // channels still opening. docs/channels.md, "Fee reserve".
   uint64_t FeeReserve(uint64_t extra = 0) const;
   // Not OK once a write failed: the node refuses new work (read-only).
   const Status& health() const { return health_; }

@@ -176,6 +176,26 @@ void OpenNegotiator::HandleOpenChannel(p2p::PeerId peer, const crypto::PublicKey
   if (m.deposit_a() > UINT64_MAX - m.deposit_b_requested()) {
     return reject("OVERFLOW", "deposits overflow 64 bits");
   }
+  const auto [with_peer, in_all] = callbacks_.pending_opens(node);
+  if (with_peer >= policy_.max_pending_opens_per_peer || in_all >= policy_.max_pending_opens) {
+    return reject("TOO_MANY_PENDING_OPENS", "this node holds " + std::to_string(with_peer) +
+                                                " unopened channel(s) from you and " +
+                                                std::to_string(in_all) +
+                                                " in all; wait for the ledger to open them");
+  }
+  // The opener must be able to pay its deposit and the open's fee now, or the
+  // record we write would never become a channel.
+  {
+    const ledger::Account* opener = ledger_.chain().state().FindAccount(node.XOnly());
+    const unsigned __int128 need =
+        static_cast<unsigned __int128>(m.deposit_a()) + params.fee_per_tx;
+    if (opener == nullptr || opener->balance < need || m.nonce_a() < opener->nonce) {
+      return reject("OPENER_CANNOT_FUND", "the ledger shows your account cannot pay deposit_a " +
+                                              std::to_string(m.deposit_a()) +
+                                              " plus the fee at nonce " +
+                                              std::to_string(m.nonce_a()));
+    }
+  }
   const uint64_t push = m.deposit_b_requested();
   if (push > policy_.max_accept_deposit) {
     return reject("DEPOSIT_REFUSED", "this node funds at most " +
@@ -201,7 +221,9 @@ void OpenNegotiator::HandleOpenChannel(p2p::PeerId peer, const crypto::PublicKey
   open.set_deposit_a(m.deposit_a());
   open.set_deposit_b(push);
   open.set_settle_timeout(m.settle_timeout());
-  open.set_nonce_b(ledger_.NextNonce(key_.XOnly()));
+  // B uses no account nonce for an open (docs/ledger.md): agreeing costs
+  // this node nothing on the ledger until A's transaction lands.
+  open.set_nonce_b(0);
   auto agreement = ledger::EncodeChannelOpenAgreement(params.chain_id, open, m.nonce_a());
   if (!agreement.ok()) return reject("MALFORMED", agreement.status().message());
   const ledger::ChannelId cid = ledger::DeriveChannelId(params.chain_id, AsSpan(open.party_a()),

@@ -58,9 +58,13 @@ struct OpenPolicy {
   uint64_t min_settle_timeout = 0;
   // Most an accepting node puts into a channel a peer opens (the peer's
   // push_deposit request); 0 = never fund a channel the peer opens.
-  uint64_t max_accept_deposit = UINT64_MAX;
+  uint64_t max_accept_deposit = 0;
   // A negotiation the peer does not answer in time.
   std::chrono::milliseconds negotiation_timeout{30'000};
+  // Channels peers opened that the ledger has not opened yet: each costs a
+  // record and a signature, so a peer may have only a few at once.
+  size_t max_pending_opens_per_peer = 4;
+  size_t max_pending_opens = 64;
 };
 
 // A channel both sides agreed on, not yet opened on the ledger.
@@ -79,6 +83,8 @@ class OpenNegotiator {
     // The ledger balance this node must keep to defend its channels, counting
     // `extra` channels more (docs/channels.md, "Fee reserve").
     std::function<uint64_t(uint64_t extra)> fee_reserve;
+    // Channels still OPENING with this peer, and in all.
+    std::function<std::pair<size_t, size_t>(const crypto::PublicKey& peer)> pending_opens;
     // B: the peer's open is acceptable. Persist the channel, then send
     // `accept` to the peer (our signature is a promise).
     std::function<void(AgreedChannel channel, v1::Envelope accept)> accepted;

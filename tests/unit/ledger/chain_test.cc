@@ -266,13 +266,13 @@ TEST_F(ChainTest, EscrowPaidFeesReplayOnFollowersAndSurviveReopen) {
   p.set_locks_root(std::string(32, '\0'));
   p.set_tips_root(std::string(32, '\x03'));
   ASSERT_TRUE(channel::SignBalanceProof(&p, alice_, rng_).ok());
-  seal(tx_of(bob_, 1,
+  seal(tx_of(bob_, 0,
              [&](v1::Transaction& tx) {
                tx.mutable_update_proof()->set_channel_id(Str(id));
                *tx.mutable_update_proof()->mutable_proof() = p;
              }),
        2002);
-  seal(tx_of(bob_, 2, [&](v1::Transaction& tx) { tx.mutable_settle()->set_channel_id(Str(id)); }),
+  seal(tx_of(bob_, 1, [&](v1::Transaction& tx) { tx.mutable_settle()->set_channel_id(Str(id)); }),
        2003);
   ASSERT_EQ(blocks.size(), 4u);
   const Channel* ch = seq->state().FindChannel(id);

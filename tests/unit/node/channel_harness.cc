@@ -105,6 +105,8 @@ TestNode::TestNode(ChannelNet& net, std::string n, crypto::KeyPair k)
   transport = std::make_unique<MemoryTransport>(net, *this);
   options.ack_wait = 30'000ms;
   options.open.negotiation_timeout = 30'000ms;
+  // Tests fund what peers ask unless they test the policy itself.
+  options.open.max_accept_deposit = UINT64_MAX;
 }
 
 TestNode::~TestNode() {

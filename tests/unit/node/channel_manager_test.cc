@@ -418,6 +418,129 @@ TEST_F(ChannelManagerTest, DepositRaisesBothSidesOnceIncluded) {
   EXPECT_TRUE(net_.Tip(*a_, id, 1'400, "more than the first deposit").ok());
 }
 
+// Issue 9, defect 5: the opener picked the settle window. Each node now
+// holds its own minimum, for the opens it makes and the ones it accepts.
+TEST_F(ChannelManagerTest, EachNodeEnforcesItsOwnMinimumSettleWindow) {
+  b_->options.open.min_settle_timeout = 20;
+  b_->StopManager();
+  b_->StartManager();
+  net_.Connect(*a_, *b_);
+  std::optional<Result<v1::ChannelApi>> answer;
+  a_->manager->Open(b_->key.public_key(), 1000, 0, 10, 1000ms,
+                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
+  ASSERT_TRUE(net_.RunUntil([&] { return answer.has_value(); }));
+  ASSERT_FALSE(answer->ok());
+  EXPECT_NE(answer->status().message().find("SETTLE_TIMEOUT_TOO_SHORT"), std::string::npos);
+  EXPECT_EQ(b_->manager->channel_count(), 0u);
+  // Its own opens below the minimum are refused before anything is signed.
+  answer.reset();
+  b_->manager->Open(a_->key.public_key(), 0, 0, 10, 1000ms,
+                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_EQ(answer->status().code(), StatusCode::kInvalidArgument);
+  // A window of the minimum is accepted; without one the node picks it.
+  EXPECT_FALSE(net_.OpenChannel(*a_, *b_, 1000, 0, 20).empty());
+}
+
+// Issue 9, defect 2: a peer could make the node fund a channel with its
+// whole ledger balance, leaving nothing to pay the fees of its defence.
+TEST_F(ChannelManagerTest, DefaultPolicyNeverFundsAChannelAPeerOpens) {
+  node::OpenPolicy defaults;
+  EXPECT_EQ(defaults.max_accept_deposit, 0u);
+  b_->options.open = defaults;
+  b_->StopManager();
+  b_->StartManager();
+  net_.Connect(*a_, *b_);
+  std::optional<Result<v1::ChannelApi>> answer;
+  a_->manager->Open(b_->key.public_key(), 100, 1, 20, 1000ms,
+                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
+  ASSERT_TRUE(net_.RunUntil([&] { return answer.has_value(); }));
+  ASSERT_FALSE(answer->ok());
+  EXPECT_NE(answer->status().message().find("DEPOSIT_REFUSED"), std::string::npos);
+  // A channel it does not fund is fine.
+  EXPECT_FALSE(net_.OpenChannel(*a_, *b_, 100, 0, 20).empty());
+}
+
+TEST_F(ChannelManagerTest, TheFeeReserveIsNeverCommitted) {
+  // B holds 1,000. Funding a channel A opens must leave B 3 fees per channel.
+  std::optional<Result<v1::ChannelApi>> answer;
+  a_->manager->Open(b_->key.public_key(), 100, 998, 10, 1000ms,
+                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
+  ASSERT_TRUE(net_.RunUntil([&] { return answer.has_value(); }));
+  ASSERT_FALSE(answer->ok());
+  EXPECT_NE(answer->status().message().find("fee reserve"), std::string::npos);
+  EXPECT_EQ(b_->manager->FeeReserve(), 0u);
+  const std::string id = net_.OpenChannel(*a_, *b_, 100, 997);
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(b_->manager->FeeReserve(), 3u);
+  EXPECT_EQ(LedgerBalance(net_, *b_), 3u);
+  // B's own opens and deposits cannot touch the reserve either.
+  answer.reset();
+  b_->manager->Deposit(id, 1, 1000ms,
+                       [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
+  ASSERT_TRUE(answer.has_value());
+  ASSERT_FALSE(answer->ok());
+  EXPECT_NE(answer->status().message().find("fee reserve 3"), std::string::npos);
+  // The opener's side: its deposit plus fee plus reserve must fit.
+  const uint64_t a_balance = LedgerBalance(net_, *a_);
+  answer.reset();
+  a_->manager->Open(b_->key.public_key(), a_balance - 1 - 3, 0, 10, 1000ms,
+                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
+  ASSERT_TRUE(answer.has_value());
+  ASSERT_FALSE(answer->ok());
+  EXPECT_NE(answer->status().message().find("fee reserve 6"), std::string::npos);
+}
+
+// Issue 9, defect 2 (continued): a node that only receives, with no ledger
+// balance at all, defends its channel with fees paid from its escrow share.
+TEST(ChannelManagerReceiveOnly, ANodeWithNoLedgerBalanceDefendsAndSettles) {
+  ChannelNet net;
+  TestNode& a = net.AddNode("a", 1'000'000);
+  TestNode& b = net.AddNode("b", 0);
+  a.StartManager();
+  b.StartManager();
+  net.Connect(a, b);
+  const std::string id = net.OpenChannel(a, b, 10'000, 0, 6);
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(net.Tip(a, id, 900, "for the creator").ok());
+  net.Disconnect(a, b);
+  std::optional<Result<v1::ChannelApi>> closing;
+  a.manager->Close(id, true, 1000ms,
+                   [&](Result<v1::ChannelApi> r, std::string) { closing = std::move(r); });
+  ASSERT_TRUE(net.RunUntil([&] { return closing.has_value(); }));
+  net.SealBlocks(12);
+  const ledger::Channel* onchain = OnLedger(net, id);
+  ASSERT_EQ(onchain->phase, ledger::ChannelPhase::kSettled);
+  EXPECT_EQ(onchain->proof_a_to_b.transferred, 900u);
+  // B paid its proof update and its settle (if it settled first) from escrow.
+  EXPECT_GE(LedgerBalance(net, b), 900u - 2);
+  EXPECT_LE(LedgerBalance(net, b), 900u);
+  EXPECT_TRUE(net.ledger().state().CheckSupply().ok());
+}
+
+TEST_F(ChannelManagerTest, UnopenedChannelsFromOnePeerAreBounded) {
+  std::vector<std::optional<Result<v1::ChannelApi>>> answers(5);
+  for (int i = 0; i < 5; ++i) {
+    a_->manager->Open(
+        b_->key.public_key(), 10 + i, 0, 10, 60'000ms,
+        [&answers, i](Result<v1::ChannelApi> r, std::string) { answers[i] = std::move(r); });
+    net_.Settle();
+  }
+  // Four are waiting for the ledger; the fifth is refused before B writes
+  // anything.
+  ASSERT_TRUE(answers[4].has_value());
+  ASSERT_FALSE(answers[4]->ok());
+  EXPECT_NE(answers[4]->status().message().find("TOO_MANY_PENDING_OPENS"), std::string::npos);
+  EXPECT_EQ(b_->manager->channel_count(), 4u);
+  net_.Seal();
+  ASSERT_TRUE(net_.RunUntil([&] {
+    for (int i = 0; i < 4; ++i)
+      if (!answers[i].has_value()) return false;
+    return true;
+  }));
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(answers[i]->ok());
+}
+
 // Many random runs: tips both ways, lost sessions, restarts and held
 // messages, then a cooperative close. After every run: every tip answered
 // 200 is at the receiver exactly once and byte-identical, no nonce was ever

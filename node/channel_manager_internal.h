@@ -1,0 +1,71 @@
+// Internal to the channel manager's .cc files: the per-channel runtime
+// state and small helpers they share. Not part of any interface.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "channel/channel.h"
+#include "node/channel_manager.h"
+#include "tipd/storage.pb.h"
+#include "util/bytes.h"
+
+namespace tipd::node {
+namespace internal {
+
+using Clk = std::chrono::steady_clock;
+
+inline std::string Str(ByteSpan b) { return std::string(AsStringView(b)); }
+inline std::string Hex(std::string_view bytes) { return HexEncode(AsSpan(bytes)); }
+inline std::string Short(std::string_view bytes) { return Hex(bytes).substr(0, 16); }
+const char* PhaseName(v1::StoredChannelPhase p);
+// A ledger answer that did not accept a transaction, as a Status: an unknown
+// outcome is kUnavailable (503), a rule the ledger applied
+// kFailedPrecondition (409).
+Status LedgerRefusal(const std::string& what, const ledger::SubmitOutcome& out);
+ledger::ChannelId LedgerId(const std::string& id);
+
+}  // namespace internal
+
+struct ChannelManager::LiveChannel {
+  v1::StoredChannel record;  // phase, close reason, negotiated limits
+  channel::Channel ch;       // balances, proofs, receipt, what is in flight
+  crypto::PublicKey peer;
+  std::string id;  // channel id bytes
+
+  // Session with the peer and the reestablish handshake on it.
+  std::optional<p2p::PeerId> session;
+  uint64_t epoch = 0;  // bumped on every connect and disconnect
+  bool reestablish_sent = false;
+  bool reestablished = false;
+  std::optional<v1::Reestablish> peer_reestablish;
+  int commits_pending = 0;
+  std::map<uint64_t, internal::Clk::time_point> sent_at;  // by nonce, for ack latency
+
+  // Closing. close_requested: this side wants to close (no new tips; phase
+  // CLOSING). frozen: a close was submitted or seen on the ledger, so no
+  // update of the peer is accepted any more. Per session: shutdown sent and
+  // received, our signed proposal sent.
+  bool close_requested = false;
+  bool close_submitted = false;
+  bool shutdown_sent = false;
+  bool shutdown_received = false;
+  bool proposal_sent = false;
+  std::optional<channel::FinalBalances> proposed;
+  std::optional<v1::CloseRequest> pending_proposal;  // B: A's, before we were quiescent
+  std::vector<ChannelCallback> open_waiters;
+  std::vector<ChannelCallback> close_waiters;
+
+  LiveChannel(v1::StoredChannel r, channel::Channel c, crypto::PublicKey p)
+      : record(std::move(r)), ch(std::move(c)), peer(p), id(record.channel_id()) {}
+  v1::StoredChannelPhase phase() const { return record.phase(); }
+  bool usable() const { return session.has_value() && reestablished; }
+  // We signed final balances, or a close is on its way to the ledger: never
+  // accept another update of the peer (it could not be settled).
+  bool frozen() const { return record.close_signature_given() || close_submitted; }
+};
+
+}  // namespace tipd::node

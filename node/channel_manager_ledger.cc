@@ -1,0 +1,251 @@
+// ChannelManager and the ledger: opens once agreed, deposits, and Reconcile after
+// every block (phase changes, the watcher).
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "ledger/codec.h"
+#include "node/channel_manager.h"
+#include "node/channel_manager_internal.h"
+
+namespace tipd::node {
+
+using namespace internal;
+
+// ---------------------------------------------------------------------------
+// Opening (the negotiation itself is open_negotiator.cc)
+
+void ChannelManager::Open(const crypto::PublicKey& peer, uint64_t deposit, uint64_t push,
+                          uint64_t settle_timeout, std::chrono::milliseconds wait,
+                          ChannelCallback done) {
+  if (!health_.ok()) return done(health_, "");
+  negotiator_.Open(peer, deposit, push, settle_timeout, wait, std::move(done));
+}
+
+ChannelManager::LiveChannel* ChannelManager::Adopt(AgreedChannel agreed,
+                                                   storage::WriteBatch* batch) {
+  if (Status s = chdb_.StageNewChannel(batch, agreed.record); !s.ok()) {
+    log_->error("channel {}: staging the new channel: {}", Short(agreed.record.channel_id()),
+                s.ToString());
+    return nullptr;
+  }
+  auto ch = channel::Channel::Open(agreed.params);
+  if (!ch.ok()) return nullptr;  // the negotiator checked the same parameters
+  auto live = std::make_unique<LiveChannel>(agreed.record, std::move(*ch), agreed.peer);
+  LiveChannel* lp = live.get();
+  lp->session = peers_.FindPeer(agreed.peer);
+  channels_.emplace(lp->id, std::move(live));
+  return lp;
+}
+
+void ChannelManager::Accepted(AgreedChannel agreed, v1::Envelope accept) {
+  const p2p::PeerId peer = agreed.session;
+  storage::WriteBatch batch;
+  LiveChannel* lp = Adopt(std::move(agreed), &batch);
+  if (lp == nullptr) return;
+  // Our signature is a promise: the channel record is durable before it
+  // leaves, so a restart still knows the channel when the ledger opens it.
+  CommitThen(lp, std::move(batch), [this, peer, accept = std::move(accept), lp](Status s) {
+    if (!s.ok()) return;
+    log_->info("accepted channel {} from {} (deposits {} / {})", Short(lp->id),
+               lp->peer.Hex().substr(0, 16), lp->record.deposit_remote(),
+               lp->record.deposit_local());
+    Send(peer, accept);
+    EmitChannel(*lp, "");
+  });
+}
+
+void ChannelManager::Agreed(AgreedChannel agreed, v1::Transaction tx, std::string temporary_id,
+                            std::chrono::milliseconds wait, ChannelCallback done) {
+  const p2p::PeerId peer = agreed.session;
+  storage::WriteBatch batch;
+  LiveChannel* lp = Adopt(std::move(agreed), &batch);
+  if (lp == nullptr) {
+    ledger_.ResetNonces();
+    return done(Status::Internal("cannot record the new channel"), "");
+  }
+  lp->open_waiters.push_back(std::move(done));
+  CommitThen(lp, std::move(batch), [this, lp, tx, peer, temporary_id, wait](Status s) {
+    if (!s.ok()) {
+      auto waiters = std::move(lp->open_waiters);
+      for (auto& w : waiters) w(health_, "");
+      return;
+    }
+    EmitChannel(*lp, "");
+    const Hash32 tx_id = *ledger::TransactionId(tx);
+    ledger_.Submit(tx, [this, alive = alive_, lp, tx_id, peer, temporary_id,
+                        wait](const ledger::SubmitOutcome& out) {
+      if (!*alive) return;
+      if (!out.accepted()) ledger_.ResetNonces();
+      if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
+        // Refused by a rule: it will never be included.
+        storage::WriteBatch b;
+        lp->record.set_close_reason("ledger refused the open: " + out.ToString());
+        SetPhase(*lp, v1::STORED_CHANNEL_PHASE_CLOSED, &b);
+        CommitThen(lp, std::move(b), [](Status) {});
+        auto waiters = std::move(lp->open_waiters);
+        for (auto& w : waiters) w(LedgerRefusal("open", out), HexEncode(tx_id));
+        return;
+      }
+      if (out.kind == ledger::SubmitOutcome::Kind::kUnknown) {
+        // The sequencer may have taken it: the channel stays OPENING until
+        // the ledger decides (the channel appears, or a nonce it needed moves
+        // on); Reconcile settles it either way after every block.
+        log_->warn("channel {}: the open's outcome is unknown ({}); waiting for the ledger",
+                   Short(lp->id), out.message);
+      } else {
+        v1::Envelope env;
+        env.mutable_channel_opened()->set_temporary_id(temporary_id);
+        env.mutable_channel_opened()->set_channel_id(lp->id);
+        env.mutable_channel_opened()->set_tx_id(Str(tx_id));
+        if (peers_.PeerKey(peer)) Send(peer, env);
+      }
+      WaitForInclusion(tx_id, wait, [this, lp, tx_id](bool included) {
+        if (included) {
+          Reconcile(*lp);  // the block observer normally got there first
+          return;
+        }
+        auto waiters = std::move(lp->open_waiters);
+        for (auto& w : waiters) w(ToApi(*lp), HexEncode(tx_id));  // still opening
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Deposits
+
+void ChannelManager::Deposit(const std::string& channel_id, uint64_t amount,
+                             std::chrono::milliseconds wait, ChannelCallback done) {
+  LiveChannel* live = Find(channel_id);
+  if (live == nullptr) return done(Status::NotFound("no channel " + Hex(channel_id)), "");
+  if (live->phase() != v1::STORED_CHANNEL_PHASE_OPEN) {
+    return done(Status::FailedPrecondition(std::string("channel is ") + PhaseName(live->phase()) +
+                                           "; deposits go only into an open channel"),
+                "");
+  }
+  if (amount == 0) return done(Status::InvalidArgument("amount must be at least 1"), "");
+  const ledger::Account* acct = ledger_.chain().state().FindAccount(key_.XOnly());
+  const uint64_t fee = ledger_.chain().params().fee_per_tx;
+  const uint64_t reserve = FeeReserve();
+  const uint64_t balance = acct ? acct->balance : 0;
+  if (static_cast<unsigned __int128>(amount) + fee + reserve > balance) {
+    return done(Status::FailedPrecondition(
+                    "INSUFFICIENT_FUNDS: the ledger balance " + std::to_string(balance) +
+                    " cannot cover " + std::to_string(amount) + " plus the fee " +
+                    std::to_string(fee) + " plus the fee reserve " + std::to_string(reserve)),
+                "");
+  }
+  v1::Transaction tx = txs_.NewTx();
+  tx.mutable_deposit()->set_channel_id(channel_id);
+  tx.mutable_deposit()->set_amount(amount);
+  LiveChannel* lp = live;
+  txs_.Submit(std::move(tx),
+              [this, lp, wait, done = std::move(done)](const ledger::SubmitOutcome& out) {
+                if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
+                  return done(LedgerRefusal("deposit", out), HexEncode(out.tx_id));
+                }
+                WaitForInclusion(out.tx_id, wait, [this, lp, done, tx_id = out.tx_id](bool) {
+                  Reconcile(*lp);
+                  done(ToApi(*lp), HexEncode(tx_id));
+                });
+              });
+}
+
+// ---------------------------------------------------------------------------
+// The ledger: opens, deposits, closes, and the watcher
+
+void ChannelManager::OnBlock(const v1::Block&) {
+  for (auto& [id, live] : channels_) Reconcile(*live);
+}
+
+void ChannelManager::Reconcile(LiveChannel& live) {
+  if (live.phase() == v1::STORED_CHANNEL_PHASE_CLOSED) return;
+  const ledger::LedgerState& state = ledger_.chain().state();
+  const ledger::Channel* onchain = state.FindChannel(LedgerId(live.id));
+  LiveChannel* lp = &live;
+  if (onchain == nullptr) {
+    if (live.phase() != v1::STORED_CHANNEL_PHASE_OPENING) return;
+    // The open is A's transaction at nonce_a: it can never be included once
+    // A's account nonce moved past it.
+    crypto::XOnlyPubKey a = live.record.local_is_a() ? key_.XOnly() : live.peer.XOnly();
+    const ledger::Account* acct_a = state.FindAccount(a);
+    if (acct_a && acct_a->nonce > live.record.open_nonce_a()) {
+      storage::WriteBatch batch;
+      live.record.set_close_reason("the open was abandoned: an account nonce it needed was used");
+      SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSED, &batch);
+      CommitThen(lp, std::move(batch), [](Status) {});
+      auto waiters = std::move(live.open_waiters);
+      for (auto& w : waiters) w(Status::FailedPrecondition("the channel open was abandoned"), "");
+    }
+    return;
+  }
+  storage::WriteBatch batch;
+  bool write = false;
+  // Deposits (top-ups) only grow.
+  const bool a = live.record.local_is_a();
+  const uint64_t dl = a ? onchain->deposit_a : onchain->deposit_b;
+  const uint64_t dr = a ? onchain->deposit_b : onchain->deposit_a;
+  const channel::ChannelSnapshot snap = live.ch.Snapshot();
+  if (dl > snap.deposit_local || dr > snap.deposit_remote) {
+    if (live.ch.SetDepositLocal(std::max(dl, snap.deposit_local)).ok() &&
+        live.ch.SetDepositRemote(std::max(dr, snap.deposit_remote)).ok()) {
+      (void)chdb_.StageDeposits(&batch, &live.record, std::max(dl, snap.deposit_local),
+                                std::max(dr, snap.deposit_remote));
+      write = true;
+      log_->info("channel {}: deposits now {} / {}", Short(live.id), dl, dr);
+    }
+  }
+  switch (onchain->phase) {
+    case ledger::ChannelPhase::kOpen:
+      if (live.phase() == v1::STORED_CHANNEL_PHASE_OPENING) {
+        SetPhase(live, v1::STORED_CHANNEL_PHASE_OPEN, &batch);  // reestablish follows
+        write = true;
+      }
+      break;
+    case ledger::ChannelPhase::kClosing: {
+      if (live.phase() != v1::STORED_CHANNEL_PHASE_CLOSING) {
+        live.record.set_close_reason(onchain->closer == key_.XOnly()
+                                         ? "closed unilaterally by this node"
+                                         : "closed unilaterally by the peer");
+        SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSING, &batch);
+        write = true;
+      }
+      // Nothing acknowledged from now on could reach the ledger.
+      if (!live.close_submitted) Freeze(live);
+      WatchView view;
+      view.channel_id = live.id;
+      view.local_is_a = live.record.local_is_a();
+      if (live.ch.received_proof().nonce() > 0) view.partner_proof = live.ch.received_proof();
+      watcher_.Check(view, *onchain, ledger_.chain().height());
+      break;
+    }
+    case ledger::ChannelPhase::kSettled:
+      if (live.record.close_reason().empty()) live.record.set_close_reason("settled");
+      SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSED, &batch);
+      watcher_.Forget(live.id);
+      write = true;
+      log_->info("channel {} settled: payout {} to A, {} to B", Short(live.id), onchain->payout_a,
+                 onchain->payout_b);
+      break;
+  }
+  if (!write) return;
+  CommitThen(lp, std::move(batch), [this, lp](Status s) {
+    if (!s.ok()) return;
+    if (lp->phase() == v1::STORED_CHANNEL_PHASE_OPEN) {
+      auto waiters = std::move(lp->open_waiters);
+      for (auto& w : waiters) w(ToApi(*lp), "");
+      if (lp->session && !lp->reestablish_sent) SendReestablish(*lp);
+    }
+    if (lp->phase() == v1::STORED_CHANNEL_PHASE_CLOSED) {
+      auto waiters = std::move(lp->close_waiters);
+      for (auto& w : waiters) w(ToApi(*lp), "");
+      // Tips signed but never acknowledged may have been settled: they are
+      // answered as pending with their nonce, never as "nothing paid".
+      requests_.Release(lp->id, "the channel closed before the tip was acknowledged");
+    }
+  });
+}
+
+}  // namespace tipd::node
