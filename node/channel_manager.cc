@@ -473,7 +473,8 @@ void ChannelManager::ApplyPlan(LiveChannel& live, channel::ReestablishPlan plan)
   std::vector<uint64_t> dropped;
   for (const v1::Tip& t : plan.dropped_tips) dropped.push_back(t.index());
   requests_.RefuseIndexes(live.id, dropped, TipError::kChannelRule,
-                          "the tip no longer fits the spendable balance after reestablish");
+                          "the tip no longer fits the spendable balance after reestablish",
+                          channel::RuleCode(channel::ChannelRule::kInsufficientSpendable));
   live.reestablished = true;
   log_->info("channel {} reestablished with {} (resent {} update(s))", Short(live.id),
              live.peer.Hex().substr(0, 16), plan.resend.size());

@@ -233,13 +233,14 @@ void TipRequests::AnswerAcked(const std::string& channel_id, uint64_t last_index
 }
 
 void TipRequests::RefuseIndexes(const std::string& channel_id, const std::vector<uint64_t>& indexes,
-                                TipError error, const std::string& why) {
+                                TipError error, const std::string& why,
+                                const std::string& rule_code) {
   for (uint64_t index : indexes) {
     Pending* p = Find(channel_id, index);
     if (p == nullptr) continue;
     auto callbacks = std::move(p->done);
     Forget(channel_id, index);
-    for (auto& d : callbacks) d(TipOutcome::Refused(error, why));
+    for (auto& d : callbacks) d(TipOutcome::Refused(error, why, rule_code));
   }
 }
 

@@ -114,7 +114,7 @@ class TipRequests {
   // signed into an update (`only_unsigned`), or the listed indexes.
   void RefuseUnsigned(const std::string& channel_id, TipError error, const std::string& why);
   void RefuseIndexes(const std::string& channel_id, const std::vector<uint64_t>& indexes,
-                     TipError error, const std::string& why);
+                     TipError error, const std::string& why, const std::string& rule_code = "");
   // Answers every waiting tip of the channel as it stands (signed tips as
   // pending with their nonce, unsigned ones refused) and forgets them.
   void Release(const std::string& channel_id, const std::string& why);
