@@ -94,6 +94,11 @@ ApiResponse NodeApi::Info(const ApiRequest&) {
   out.set_ledger_height(s_.chain.height());
   out.set_peers_count(static_cast<uint32_t>(s_.host.Peers().size()));
   out.set_channels_count(s_.channels ? static_cast<uint32_t>(s_.channels->channel_count()) : 0);
+  if (s_.channels) {
+    out.set_read_only(!s_.channels->health().ok());
+    if (!s_.channels->health().ok()) out.set_read_only_reason(s_.channels->health().message());
+    out.set_fee_reserve(s_.channels->FeeReserve());
+  }
   return ApiResponse::Json(out);
 }
 

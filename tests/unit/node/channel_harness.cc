@@ -75,6 +75,7 @@ void FakeLedgerLink::Apply(const v1::Block& block) {
 
 Status MemoryTransport::Send(p2p::PeerId peer, const v1::Envelope& env) {
   if (!net_.PeerKey(self_, peer)) return Status::NotFound("no session " + std::to_string(peer));
+  if (self_.refuse_sends) return Status::ResourceExhausted("send queue full (test)");
   if (env.has_tip_update()) self_.sent_updates.push_back(env.tip_update());
   net_.Deliver(self_, peer, env);
   return Status::Ok();

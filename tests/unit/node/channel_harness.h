@@ -131,6 +131,8 @@ class TestNode {
   std::unique_ptr<node::ChannelManager> manager;
   // Every TipUpdate this node ever put on the wire, for audits.
   std::vector<v1::TipUpdate> sent_updates;
+  // While set, Send refuses as a full p2p queue does (kResourceExhausted).
+  bool refuse_sends = false;
 
  private:
   ChannelNet& net_;

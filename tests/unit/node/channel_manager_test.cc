@@ -541,6 +541,49 @@ TEST_F(ChannelManagerTest, UnopenedChannelsFromOnePeerAreBounded) {
   for (int i = 0; i < 4; ++i) EXPECT_TRUE(answers[i]->ok());
 }
 
+// A failed write: the tips it carried were never sent and are refused as
+// such; the node refuses new work, acknowledges nothing, and says why.
+TEST_F(ChannelManagerTest, AFailedWriteRefusesWhatItCarriedAndMakesTheNodeReadOnly) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000);
+  ASSERT_TRUE(net_.Tip(*a_, id, 5, "before").ok());
+  a_->committer->Stop();  // every later write of A fails
+  TipAnswer lost = net_.Tip(*a_, id, 6, "never written");
+  ASSERT_TRUE(lost.answered);
+  ASSERT_TRUE(lost.outcome.refusal.has_value());
+  EXPECT_EQ(lost.outcome.refusal->error, node::TipError::kNodeReadOnly);
+  EXPECT_NE(lost.outcome.refusal->message.find("nothing was paid"), std::string::npos);
+  EXPECT_FALSE(a_->manager->health().ok());
+  EXPECT_EQ(Received(*b_, id).size(), 1u);  // the update never left A
+  TipAnswer refused = net_.Tip(*a_, id, 1, "after");
+  ASSERT_TRUE(refused.outcome.refusal.has_value());
+  EXPECT_EQ(refused.outcome.refusal->error, node::TipError::kNodeReadOnly);
+  // B's updates are not acknowledged by a node that cannot write.
+  auto from_b = net_.TipAsync(*b_, id, 1, "to a read-only node");
+  net_.Settle();
+  EXPECT_FALSE(from_b->answered && from_b->outcome.acked);
+  std::optional<Result<v1::ChannelApi>> open;
+  a_->manager->Open(b_->key.public_key(), 10, 0, 10, 1000ms,
+                    [&](Result<v1::ChannelApi> r, std::string) { open = std::move(r); });
+  ASSERT_TRUE(open.has_value());
+  EXPECT_FALSE(open->ok());
+}
+
+// A message that cannot leave (the peer's queue is full) is not dropped
+// silently: the session goes, and reestablish resends what the peer lacks.
+TEST_F(ChannelManagerTest, ASendThatCannotLeaveDropsTheSessionAndReestablishResends) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000);
+  a_->refuse_sends = true;
+  auto t = net_.TipAsync(*a_, id, 9, "queue full");
+  net_.Settle();
+  EXPECT_FALSE(net_.connected(*a_, *b_));
+  EXPECT_FALSE(t->answered);
+  a_->refuse_sends = false;
+  net_.Connect(*a_, *b_);
+  ASSERT_TRUE(net_.RunUntil([&] { return t->answered; }));
+  EXPECT_TRUE(t->ok());
+  EXPECT_EQ(Received(*b_, id).size(), 1u);
+}
+
 // Many random runs: tips both ways, lost sessions, restarts and held
 // messages, then a cooperative close. After every run: every tip answered
 // 200 is at the receiver exactly once and byte-identical, no nonce was ever
