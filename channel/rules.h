@@ -103,42 +103,10 @@ ChannelError PeerError(ChannelRule rule, std::string reason);
 // A refused local request.
 ChannelError LocalError(ChannelRule rule, std::string reason);
 
-// Either a value or a ChannelError.
+// A value or the ChannelError that refused it: the project's Result type
+// (util/status.h) with the channel's error.
 template <typename T>
-class [[nodiscard]] ChannelResult {
- public:
-  ChannelResult(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
-  ChannelResult(ChannelError error)
-      : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
-
-  bool ok() const { return std::holds_alternative<T>(v_); }
-  // REQUIRES: !ok()
-  const ChannelError& error() const {
-    assert(!ok());
-    return std::get<ChannelError>(v_);
-  }
-  ChannelRule rule() const { return error().rule; }
-  // REQUIRES: ok()
-  T& value() & {
-    assert(ok());
-    return std::get<T>(v_);
-  }
-  const T& value() const& {
-    assert(ok());
-    return std::get<T>(v_);
-  }
-  T&& value() && {
-    assert(ok());
-    return std::get<T>(std::move(v_));
-  }
-  T* operator->() { return &value(); }
-  const T* operator->() const { return &value(); }
-  T& operator*() & { return value(); }
-  const T& operator*() const& { return value(); }
-
- private:
-  std::variant<T, ChannelError> v_;
-};
+using ChannelResult = Result<T, ChannelError>;
 
 // Success or a ChannelError, for operations without a value.
 class [[nodiscard]] ChannelStatus {

@@ -6,6 +6,7 @@
 #include <cassert>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -66,31 +67,45 @@ class [[nodiscard]] Status {
 };
 
 // Result<T>: either a value or a non-OK Status.
-template <typename T>
+// A value or an error: the project's one Result type. E is Status for most
+// code; the channel state machine uses its richer ChannelError
+// (channel::ChannelResult<T> = Result<T, channel::ChannelError>).
+template <typename T, typename E = Status>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
-  Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
-    assert(!std::get<Status>(v_).ok() && "Result constructed from an OK status");
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT
+  Result(E error) : v_(std::in_place_index<1>, std::move(error)) {   // NOLINT
+    if constexpr (std::is_same_v<E, Status>) {
+      assert(!std::get<1>(v_).ok() && "Result constructed from an OK status");
+    }
   }
 
-  bool ok() const { return std::holds_alternative<T>(v_); }
-  const Status& status() const {
-    static const Status kOk;
-    return ok() ? kOk : std::get<Status>(v_);
+  bool ok() const { return v_.index() == 0; }
+  // REQUIRES: !ok()
+  const E& error() const {
+    assert(!ok());
+    return std::get<1>(v_);
   }
+  // The error as a Status (OK when ok()), for Status results.
+  const Status& status() const requires std::is_same_v<E, Status> {
+    static const Status kOk;
+    return ok() ? kOk : std::get<1>(v_);
+  }
+  // The broken rule, for errors that name one (ChannelError).
+  auto rule() const requires requires(const E& e) { e.rule; }
+  { return error().rule; }
   // REQUIRES: ok()
   T& value() & {
     assert(ok());
-    return std::get<T>(v_);
+    return std::get<0>(v_);
   }
   const T& value() const& {
     assert(ok());
-    return std::get<T>(v_);
+    return std::get<0>(v_);
   }
   T&& value() && {
     assert(ok());
-    return std::get<T>(std::move(v_));
+    return std::get<0>(std::move(v_));
   }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
@@ -98,7 +113,7 @@ class [[nodiscard]] Result {
   const T& operator*() const& { return value(); }
 
  private:
-  std::variant<T, Status> v_;
+  std::variant<T, E> v_;
 };
 
 }  // namespace tipd

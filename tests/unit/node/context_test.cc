@@ -31,8 +31,8 @@ class NodeContextTest : public ::testing::Test {
     node_key_ = crypto::KeyPair::Generate(crypto::SystemRng());
     sequencer_ = crypto::KeyPair::Generate(crypto::SystemRng());
     ASSERT_TRUE(crypto::SaveKeyFile(dir_.path() / "node.key", node_key_.secret()).ok());
-    v1::GenesisParams g = ledger::MakeDevnetGenesis(
-        "tipd-context-test", sequencer_.XOnly(), {{node_key_.XOnly(), 10'000}}, clock_.NowMs());
+    v1::GenesisParams g = ledger::MakeDevnetGenesis("tipd-context-test", sequencer_.XOnly(),
+                                                    {{node_key_.XOnly(), 10'000}}, clock_.NowMs());
     ASSERT_TRUE(ledger::WriteGenesisFile(dir_.path() / "genesis.json", g).ok());
     config_.datadir = dir_.path();
     config_.genesis = dir_.path() / "genesis.json";
@@ -100,14 +100,13 @@ TEST_F(NodeContextTest, ATransferWithAnUnknownOutcomeKeepsItsKey) {
   auto token = ReadTokenFile(dir_.path() / "admin.token");
   ASSERT_TRUE(token.ok());
   const std::string to = HexEncode(crypto::KeyPair::Generate(crypto::SystemRng()).XOnly());
-  const std::string body =
-      R"({"to":")" + to + R"(","amount":"700","idempotency_key":"pay-once"})";
-  auto first = testing::HttpRequest((*node)->rpc_port(), "POST", "/v1/ledger/transfer", *token,
-                                    body);
+  const std::string body = R"({"to":")" + to + R"(","amount":"700","idempotency_key":"pay-once"})";
+  auto first =
+      testing::HttpRequest((*node)->rpc_port(), "POST", "/v1/ledger/transfer", *token, body);
   EXPECT_EQ(first.status, 503) << first.body;
   EXPECT_NE(first.body.find("LEDGER_UNAVAILABLE"), std::string::npos) << first.body;
-  auto retry = testing::HttpRequest((*node)->rpc_port(), "POST", "/v1/ledger/transfer", *token,
-                                    body);
+  auto retry =
+      testing::HttpRequest((*node)->rpc_port(), "POST", "/v1/ledger/transfer", *token, body);
   ASSERT_EQ(retry.status, 202) << retry.body;  // the first transfer, still pending
   v1::TransferResponse replay;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(retry.body, &replay).ok());
@@ -117,8 +116,8 @@ TEST_F(NodeContextTest, ATransferWithAnUnknownOutcomeKeepsItsKey) {
   TokenAuthority authority = TokenAuthority::LoadOrCreate(dir_.path(), crypto::SystemRng()).value();
   std::string other = authority.Issue(
       TokenAuthority::NewClaims(static_cast<uint32_t>(Scope::kAdmin), 0, 0, crypto::SystemRng()));
-  auto theirs = testing::HttpRequest((*node)->rpc_port(), "POST", "/v1/ledger/transfer", other,
-                                     body);
+  auto theirs =
+      testing::HttpRequest((*node)->rpc_port(), "POST", "/v1/ledger/transfer", other, body);
   EXPECT_EQ(theirs.status, 503) << theirs.body;  // a new request, not the first one's answer
   StopAndJoin(**node);
 }
