@@ -8,7 +8,9 @@
 //
 // Tour:
 //   sending    QueueTip -> TakeNextUpdate (persist, then send) -> OnAck
-//   receiving  CheckUpdate (const) -> persist -> ApplyUpdate -> MakeAck (send)
+//   receiving  CheckUpdate (const) -> ApplyUpdate -> MakeAck -> persist proof,
+//              tips and ack -> send the ack (the node's memory may run ahead
+//              of its disk until the write is durable; nothing leaves before)
 //   reconnect  MakeReestablish (send) ; OnPeerReestablish -> ReestablishPlan
 //   restart    Channel::Restore(params, RestoredState)
 //   close      FinalBalancesNow, SignCooperativeClose, CheckCooperativeClose
@@ -216,8 +218,11 @@ class Channel {
   // ---- Receiving ----
   // Checks every rule without changing anything.
   ChannelResult<ValidatedUpdate> CheckUpdate(const v1::TipUpdate& update) const;
-  // Adopts a validated update. CONTRACT: the caller persisted proof and tips
-  // first. Fails (kNonceNotIncreasing) if the channel moved since the check.
+  // Adopts a validated update. CONTRACT: the caller persists proof, tips and
+  // the ack MakeAck then signs in one write, and sends nothing about them
+  // (no ack, no event) before that write is durable; if it fails, the caller
+  // must stop acknowledging (its memory is ahead of its disk) and rebuild from
+  // disk. Fails (kNonceNotIncreasing) if the channel moved since the check.
   ChannelStatus ApplyUpdate(const ValidatedUpdate& validated);
   // Our signed receipt for the latest applied update (nullopt before the
   // first one). Signs once per nonce and returns the same ack afterwards.

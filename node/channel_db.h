@@ -9,10 +9,13 @@
 // the update, sends the ack) from the completion, once it is durable
 // ("persist before you promise", docs/protocol.md). Everything one step needs
 // is in one batch, so after a crash a step is either wholly present or wholly
-// absent. Stage functions never read the database: each writes only records
-// whose whole content comes from its arguments, so several staged batches of
-// one channel may be pending in the committer at once (a window of updates in
-// flight) without one overwriting another's facts with stale ones.
+// absent. Stage functions write only records whose whole content comes from
+// their arguments, so several staged batches of one channel may be pending in
+// the committer at once (a window of updates in flight) without one
+// overwriting another's facts with stale ones. One reads: StageAckReceived
+// reads the keys of the in-flight records it deletes, which are durable by
+// then (the peer can only ack what was sent, and nothing is sent before it is
+// durable).
 //
 // Reading. Load() returns the channel::RestoredState the records describe and
 // Restore() rebuilds the Channel from it, so that after any sequence of
