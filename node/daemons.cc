@@ -172,11 +172,14 @@ int RunNode(const NodeConfig& config) {
   if (!node.ok()) return Fail("node", node.status());
   s = (*node)->Start();
   if (!s.ok()) return Fail("node", s);
-  ShutdownSignals signals((*node)->io(), [&](int signo) {
-    log->info("signal {}: stopping", signo);
-    (*node)->Stop();
-  });
-  (*node)->io().run();
+  {
+    // The signal set lives on the node's io_context: it goes before it.
+    ShutdownSignals signals((*node)->io(), [&](int signo) {
+      log->info("signal {}: stopping", signo);
+      (*node)->Stop();
+    });
+    (*node)->io().run();
+  }
   const uint64_t height = (*node)->chain().height();
   node->reset();  // everything submitted is durable before the process exits
   log->info("stopped at ledger height {}", height);
