@@ -13,7 +13,7 @@
 #include "storage/storage.h"
 #include "util/bytes.h"
 
-namespace tipd::node {
+namespace tipd::api {
 
 namespace {
 
@@ -424,4 +424,4 @@ uint64_t SpendLimiter::ReservedToday(const TokenId& id) {
   return it == totals_.end() ? 0 : it->second.reserved;
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::api

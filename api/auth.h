@@ -39,7 +39,7 @@ class Database;
 class WriteBatch;
 }  // namespace tipd::storage
 
-namespace tipd::node {
+namespace tipd::api {
 
 // Scope bits. An admin token passes every scope check.
 enum class Scope : uint32_t {
@@ -227,4 +227,4 @@ class SpendLimiter {
   std::map<Key, DayTotal> totals_;  // guarded by mu_
 };
 
-}  // namespace tipd::node
+}  // namespace tipd::api

@@ -5,7 +5,14 @@
 #include "api/node_api.h"
 #include "tipd/api.pb.h"
 
-namespace tipd::node {
+namespace tipd::api {
+
+// The channel manager's request and answer types (node/tip_requests.h).
+using node::TipCharge;
+using node::TipError;
+using node::TipOutcome;
+using node::TipRequestIn;
+
 namespace {
 
 // A token's daily cap as the budget a tip is charged to.
@@ -269,4 +276,4 @@ ApiResponse NodeApi::ListTips(const ApiRequest& req) {
   return ApiResponse::Json(*page);
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::api

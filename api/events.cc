@@ -14,7 +14,7 @@
 #include "storage/storage.h"
 #include "tipd/storage.pb.h"
 
-namespace tipd::node {
+namespace tipd::api {
 namespace {
 
 namespace net = boost::asio;
@@ -334,8 +334,8 @@ class EventsSession : public std::enable_shared_from_this<EventsSession> {
     Result<std::vector<tipd::v1::Event>> page = log_.ReadAfter(cursor_, options_.replay_page);
     if (!page.ok()) {
       // The client reconnects with its Last-Event-ID and retries.
-      Logger("events")->error("event replay after id {} failed: {}", cursor_,
-                              page.status().ToString());
+      node::Logger("events")->error("event replay after id {} failed: {}", cursor_,
+                                    page.status().ToString());
       stream_->Close();
       return Finish();
     }
@@ -471,4 +471,4 @@ void RegisterEventRoutes(RpcServer& server, EventLog& log, EventRouteOptions opt
       });
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::api

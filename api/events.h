@@ -57,7 +57,7 @@ class GroupCommitter;
 class WriteBatch;
 }  // namespace tipd::storage
 
-namespace tipd::node {
+namespace tipd::api {
 
 class RpcServer;
 
@@ -220,4 +220,4 @@ struct EventRouteOptions {
 // REQUIRES: `log` outlives the server's streams (Stop the server first).
 void RegisterEventRoutes(RpcServer& server, EventLog& log, EventRouteOptions options = {});
 
-}  // namespace tipd::node
+}  // namespace tipd::api

@@ -22,7 +22,7 @@
 
 #include "tipd/api.pb.h"
 
-namespace tipd::node {
+namespace tipd::api {
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -469,4 +469,4 @@ Status HttpClient::ApiErrorStatus(const HttpResponse& response) {
   return Status(code, status_text + (body.empty() ? "" : ": " + body));
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::api

@@ -30,7 +30,7 @@
 
 #include "util/status.h"
 
-namespace tipd::node {
+namespace tipd::api {
 
 // A parsed "http://HOST[:PORT][/BASE]" URL.
 struct HttpUrl {
@@ -150,4 +150,4 @@ class HttpClient {
   std::atomic<bool> cancelled_{false};
 };
 
-}  // namespace tipd::node
+}  // namespace tipd::api

@@ -7,7 +7,7 @@
 #include "tipd/api.pb.h"
 #include "tipd/storage.pb.h"
 
-namespace tipd::node {
+namespace tipd::api {
 namespace {
 
 using IdempotencyRecords = storage::RecordStore<v1::StoredIdempotentResult>;
@@ -41,16 +41,16 @@ Status SavePersistentPeer(storage::Database& db, const crypto::PublicKey& node_i
   return db.Write(batch);
 }
 
-Result<std::vector<std::pair<crypto::PublicKey, HostPort>>> LoadPersistentPeers(
+Result<std::vector<std::pair<crypto::PublicKey, node::HostPort>>> LoadPersistentPeers(
     storage::Database& db) {
-  std::vector<std::pair<crypto::PublicKey, HostPort>> out;
+  std::vector<std::pair<crypto::PublicKey, node::HostPort>> out;
   const std::string prefix(1, static_cast<char>(storage::KeyFamily::kPeer));
   TIPD_RETURN_IF_ERROR(
       db.ScanPrefix(prefix, 10'000, [&](std::string_view key, std::string_view value) -> Status {
         TIPD_ASSIGN_OR_RETURN(v1::StoredPeer rec,
                               storage::RecordStore<v1::StoredPeer>::Decode(key, value));
         auto id = crypto::PublicKey::Parse(AsSpan(rec.node_id()));
-        auto address = ParseHostPort(rec.address());
+        auto address = node::ParseHostPort(rec.address());
         if (!id.ok() || !address.ok()) {
           return Status::Corruption("peer record " + storage::EscapeKey(key) + " is malformed");
         }
@@ -129,7 +129,7 @@ ApiResponse NodeApi::ConnectPeer(const ApiRequest& req) {
     return ApiResponse::Error(400, "INVALID_NODE_ID",
                               "node_id must be a 66-hex compressed public key");
   }
-  auto address = ParseHostPort(in.address());
+  auto address = node::ParseHostPort(in.address());
   if (!address.ok()) return ApiResponse::Error(400, "INVALID_ADDRESS", address.status().message());
   std::string host = address->host == "localhost" ? "127.0.0.1" : address->host;
   Status st;
@@ -329,4 +329,4 @@ void NodeApi::Transfer(ApiRequest req, Responder responder) {
   });
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::api

@@ -23,7 +23,7 @@
 #include "storage/storage.h"
 #include "util/metrics.h"
 
-namespace tipd::node {
+namespace tipd::api {
 
 struct NodeServices {
   boost::asio::io_context& io;
@@ -37,15 +37,15 @@ struct NodeServices {
   const Clock& clock;
   Timers& timers;
   crypto::RandomSource& rng;
-  ChannelManager* channels = nullptr;  // channel and tip routes need it
-  SpendLimiter* spend = nullptr;       // token caps charged by tips
+  node::ChannelManager* channels = nullptr;  // channel and tip routes need it
+  SpendLimiter* spend = nullptr;             // token caps charged by tips
 };
 
 // Persistent peers added through the API survive restarts: ConnectPeer
 // stores them, RunNode redials them at start.
 Status SavePersistentPeer(storage::Database& db, const crypto::PublicKey& node_id,
                           const std::string& address);
-Result<std::vector<std::pair<crypto::PublicKey, HostPort>>> LoadPersistentPeers(
+Result<std::vector<std::pair<crypto::PublicKey, node::HostPort>>> LoadPersistentPeers(
     storage::Database& db);
 
 class NodeApi {
@@ -88,4 +88,4 @@ class NodeApi {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-}  // namespace tipd::node
+}  // namespace tipd::api

@@ -30,7 +30,7 @@
 #include "tipd/api.pb.h"
 #include "util/metrics.h"
 
-namespace tipd::node {
+namespace tipd::api {
 
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
@@ -147,7 +147,7 @@ struct RpcServer::Shared {
   bool stopped = false;
   size_t connections = 0;
   std::map<Session*, std::weak_ptr<Session>> sessions;
-  std::shared_ptr<spdlog::logger> log = Logger("rpc");
+  std::shared_ptr<spdlog::logger> log = node::Logger("rpc");
 
   void Accept(const std::shared_ptr<Shared>& self);
 };
@@ -838,4 +838,4 @@ std::string ToJson(const google::protobuf::Message& message) {
   return out;
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::api

@@ -50,7 +50,7 @@ namespace tipd {
 class MetricsRegistry;
 }  // namespace tipd
 
-namespace tipd::node {
+namespace tipd::api {
 
 struct RpcLimits {
   size_t max_body_bytes = 64 * 1024;   // larger: 413
@@ -199,4 +199,4 @@ class RpcServer {
   std::shared_ptr<Shared> shared_;
 };
 
-}  // namespace tipd::node
+}  // namespace tipd::api

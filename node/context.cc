@@ -17,6 +17,19 @@
 #include "util/metrics.h"
 
 namespace tipd::node {
+
+using api::EnsureAdminToken;
+using api::EventLog;
+using api::LoadPersistentPeers;
+using api::NodeApi;
+using api::NodeServices;
+using api::RegisterEventRoutes;
+using api::RpcLimits;
+using api::RpcServer;
+using api::SpendLimiter;
+using api::TokenAuthority;
+using api::WriteFileAtomic0600;
+
 namespace {
 
 std::string NumericHost(const std::string& host) {

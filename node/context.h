@@ -33,11 +33,14 @@ class Database;
 class GroupCommitter;
 }  // namespace tipd::storage
 
+namespace tipd::api {
+class EventLog;
+class RpcServer;
+}  // namespace tipd::api
+
 namespace tipd::node {
 
 class ChannelManager;
-class EventLog;
-class RpcServer;
 
 class NodeContext {
  public:

@@ -63,13 +63,13 @@ int main(int argc, char** argv) {
 
   CLI::App* devnet_cmd = app.add_subcommand(
       "devnet", "start a local ledger and N nodes with channels, optionally streaming tips");
-  tipd::node::DevnetOptions devnet;
+  tipd::tools::DevnetOptions devnet;
   uint32_t devnet_nodes = 3;
   std::string devnet_duration;
   devnet_cmd
       ->add_option("--nodes", devnet_nodes,
                    "number of nodes, 1..16 (default 3, or the count recorded in DIR)")
-      ->check(CLI::Range(1u, tipd::node::kDevnetMaxNodes))
+      ->check(CLI::Range(1u, tipd::tools::kDevnetMaxNodes))
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // scripts/devnet.sh --nodes 5
   devnet_cmd->add_option("--dir", devnet.dir, "devnet directory (state, logs, devnet.json)")
       ->capture_default_str()
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
       }
       devnet.duration_ms = *ms;
     }
-    return tipd::node::RunDevnet(devnet);
+    return tipd::tools::RunDevnet(devnet);
   }
   if (node_cmd->parsed()) {
     auto config = tipd::node::ResolveNodeConfig(node_flags);

@@ -31,7 +31,7 @@
 #include "tools/devnet_internal.h"
 #include "tools/process.h"
 
-namespace tipd::node {
+namespace tipd::tools {
 
 namespace devnet_detail {
 
@@ -226,7 +226,7 @@ Status Devnet::Prepare() {
 
 Status Devnet::CreateNew(uint32_t n) {
   fresh_ = true;
-  TIPD_RETURN_IF_ERROR(PrepareDataDir(dir_));
+  TIPD_RETURN_IF_ERROR(node::PrepareDataDir(dir_));
   std::cout << "devnet: creating a new devnet of " << n << " node(s) in " << Rel(dir_) << "\n";
   m_.chain_id = kChainId;
   m_.ledger.datadir = dir_ / "ledger";
@@ -234,7 +234,7 @@ Status Devnet::CreateNew(uint32_t n) {
     DevnetNode node;
     node.name = "node-" + std::to_string(i);
     node.datadir = dir_ / node.name;
-    TIPD_RETURN_IF_ERROR(PrepareDataDir(node.datadir));
+    TIPD_RETURN_IF_ERROR(node::PrepareDataDir(node.datadir));
     // The key exists before the genesis, so the genesis can fund its account.
     TIPD_ASSIGN_OR_RETURN(crypto::KeyPair key, crypto::LoadOrCreateKeyFile(
                                                    node.datadir / "node.key", crypto::SystemRng()));
@@ -254,7 +254,7 @@ Status Devnet::CreateNew(uint32_t n) {
   TIPD_ASSIGN_OR_RETURN(m_.ledger.port, PickPort(0, BasePort(o_.base_port, 0), &used));
 
   // tipd ledger init, as a child like everything else.
-  TIPD_RETURN_IF_ERROR(PrepareDataDir(m_.ledger.datadir));
+  TIPD_RETURN_IF_ERROR(node::PrepareDataDir(m_.ledger.datadir));
   std::vector<std::string> argv = {tipd_.string(),
                                    "ledger",
                                    "init",
@@ -343,7 +343,7 @@ Status Devnet::AssignPorts() {
 }
 
 Status Devnet::WriteManifest() {
-  return WriteFileAtomic0600(dir_ / "devnet.json", ManifestToJson(m_));
+  return api::WriteFileAtomic0600(dir_ / "devnet.json", ManifestToJson(m_));
 }
 
 Status Devnet::StartAll() {
@@ -633,4 +633,4 @@ int RunDevnet(const DevnetOptions& options) {
   return devnet.Run();
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::tools

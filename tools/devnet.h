@@ -24,7 +24,7 @@
 
 #include "util/status.h"
 
-namespace tipd::node {
+namespace tipd::tools {
 
 struct DevnetOptions {
   std::filesystem::path dir = "devnet";
@@ -125,4 +125,4 @@ class LatencyHistogram {
   uint64_t count_ = 0;
 };
 
-}  // namespace tipd::node
+}  // namespace tipd::tools

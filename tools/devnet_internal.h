@@ -15,16 +15,28 @@
 #include <string>
 #include <string_view>
 #include <thread>
+
 #include <vector>
+#include "api/auth.h"
+#include "api/http_client.h"
 
 #include "api/http_client.h"
 #include "tools/devnet.h"
 #include "tools/process.h"
 
-namespace tipd::node::devnet_detail {
+namespace tipd::tools::devnet_detail {
 
 namespace fs = std::filesystem;
 namespace pb = google::protobuf;
+
+// What the devnet uses of the API client and the daemon's helpers.
+using api::HttpClient;
+using api::HttpResponse;
+using api::HttpUrl;
+using api::ParseHttpUrl;
+using api::ReadTokenFile;
+using api::Scope;
+using api::TokenAuthority;
 using Steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -223,4 +235,4 @@ class Devnet {
   std::unique_ptr<Streamer> streamer_;
 };
 
-}  // namespace tipd::node::devnet_detail
+}  // namespace tipd::tools::devnet_detail

@@ -10,7 +10,7 @@
 
 #include "tools/devnet.h"
 
-namespace tipd::node {
+namespace tipd::tools {
 
 namespace pb = google::protobuf;
 
@@ -195,4 +195,4 @@ Result<DevnetManifest> ParseManifest(const std::string& json) {
   return m;
 }
 
-}  // namespace tipd::node
+}  // namespace tipd::tools

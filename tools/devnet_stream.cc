@@ -16,7 +16,7 @@
 #include "tools/devnet.h"
 #include "tools/devnet_internal.h"
 
-namespace tipd::node {
+namespace tipd::tools {
 
 // ---------------------------------------------------------------------------
 // LatencyHistogram
@@ -268,4 +268,4 @@ int Devnet::Loop() {
 
 }  // namespace devnet_detail
 
-}  // namespace tipd::node
+}  // namespace tipd::tools

@@ -35,8 +35,8 @@ namespace {
 
 using tipd::Result;
 using tipd::Status;
-using tipd::node::HttpClient;
-using tipd::node::HttpResponse;
+using tipd::api::HttpClient;
+using tipd::api::HttpResponse;
 
 constexpr int kExitOk = 0;
 constexpr int kExitApiError = 1;
@@ -259,7 +259,7 @@ Result<std::unique_ptr<HttpClient>> MakeClient(const Globals& g) {
     auto file = ReadSmallFile(datadir / "rpc.url");
     url_text = file.ok() && !file->empty() ? *file : kDefaultRpc;
   }
-  auto url = tipd::node::ParseHttpUrl(url_text);
+  auto url = tipd::api::ParseHttpUrl(url_text);
   if (!url.ok()) return url.status();
 
   std::string token = g.token;

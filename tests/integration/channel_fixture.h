@@ -50,7 +50,7 @@ class ChannelFixture : public NetworkFixture {
     n.key = &accounts_[account].key;
     n.id = n.key->public_key();
     EXPECT_NE(StartNode(name, n.key, n.rpc, 0, extra), nullptr);
-    auto token = node::ReadTokenFile(NodeDir(name) / "admin.token");
+    auto token = api::ReadTokenFile(NodeDir(name) / "admin.token");
     EXPECT_TRUE(token.ok());
     n.token = token.ok() ? *token : "";
     return n;

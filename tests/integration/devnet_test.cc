@@ -36,16 +36,16 @@ M FromJson(const std::string& json) {
 
 bool PidGone(pid_t pid) { return pid > 0 && ::kill(pid, 0) == -1 && errno == ESRCH; }
 
-node::DevnetManifest ReadManifest(const fs::path& dir) {
+tools::DevnetManifest ReadManifest(const fs::path& dir) {
   std::ifstream in(dir / "devnet.json");
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto m = node::ParseManifest(text);
+  auto m = tools::ParseManifest(text);
   EXPECT_TRUE(m.ok()) << m.status().ToString() << "\n" << text;
-  return m.ok() ? *m : node::DevnetManifest{};
+  return m.ok() ? *m : tools::DevnetManifest{};
 }
 
-std::string Token(const node::DevnetNode& n) {
-  auto t = node::ReadTokenFile(n.TokenFile());
+std::string Token(const tools::DevnetNode& n) {
+  auto t = api::ReadTokenFile(n.TokenFile());
   EXPECT_TRUE(t.ok()) << t.status().ToString();
   return t.ok() ? *t : "";
 }
@@ -81,13 +81,13 @@ class DevnetTest : public ::testing::Test {
   }
   // Every process in the manifest answers (nodes: GET /v1/info with the
   // token from the token file) and is running.
-  void ExpectUp(const node::DevnetManifest& m) {
+  void ExpectUp(const tools::DevnetManifest& m) {
     EXPECT_EQ(m.chain_id, "tipd-devnet");
     EXPECT_GT(m.ledger.port, 0);
     EXPECT_EQ(m.ledger.sequencer_id.size(), 66u);
     EXPECT_EQ(::kill(m.ledger.pid, 0), 0) << "ledger pid " << m.ledger.pid;
     std::set<uint16_t> ports{m.ledger.port};
-    for (const node::DevnetNode& n : m.nodes) {
+    for (const tools::DevnetNode& n : m.nodes) {
       EXPECT_EQ(n.node_id.size(), 66u);
       EXPECT_TRUE(ports.insert(n.p2p_port).second) << "port reused: " << n.p2p_port;
       EXPECT_TRUE(ports.insert(n.rpc_port).second) << "port reused: " << n.rpc_port;
@@ -99,9 +99,10 @@ class DevnetTest : public ::testing::Test {
       EXPECT_EQ(HttpRequest(n.rpc_port, "GET", "/v1/info").status, 401);
     }
   }
-  void ExpectAllGone(const node::DevnetManifest& m, pid_t devnet_pid) {
+  void ExpectAllGone(const tools::DevnetManifest& m, pid_t devnet_pid) {
     EXPECT_TRUE(PidGone(m.ledger.pid)) << "ledger " << m.ledger.pid;
-    for (const node::DevnetNode& n : m.nodes) EXPECT_TRUE(PidGone(n.pid)) << n.name << " " << n.pid;
+    for (const tools::DevnetNode& n : m.nodes)
+      EXPECT_TRUE(PidGone(n.pid)) << n.name << " " << n.pid;
     EXPECT_EQ(m.devnet_pid, devnet_pid);
   }
 
@@ -116,7 +117,7 @@ TEST_F(DevnetTest, UpStopAndRestartWithTheSameNetwork) {
   auto first = Start({"--nodes", std::to_string(n)}, "devnet-1.log");
   ASSERT_NE(first, nullptr);
   ASSERT_TRUE(WaitUp(*first));
-  node::DevnetManifest m1 = ReadManifest(dir_);
+  tools::DevnetManifest m1 = ReadManifest(dir_);
   ASSERT_EQ(m1.nodes.size(), n);
   ExpectUp(m1);
   EXPECT_EQ(m1.devnet_pid, first->pid());
@@ -142,7 +143,7 @@ TEST_F(DevnetTest, UpStopAndRestartWithTheSameNetwork) {
   ASSERT_TRUE(WaitUp(*second));
   EXPECT_NE(second->Output().find("restarting the devnet of " + std::to_string(n) + " node(s)"),
             std::string::npos);
-  node::DevnetManifest m2 = ReadManifest(dir_);
+  tools::DevnetManifest m2 = ReadManifest(dir_);
   ASSERT_EQ(m2.nodes.size(), n);
   ExpectUp(m2);
   EXPECT_EQ(m2.ledger.sequencer_id, m1.ledger.sequencer_id);
@@ -180,7 +181,7 @@ TEST_F(DevnetTest, StreamsTipsAndComesBackWithChannelsAndBalances) {
   ASSERT_TRUE(WaitUp(*first));
   ASSERT_EQ(first->Output().find("no channel API"), std::string::npos)
       << "this tipd has no channel endpoints yet";
-  node::DevnetManifest m1 = ReadManifest(dir_);
+  tools::DevnetManifest m1 = ReadManifest(dir_);
   ASSERT_EQ(m1.nodes.size(), 3u);
   ExpectUp(m1);
   ASSERT_EQ(m1.channels.size(), 3u);  // a ring
@@ -206,7 +207,7 @@ TEST_F(DevnetTest, StreamsTipsAndComesBackWithChannelsAndBalances) {
   auto second = Start({}, "devnet-2.log");
   ASSERT_NE(second, nullptr);
   ASSERT_TRUE(WaitUp(*second));
-  node::DevnetManifest m2 = ReadManifest(dir_);
+  tools::DevnetManifest m2 = ReadManifest(dir_);
   ASSERT_EQ(m2.channels.size(), 3u);
   ExpectUp(m2);
   std::string out2 = second->Output();
@@ -215,7 +216,7 @@ TEST_F(DevnetTest, StreamsTipsAndComesBackWithChannelsAndBalances) {
     EXPECT_EQ(m2.nodes[i].node_id, m1.nodes[i].node_id);
     EXPECT_EQ(m2.channels[i].channel_id, m1.channels[i].channel_id);
   }
-  for (const node::DevnetNode& n : m2.nodes) {
+  for (const tools::DevnetNode& n : m2.nodes) {
     std::string token = Token(n);
     auto bal = HttpRequest(n.rpc_port, "GET", "/v1/balance", token);
     ASSERT_EQ(bal.status, 200) << bal.body;
@@ -244,17 +245,17 @@ TEST_F(DevnetTest, StreamsTipsAndComesBackWithChannelsAndBalances) {
 }
 
 TEST(DevnetManifestTest, RoundTripsAndNamesBadFields) {
-  node::DevnetManifest m;
+  tools::DevnetManifest m;
   m.chain_id = "tipd-devnet";
   m.devnet_pid = 42;
   m.ledger = {"/d/ledger", std::string(66, 'a'), 9736, 43};
   m.nodes.push_back({"node-0", std::string(66, 'b'), "/d/node-0", 9737, 9738, 44});
   m.nodes.push_back({"node-1", std::string(66, 'c'), "/d/node-1", 9739, 9740, 45});
   m.channels.push_back({"ff00", 0, 1, 1000, 2000});
-  std::string json = node::ManifestToJson(m);
+  std::string json = tools::ManifestToJson(m);
   EXPECT_NE(json.find("\"token_file\": \"/d/node-0/admin.token\""), std::string::npos) << json;
   EXPECT_NE(json.find("\"rpc_url\": \"http://127.0.0.1:9738\""), std::string::npos) << json;
-  auto back = node::ParseManifest(json);
+  auto back = tools::ParseManifest(json);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->ledger.LedgerArg(), "127.0.0.1:9736@" + std::string(66, 'a'));
   EXPECT_EQ(back->nodes[1].rpc_port, 9740);
@@ -263,15 +264,15 @@ TEST(DevnetManifestTest, RoundTripsAndNamesBadFields) {
   EXPECT_EQ(back->channels[0].push_deposit, 2000u);
 
   std::string bad = std::regex_replace(json, std::regex("\"rpc_port\": 9740"), "\"rpc_port\": -1");
-  auto err = node::ParseManifest(bad);
+  auto err = tools::ParseManifest(bad);
   ASSERT_FALSE(err.ok());
   EXPECT_NE(err.status().message().find("nodes[1].rpc_port"), std::string::npos)
       << err.status().message();
-  EXPECT_FALSE(node::ParseManifest("{").ok());
+  EXPECT_FALSE(tools::ParseManifest("{").ok());
 }
 
 TEST(LatencyHistogramTest, PercentilesWithinTwoPercent) {
-  node::LatencyHistogram h;
+  tools::LatencyHistogram h;
   EXPECT_EQ(h.Percentile(50), 0u);
   for (uint64_t us = 1; us <= 10'000; ++us) h.Record(us);
   EXPECT_EQ(h.count(), 10'000u);
@@ -279,7 +280,7 @@ TEST(LatencyHistogramTest, PercentilesWithinTwoPercent) {
   EXPECT_TRUE(near(h.Percentile(50), 5000)) << h.Percentile(50);
   EXPECT_TRUE(near(h.Percentile(99), 9900)) << h.Percentile(99);
   EXPECT_TRUE(near(h.Percentile(100), 10'000)) << h.Percentile(100);
-  node::LatencyHistogram other;
+  tools::LatencyHistogram other;
   other.Record(1'000'000);
   h.Merge(other);
   EXPECT_TRUE(near(h.Percentile(100), 1'000'000)) << h.Percentile(100);

@@ -49,7 +49,7 @@ class FundSafetyTest : public ChannelFixture {
     n.key = key;
     n.id = key->public_key();
     EXPECT_NE(StartNode(name, key, n.rpc), nullptr);
-    auto token = node::ReadTokenFile(NodeDir(name) / "admin.token");
+    auto token = api::ReadTokenFile(NodeDir(name) / "admin.token");
     EXPECT_TRUE(token.ok());
     n.token = token.ok() ? *token : "";
     return n;

@@ -18,7 +18,7 @@ TEST_F(NodeApiTest, TokensScopesInfoAndAnIdempotentTransfer) {
   uint16_t rpc = FreeLoopbackPort();
   // accounts_[0] is funded by the genesis: it becomes the node's key.
   ASSERT_NE(StartNode("node", &accounts_[0].key, rpc), nullptr);
-  auto admin = node::ReadTokenFile(NodeDir("node") / "admin.token");
+  auto admin = api::ReadTokenFile(NodeDir("node") / "admin.token");
   ASSERT_TRUE(admin.ok()) << admin.status().ToString();
 
   // Auth: no token 401, garbage 401, admin 200.

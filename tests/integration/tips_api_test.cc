@@ -32,15 +32,15 @@ struct Seen {
   v1::Event event;
 };
 
-// GET /v1/events on a thread of its own (node::HttpClient::Stream), keeping
+// GET /v1/events on a thread of its own (api::HttpClient::Stream), keeping
 // every event it sees until Stop().
 class EventStream {
  public:
   EventStream(uint16_t port, const std::string& token, std::string target,
               std::map<std::string, std::string> headers = {})
-      : client_(node::HttpUrl{"127.0.0.1", port, ""}, token, 10s) {
+      : client_(api::HttpUrl{"127.0.0.1", port, ""}, token, 10s) {
     thread_ = std::thread([this, target = std::move(target), headers = std::move(headers)] {
-      node::HttpResponse non_ok;
+      api::HttpResponse non_ok;
       Status st = client_.Stream(
           target, headers,
           [this](const std::string& id, const std::string& type, const std::string& data) {
@@ -83,7 +83,7 @@ class EventStream {
   }
 
  private:
-  node::HttpClient client_;
+  api::HttpClient client_;
   std::thread thread_;
   std::mutex mu_;
   std::vector<Seen> seen_;
@@ -111,8 +111,8 @@ std::map<std::string, std::string> MetaOf(const v1::Tip& t) {
 // event (from=0 replays the log, which holds the peer event at least), or
 // the error status the server answered.
 int EventsStatus(uint16_t port, const std::string& token) {
-  node::HttpClient client(node::HttpUrl{"127.0.0.1", port, ""}, token, 10s);
-  node::HttpResponse non_ok;
+  api::HttpClient client(api::HttpUrl{"127.0.0.1", port, ""}, token, 10s);
+  api::HttpResponse non_ok;
   bool got_event = false;
   Status st = client.Stream(
       "/v1/events?from=0", {},

@@ -10,7 +10,7 @@
 #include "storage/storage.h"
 #include "tests/support/test_support.h"
 
-namespace tipd::node {
+namespace tipd::api {
 namespace {
 
 namespace fs = std::filesystem;
@@ -275,4 +275,4 @@ TEST(SpendKeyTest, LayoutIsFamilyIdDaySeq) {
 }
 
 }  // namespace
-}  // namespace tipd::node
+}  // namespace tipd::api

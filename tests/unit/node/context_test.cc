@@ -70,7 +70,7 @@ TEST_F(NodeContextTest, StartsServesTheApiAndStopsInProcess) {
   EXPECT_NE((*node)->p2p_port(), 0);
   EXPECT_EQ((*node)->key().public_key(), node_key_.public_key());
   Run(**node);
-  auto token = ReadTokenFile(dir_.path() / "admin.token");
+  auto token = api::ReadTokenFile(dir_.path() / "admin.token");
   ASSERT_TRUE(token.ok());
   auto info = testing::HttpRequest((*node)->rpc_port(), "GET", "/v1/info", *token);
   ASSERT_EQ(info.status, 200) << info.body;
@@ -97,7 +97,7 @@ TEST_F(NodeContextTest, ATransferWithAnUnknownOutcomeKeepsItsKey) {
   ASSERT_TRUE(node.ok()) << node.status().ToString();
   ASSERT_TRUE((*node)->Start().ok());
   Run(**node);
-  auto token = ReadTokenFile(dir_.path() / "admin.token");
+  auto token = api::ReadTokenFile(dir_.path() / "admin.token");
   ASSERT_TRUE(token.ok());
   const std::string to = HexEncode(crypto::KeyPair::Generate(crypto::SystemRng()).XOnly());
   const std::string body = R"({"to":")" + to + R"(","amount":"700","idempotency_key":"pay-once"})";
@@ -113,9 +113,10 @@ TEST_F(NodeContextTest, ATransferWithAnUnknownOutcomeKeepsItsKey) {
   EXPECT_EQ(replay.nonce(), 0u);  // the first transaction's nonce: no second one was signed
   EXPECT_FALSE(replay.tx_id().empty());
   // Another token's key space is its own.
-  TokenAuthority authority = TokenAuthority::LoadOrCreate(dir_.path(), crypto::SystemRng()).value();
-  std::string other = authority.Issue(
-      TokenAuthority::NewClaims(static_cast<uint32_t>(Scope::kAdmin), 0, 0, crypto::SystemRng()));
+  api::TokenAuthority authority =
+      api::TokenAuthority::LoadOrCreate(dir_.path(), crypto::SystemRng()).value();
+  std::string other = authority.Issue(api::TokenAuthority::NewClaims(
+      static_cast<uint32_t>(api::Scope::kAdmin), 0, 0, crypto::SystemRng()));
   auto theirs =
       testing::HttpRequest((*node)->rpc_port(), "POST", "/v1/ledger/transfer", other, body);
   EXPECT_EQ(theirs.status, 503) << theirs.body;  // a new request, not the first one's answer

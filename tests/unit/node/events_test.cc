@@ -20,7 +20,7 @@
 #include "tests/support/test_support.h"
 #include "tipd/storage.pb.h"
 
-namespace tipd::node {
+namespace tipd::api {
 namespace {
 
 namespace net = boost::asio;
@@ -802,4 +802,4 @@ TEST_F(EventRoutesTest, LongReplayWaitsForTheClientInsteadOfOverflowing) {
 }
 
 }  // namespace
-}  // namespace tipd::node
+}  // namespace tipd::api

@@ -15,7 +15,7 @@
 #include "api/rpc_server.h"
 #include "tipd/api.pb.h"
 
-namespace tipd::node {
+namespace tipd::api {
 namespace {
 
 namespace net = boost::asio;
@@ -391,4 +391,4 @@ TEST(ApiErrorStatusTest, NonJsonBody) {
 }
 
 }  // namespace
-}  // namespace tipd::node
+}  // namespace tipd::api

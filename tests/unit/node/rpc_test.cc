@@ -28,7 +28,7 @@
 #include "tipd/api.pb.h"
 #include "util/metrics.h"
 
-namespace tipd::node {
+namespace tipd::api {
 namespace {
 
 namespace net = boost::asio;
@@ -528,4 +528,4 @@ TEST(ApiResponseTest, StatusMapping) {
 }
 
 }  // namespace
-}  // namespace tipd::node
+}  // namespace tipd::api
