@@ -35,7 +35,9 @@ using storage::Direction;
 
 using Message = std::variant<v1::TipUpdate, v1::Ack>;
 
-inline std::string Bytes(const crypto::PublicKey& k) { return std::string(AsStringView(k.bytes())); }
+inline std::string Bytes(const crypto::PublicKey& k) {
+  return std::string(AsStringView(k.bytes()));
+}
 
 inline v1::StoredChannel RecordOf(const ChannelParams& p) {
   v1::StoredChannel c;
@@ -260,7 +262,6 @@ inline channel::TipDraft RichDraft(std::mt19937_64& gen, uint64_t n) {
   d.created_at_ms = 1700000000000 + n;
   return d;
 }
-
 
 // The crash test's script and the Pair it runs on.
 inline constexpr uint32_t kCrashWindow = 3;
