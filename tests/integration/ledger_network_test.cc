@@ -97,7 +97,9 @@ TEST_F(LedgerNetworkTest, SequencerKilledWhileSealingContinuesWithoutForkOrLoss)
   StartLedger({"--seal-on-submit"});
   auto client = Client();
   ASSERT_TRUE(client->WaitConnected());
-  std::mt19937 rng(static_cast<uint32_t>(TestSeed()));
+  const uint64_t seed = TestSeed();
+  SCOPED_TRACE("TIPD_TEST_SEED=" + std::to_string(seed));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
   std::map<Hash32, uint64_t> told_included;  // what the client was told
   std::map<uint64_t, Hash32> seen_block_hash;
 

@@ -7,15 +7,28 @@
 // rejected input changes nothing, nonces only grow, nobody spends more than
 // it has, deposits are conserved by the final balances; once everything is
 // delivered, both sides agree on what each direction transferred.
+//
+// Each party persists every step the way the node does, through the node's
+// own code: node::ChannelDb's Stage* calls into a real LevelDB (one per party,
+// in a TempDir) committed by a GroupCommitter before anything is sent. A
+// restart closes and reopens that database and rebuilds the channel with
+// ChannelDb::Restore, so it restores what was actually written, not a copy
+// the test keeps.
 #include <gtest/gtest.h>
+#include <leveldb/env.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
+#include <memory>
+#include <optional>
 #include <random>
 #include <string>
 
 #include "channel/channel.h"
+#include "node/channel_db.h"
+#include "storage/storage.h"
 #include "tests/support/test_support.h"
 #include "tests/unit/channel/channel_test_util.h"
 
@@ -31,29 +44,119 @@ struct Message {
   v1::Ack ack;
 };
 
+// LevelDB's real files in the TempDir, without the fsync: a restart here is
+// a clean close and reopen (a process killed mid-write is the crash tests'
+// job), and 20,000 synced writes would make this suite far too slow.
+class NoSyncEnv : public leveldb::EnvWrapper {
+ public:
+  NoSyncEnv() : EnvWrapper(leveldb::Env::Default()) {}
+  leveldb::Status NewWritableFile(const std::string& f, leveldb::WritableFile** r) override {
+    leveldb::Status s = target()->NewWritableFile(f, r);
+    if (s.ok()) *r = new File(*r);
+    return s;
+  }
+  leveldb::Status NewAppendableFile(const std::string& f, leveldb::WritableFile** r) override {
+    leveldb::Status s = target()->NewAppendableFile(f, r);
+    if (s.ok()) *r = new File(*r);
+    return s;
+  }
+
+ private:
+  class File : public leveldb::WritableFile {
+   public:
+    explicit File(leveldb::WritableFile* base) : base_(base) {}
+    leveldb::Status Append(const leveldb::Slice& data) override { return base_->Append(data); }
+    leveldb::Status Close() override { return base_->Close(); }
+    leveldb::Status Flush() override { return base_->Flush(); }
+    leveldb::Status Sync() override { return base_->Flush(); }
+
+   private:
+    std::unique_ptr<leveldb::WritableFile> base_;
+  };
+};
+
+// One party's node database: LevelDB, its GroupCommitter and the ChannelDb
+// on top, as the node wires them. Shared by every run of the test (each run
+// is its own channel id), reopened on a restart.
+struct Store {
+  explicit Store(std::filesystem::path d) : dir(std::move(d)) {}
+  std::filesystem::path dir;
+  leveldb::Env* env = nullptr;
+  std::unique_ptr<storage::Database> db;
+  std::unique_ptr<storage::GroupCommitter> committer;
+  std::unique_ptr<node::ChannelDb> cdb;
+
+  void Open() {
+    storage::Options o;
+    o.env = env;
+    o.block_cache_bytes = 1 << 20;
+    o.write_buffer_bytes = 1 << 20;
+    auto opened = storage::Database::Open(dir, o);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    db = std::move(opened).value();
+    committer = std::make_unique<storage::GroupCommitter>(db.get());
+    cdb = std::make_unique<node::ChannelDb>(db.get());
+  }
+  void Reopen() {
+    cdb.reset();
+    committer.reset();
+    db.reset();
+    Open();
+  }
+  void Commit(storage::WriteBatch batch) {
+    Status st = committer->SubmitAndWait(std::move(batch));
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+};
+
 struct Side {
-  Side(const char* n, crypto::KeyPair k, Channel c)
-      : name(n), key(std::move(k)), ch(std::move(c)) {}
+  Side(const char* n, crypto::KeyPair k, Channel c, Store* st)
+      : name(n), key(std::move(k)), ch(std::move(c)), store(st) {}
   const char* name;
   crypto::KeyPair key;
   Channel ch;
+  Store* store;
   std::deque<Message> inbox;  // from the peer, in order
   bool ack_pending = false;
+  std::optional<v1::Ack> last_ack;  // persisted with the update it acks
   uint64_t tips_queued = 0;
   uint64_t amount_queued = 0;
-  // What the node would have on disk, maintained the way the contracts say
-  // (persist each update before sending, each receipt, each applied proof).
-  RestoredState disk;
 };
+
+v1::StoredChannel RecordOf(const ChannelParams& p) {
+  v1::StoredChannel c;
+  c.set_channel_id(std::string(AsStringView(p.channel_id)));
+  c.set_chain_id(p.chain_id);
+  c.set_local_key(std::string(AsStringView(p.local_key.bytes())));
+  c.set_remote_key(std::string(AsStringView(p.remote_key.bytes())));
+  c.set_local_is_a(p.local_is_a);
+  c.set_deposit_local(p.deposit_local);
+  c.set_deposit_remote(p.deposit_remote);
+  c.set_settle_timeout(144);
+  c.set_phase(v1::STORED_CHANNEL_PHASE_OPEN);
+  c.set_max_updates_in_flight(p.max_updates_in_flight);
+  c.set_max_tips_per_update(p.max_tips_per_update);
+  return c;
+}
+
+// A channel id per run, so that runs share the two databases.
+ChannelId RunChannelId(uint64_t run) {
+  ChannelId id = testing::TestChannelId();
+  for (int i = 0; i < 8; ++i) id[static_cast<size_t>(i)] = static_cast<uint8_t>(run >> (8 * i));
+  return id;
+}
 
 class Simulation {
  public:
-  Simulation(uint64_t seed, uint64_t deposit_a, uint64_t deposit_b, uint32_t window,
-             uint32_t max_tips)
+  Simulation(uint64_t seed, const ChannelId& id, Store* store_a, Store* store_b, uint64_t deposit_a,
+             uint64_t deposit_b, uint32_t window, uint32_t max_tips)
       : gen_(seed),
         rng_(seed ^ 0x5eed),
-        a_{"A", KeyFromByte(0x01), Make(0x01, 0x02, true, deposit_a, deposit_b, window, max_tips)},
-        b_{"B", KeyFromByte(0x02), Make(0x02, 0x01, false, deposit_b, deposit_a, window, max_tips)},
+        id_(id),
+        a_{"A", KeyFromByte(0x01),
+           Make(id, 0x01, 0x02, true, deposit_a, deposit_b, window, max_tips), store_a},
+        b_{"B", KeyFromByte(0x02),
+           Make(id, 0x02, 0x01, false, deposit_b, deposit_a, window, max_tips), store_b},
         total_(deposit_a + deposit_b) {}
 
   size_t rejections() const { return rejections_; }
@@ -61,6 +164,13 @@ class Simulation {
   size_t restarts() const { return restarts_; }
 
   void Run(int steps) {
+    // The channel records, as the node writes them when the channel opens.
+    for (Side* s : {&a_, &b_}) {
+      storage::WriteBatch batch;
+      Status st = s->store->cdb->StageNewChannel(&batch, RecordOf(s->ch.params()));
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      ASSERT_NO_FATAL_FAILURE(s->store->Commit(std::move(batch)));
+    }
     for (int i = 0; i < steps && !::testing::Test::HasFatalFailure(); ++i) {
       Step();
       CheckInvariants();
@@ -70,9 +180,10 @@ class Simulation {
   }
 
  private:
-  static Channel Make(uint8_t local, uint8_t remote, bool is_a, uint64_t dl, uint64_t dr,
-                      uint32_t window, uint32_t max_tips) {
+  static Channel Make(const ChannelId& id, uint8_t local, uint8_t remote, bool is_a, uint64_t dl,
+                      uint64_t dr, uint32_t window, uint32_t max_tips) {
     ChannelParams p = testing::ParamsFor(KeyFromByte(local), KeyFromByte(remote), is_a, dl, dr);
+    p.channel_id = id;
     p.max_updates_in_flight = window;
     p.max_tips_per_update = max_tips;
     return std::move(Channel::Open(p)).value();
@@ -103,11 +214,19 @@ class Simulation {
     }
   }
 
+  // Signs what the window allows; each update is durable before it leaves.
+  // An ack made (and persisted) earlier leaves first: the balance it lets us
+  // spend must not reach the peer before the ack itself.
   void Pump(Side& s, Side& peer) {
-    while (auto out = s.ch.TakeNextUpdate(s.key, rng_)) {
-      s.disk.own_latest = out->update.proof();
-      s.disk.own_tip_count = out->update.tips(out->update.tips_size() - 1).index();
-      s.disk.in_flight.push_back(out->update);
+    if (s.ack_pending) FlushAck(s, peer, /*then_pump=*/false);
+    for (;;) {
+      const std::string root_before = s.ch.Snapshot().sent_tips_root;
+      auto out = s.ch.TakeNextUpdate(s.key, rng_);
+      if (!out) return;
+      storage::WriteBatch batch;
+      Status st = s.store->cdb->StageOutgoingUpdate(&batch, root_before, *out);
+      ASSERT_TRUE(st.ok()) << s.name << ": " << st.ToString();
+      ASSERT_NO_FATAL_FAILURE(s.store->Commit(std::move(batch)));
       peer.inbox.push_back(Message{false, out->update, {}});
     }
   }
@@ -147,32 +266,36 @@ class Simulation {
       auto r = s.ch.OnAck(m.ack);
       ASSERT_TRUE(r.ok()) << s.name << ": " << r.error().ToString();
       if (r->updates_acked > 0) {
-        auto& f = s.disk.in_flight;
-        while (!f.empty() && f.front().proof().nonce() <= m.ack.nonce()) {
-          s.disk.receipt_transferred = f.front().proof().transferred();
-          f.erase(f.begin());
-        }
-        s.disk.receipt = m.ack;
+        storage::WriteBatch batch;
+        Status st =
+            s.store->cdb->StageAckReceived(&batch, m.ack, s.ch.Snapshot().receipt_transferred);
+        ASSERT_TRUE(st.ok()) << s.name << ": " << st.ToString();
+        ASSERT_NO_FATAL_FAILURE(s.store->Commit(std::move(batch)));
       }
       Pump(s, peer);
       return;
     }
     auto v = s.ch.CheckUpdate(m.update);
     ASSERT_TRUE(v.ok()) << s.name << " refused an honest update: " << v.error().ToString();
+    const std::string root_before = s.ch.Snapshot().received_tips_root;
     ASSERT_TRUE(s.ch.ApplyUpdate(*v).ok());
-    s.disk.received_latest = m.update.proof();
-    s.disk.received_tip_count += static_cast<uint64_t>(m.update.tips_size());
+    // Applied, then persisted with its ack; the ack leaves later (or never,
+    // if the connection drops first).
+    auto ack = s.ch.MakeAck(s.key, rng_);
+    ASSERT_TRUE(ack.has_value());
+    storage::WriteBatch batch;
+    Status st = s.store->cdb->StageReceivedUpdate(&batch, root_before, *v, *ack);
+    ASSERT_TRUE(st.ok()) << s.name << ": " << st.ToString();
+    ASSERT_NO_FATAL_FAILURE(s.store->Commit(std::move(batch)));
+    s.last_ack = *ack;
     s.ack_pending = true;
     if (Chance(50)) FlushAck(s, peer);
   }
 
   void FlushAck(Side& s, Side& peer, bool then_pump = true) {
     if (!s.ack_pending) return;
-    auto ack = s.ch.MakeAck(s.key, rng_);
-    ASSERT_TRUE(ack.has_value());
-    s.disk.sent_ack = *ack;
-    s.disk.sent_ack_transferred = s.disk.received_latest.transferred();
-    peer.inbox.push_back(Message{true, {}, *ack});
+    ASSERT_TRUE(s.last_ack.has_value());
+    peer.inbox.push_back(Message{true, {}, *s.last_ack});
     s.ack_pending = false;
     if (then_pump) Pump(s, peer);
   }
@@ -185,7 +308,7 @@ class Simulation {
     const __int128 room = static_cast<__int128>(view.deposit_remote) + view.receipt_transferred -
                           view.received_transferred;
     v1::TipUpdate u;
-    u.set_channel_id(std::string(AsStringView(testing::TestChannelId())));
+    u.set_channel_id(std::string(AsStringView(id_)));
     v1::Tip* tip = u.add_tips();
     tip->set_index(view.received_tip_count + 1);
     tip->set_message("forged");
@@ -263,12 +386,13 @@ class Simulation {
     Follow(b_, a_, *plan_b);
   }
 
-  // The process of `s` restarts from its disk: the queue (never persisted)
-  // is lost, the connection drops, and reestablish follows.
+  // The process of `s` restarts from its database: the queue (never
+  // persisted) is lost, the connection drops, and reestablish follows.
   void Restart(Side& s) {
     ++restarts_;
     const ChannelSnapshot live = s.ch.Snapshot();
-    auto restored = Channel::Restore(s.ch.params(), s.disk);
+    ASSERT_NO_FATAL_FAILURE(s.store->Reopen());
+    auto restored = s.store->cdb->Restore(std::string(AsStringView(id_)), s.key.public_key());
     ASSERT_TRUE(restored.ok()) << s.name << ": " << restored.status().ToString();
     ChannelSnapshot expected = live;
     expected.queued_tips = 0;
@@ -278,11 +402,19 @@ class Simulation {
     s.amount_queued -= live.queued_amount;
     s.ch = std::move(restored).value();
     s.ack_pending = false;
+    s.last_ack.reset();
     Reconnect();
   }
 
   void Follow(Side& s, Side& peer, const ReestablishPlan& plan) {
-    // Order matters: ack, then resends, and only then new updates.
+    // Order matters: ack, then resends, and only then new updates. The ack
+    // resent is the one persisted with the latest received update.
+    if (plan.send_ack) {
+      auto ack = s.ch.MakeAck(s.key, rng_);
+      ASSERT_TRUE(ack.has_value());
+      EXPECT_EQ(ack->nonce(), s.ch.Snapshot().acked_received_nonce);
+      s.last_ack = *ack;
+    }
     s.ack_pending = plan.send_ack;
     FlushAck(s, peer, /*then_pump=*/false);
     for (const v1::TipUpdate& u : plan.resend) peer.inbox.push_back(Message{false, u, {}});
@@ -370,6 +502,7 @@ class Simulation {
 
   std::mt19937_64 gen_;
   SeededRandom rng_;
+  ChannelId id_;
   Side a_, b_;
   uint64_t total_;
   ChannelSnapshot last_a_, last_b_;
@@ -389,6 +522,13 @@ TEST(ChannelProperty, RandomInterleavingsKeepEveryInvariant) {
   constexpr int kSteps = 20;
   size_t rejections = 0, reconnects = 0, restarts = 0;
   const auto start = std::chrono::steady_clock::now();
+  tipd::testing::TempDir dir("tipd-property");
+  NoSyncEnv env;
+  Store store_a{dir.path() / "a"}, store_b{dir.path() / "b"};
+  for (Store* st : {&store_a, &store_b}) {
+    st->env = &env;
+    ASSERT_NO_FATAL_FAILURE(st->Open());
+  }
   for (int run = 0; run < kRuns && !HasFatalFailure(); ++run) {
     SCOPED_TRACE("run " + std::to_string(run));
     const uint64_t run_seed = outer();
@@ -396,7 +536,8 @@ TEST(ChannelProperty, RandomInterleavingsKeepEveryInvariant) {
     const uint64_t deposit_b = outer() % 3 == 0 ? 0 : outer() % 5000;
     const auto window = static_cast<uint32_t>(1 + outer() % 4);
     const auto max_tips = static_cast<uint32_t>(1 + outer() % 8);
-    Simulation sim(run_seed, deposit_a, deposit_b, window, max_tips);
+    Simulation sim(run_seed, RunChannelId(static_cast<uint64_t>(run)), &store_a, &store_b,
+                   deposit_a, deposit_b, window, max_tips);
     sim.Run(kSteps);
     rejections += sim.rejections();
     reconnects += sim.reconnects();

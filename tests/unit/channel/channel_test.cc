@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "tests/unit/channel/channel_test_util.h"
 
@@ -744,6 +746,83 @@ TEST(Restore, RebuildsTheSameStateAndContinues) {
   auto restored = Channel::Restore(pair.a.params(), st);
   ASSERT_TRUE(restored.ok()) << restored.status().ToString();
   EXPECT_EQ(restored->Snapshot(), pair.a.Snapshot());
+
+  // ... and continues: the restored A (`r`) takes part in further updates both
+  // ways, and behaves exactly as the A that never restarted (`pair.a`, fed the
+  // same messages): the same updates and acks, byte for byte.
+  Channel r = std::move(restored).value();
+  Channel& b = pair.b;
+  // B receives the two updates that were in flight and acks both.
+  for (const v1::TipUpdate& u : in_flight) {
+    auto vb = b.CheckUpdate(u);
+    ASSERT_TRUE(vb.ok()) << vb.error().ToString();
+    ASSERT_TRUE(b.ApplyUpdate(*vb).ok());
+  }
+  auto ack_b = b.MakeAck(pair.key_b, pair.rng);
+  ASSERT_TRUE(ack_b.has_value());
+  for (Channel* x : {&r, &pair.a}) {
+    auto acked = x->OnAck(*ack_b);
+    ASSERT_TRUE(acked.ok()) << acked.error().ToString();
+    EXPECT_EQ(acked->updates_acked, 2u);
+  }
+  // B takes A's ack of its nonce 2 (made before the restart).
+  auto b_acked = b.OnAck(*ack);
+  ASSERT_TRUE(b_acked.ok()) << b_acked.error().ToString();
+  EXPECT_EQ(b_acked->updates_acked, 1u);
+  // A new tip A -> B from the restored channel.
+  ASSERT_TRUE(r.QueueTip(Draft(4, "after restore")).ok());
+  ASSERT_TRUE(pair.a.QueueTip(Draft(4, "after restore")).ok());
+  auto next_r = r.TakeNextUpdate(pair.key_a, pair.rng);
+  auto next_a = pair.a.TakeNextUpdate(pair.key_a, pair.rng);
+  ASSERT_TRUE(next_r.has_value());
+  ASSERT_TRUE(next_a.has_value());
+  EXPECT_EQ(next_r->update.SerializeAsString(), next_a->update.SerializeAsString());
+  EXPECT_EQ(next_r->nonce(), 4u);
+  auto vb = b.CheckUpdate(next_r->update);
+  ASSERT_TRUE(vb.ok()) << vb.error().ToString();
+  ASSERT_TRUE(b.ApplyUpdate(*vb).ok());
+  ack_b = b.MakeAck(pair.key_b, pair.rng);
+  ASSERT_TRUE(ack_b.has_value());
+  for (Channel* x : {&r, &pair.a}) {
+    auto acked = x->OnAck(*ack_b);
+    ASSERT_TRUE(acked.ok()) << acked.error().ToString();
+    EXPECT_EQ(acked->updates_acked, 1u);
+  }
+  // A new tip B -> A, received by the restored channel.
+  ASSERT_TRUE(b.QueueTip(Draft(6, "to the restored A")).ok());
+  auto from_b2 = b.TakeNextUpdate(pair.key_b, pair.rng);
+  ASSERT_TRUE(from_b2.has_value());
+  EXPECT_EQ(from_b2->nonce(), 3u);
+  std::optional<v1::Ack> ack_r, ack_a;
+  for (auto [x, out] : {std::pair{&r, &ack_r}, std::pair{&pair.a, &ack_a}}) {
+    auto va = x->CheckUpdate(from_b2->update);
+    ASSERT_TRUE(va.ok()) << va.error().ToString();
+    ASSERT_TRUE(x->ApplyUpdate(*va).ok());
+    *out = x->MakeAck(pair.key_a, pair.rng);
+    ASSERT_TRUE(out->has_value());
+  }
+  EXPECT_EQ(ack_r->SerializeAsString(), ack_a->SerializeAsString());
+  auto b_acked2 = b.OnAck(*ack_r);
+  ASSERT_TRUE(b_acked2.ok()) << b_acked2.error().ToString();
+  EXPECT_EQ(b_acked2->updates_acked, 1u);
+  // Both sides agree on everything: A paid 7 + 1 + 1 + 4, B paid 3 + 2 + 6.
+  const ChannelSnapshot ra = r.Snapshot(), sb = b.Snapshot();
+  EXPECT_EQ(ra, pair.a.Snapshot());
+  EXPECT_EQ(ra.sent_transferred, 13u);
+  EXPECT_EQ(ra.receipt_transferred, 13u);
+  EXPECT_EQ(sb.received_transferred, 13u);
+  EXPECT_EQ(ra.received_transferred, 11u);
+  EXPECT_EQ(sb.receipt_transferred, 11u);
+  EXPECT_EQ(ra.sent_tips_root, sb.received_tips_root);
+  EXPECT_EQ(sb.sent_tips_root, ra.received_tips_root);
+  EXPECT_EQ(ra.sent_tip_count, 4u);
+  EXPECT_EQ(sb.received_tip_count, 4u);
+  EXPECT_TRUE(ra.in_flight_nonces.empty());
+  EXPECT_TRUE(sb.in_flight_nonces.empty());
+  auto fr = r.FinalBalancesNow(), fb = b.FinalBalancesNow();
+  ASSERT_TRUE(fr.ok() && fb.ok());
+  EXPECT_EQ(*fr, *fb);
+  EXPECT_EQ(fr->balance_a, 1000u - 13u + 11u);
 
   // Inconsistent pieces are refused as corruption.
   RestoredState bad = st;

@@ -1,246 +1,45 @@
 // ChannelDb: two real Channels (A and B) wired by in-memory message passing,
-// each persisting every step into its own LevelDB through a GroupCommitter,
-// reopened and restored at random points.
+// each persisting every step into its own LevelDB through a GroupCommitter
+// (channel_db_pair.h). Clean restarts (close, reopen, restore) at random
+// points of a stream; and a process SIGKILLed at random moments while it
+// writes (ChannelDbCrashTest, with channel_db_crash_child.cc).
 #include "node/channel_db.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
-#include <deque>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <memory>
 #include <optional>
 #include <random>
+#include <thread>
+#include <tuple>
 #include <variant>
 
 #include "storage/storage.h"
 #include "tests/support/test_support.h"
 #include "tests/unit/channel/channel_test_util.h"
+#include "tests/unit/node/channel_db_pair.h"
+
+extern char** environ;
 
 namespace tipd::node {
 namespace {
 
-using channel::Channel;
-using channel::ChannelParams;
+using namespace dbtest;  // NOLINT
 using channel::ChannelSnapshot;
 using channel::testing::Draft;
-using channel::testing::KeyFromByte;
-using channel::testing::ParamsFor;
-using channel::testing::SeededRandom;
 using storage::Direction;
-
-using Message = std::variant<v1::TipUpdate, v1::Ack>;
-
-std::string Bytes(const crypto::PublicKey& k) { return std::string(AsStringView(k.bytes())); }
-
-v1::StoredChannel RecordOf(const ChannelParams& p) {
-  v1::StoredChannel c;
-  c.set_channel_id(std::string(AsStringView(p.channel_id)));
-  c.set_chain_id(p.chain_id);
-  c.set_local_key(Bytes(p.local_key));
-  c.set_remote_key(Bytes(p.remote_key));
-  c.set_local_is_a(p.local_is_a);
-  c.set_deposit_local(p.deposit_local);
-  c.set_deposit_remote(p.deposit_remote);
-  c.set_settle_timeout(144);
-  c.set_phase(v1::STORED_CHANNEL_PHASE_OPEN);
-  c.set_max_updates_in_flight(p.max_updates_in_flight);
-  c.set_max_tips_per_update(p.max_tips_per_update);
-  return c;
-}
-
-// What survives a crash: everything but the queue of tips not yet signed.
-ChannelSnapshot Persistable(ChannelSnapshot s) {
-  s.queued_tips = 0;
-  s.queued_amount = 0;
-  return s;
-}
-
-std::string ChannelIdBytes() {
-  return std::string(AsStringView(channel::testing::TestChannelId()));
-}
-
-// One party: its key, its database and its channel.
-struct Side {
-  std::filesystem::path dir;
-  crypto::KeyPair key;
-  std::unique_ptr<storage::Database> db;
-  std::unique_ptr<storage::GroupCommitter> committer;
-  std::unique_ptr<ChannelDb> cdb;
-  std::optional<Channel> ch;
-
-  Side(std::filesystem::path d, crypto::KeyPair k) : dir(std::move(d)), key(std::move(k)) {}
-
-  void OpenDb() {
-    auto opened = storage::Database::Open(dir);
-    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-    db = std::move(opened).value();
-    committer = std::make_unique<storage::GroupCommitter>(db.get());
-    cdb = std::make_unique<ChannelDb>(db.get());
-  }
-  void CloseDb() {
-    cdb.reset();
-    committer.reset();
-    db.reset();
-  }
-  void Commit(storage::WriteBatch batch) {
-    ASSERT_TRUE(committer->SubmitAndWait(std::move(batch)).ok());
-  }
-  // Crash and restart: the in-memory channel is lost, the database reopened.
-  void Restart() {
-    ch.reset();
-    CloseDb();
-    ASSERT_NO_FATAL_FAILURE(OpenDb());
-    auto restored = cdb->Restore(ChannelIdBytes(), key.public_key());
-    ASSERT_TRUE(restored.ok()) << restored.status().ToString();
-    ch.emplace(std::move(restored).value());
-  }
-  const ChannelSnapshot Snap() const { return ch->Snapshot(); }
-};
-
-class Pair {
- public:
-  explicit Pair(uint32_t window = 8, uint32_t max_tips = 256, uint64_t seed = 1)
-      : rng_(seed),
-        a_(dir_a_.path() / "db", KeyFromByte(0x01)),
-        b_(dir_b_.path() / "db", KeyFromByte(0x02)) {
-    Init(a_, b_, true, window, max_tips);
-    Init(b_, a_, false, window, max_tips);
-  }
-
-  Side& a() { return a_; }
-  Side& b() { return b_; }
-  std::deque<Message>& to(Side& s) { return &s == &a_ ? to_a_ : to_b_; }
-  Side& other(Side& s) { return &s == &a_ ? b_ : a_; }
-  crypto::RandomSource& rng() { return rng_; }
-
-  // Queues the drafts at `from` and sends every update the window allows.
-  void Send(Side& from, const std::vector<channel::TipDraft>& drafts) {
-    for (const auto& d : drafts) ASSERT_TRUE(from.ch->QueueTip(d).ok());
-    ASSERT_NO_FATAL_FAILURE(Flush(from));
-  }
-  void Flush(Side& from) {
-    for (;;) {
-      const std::string before = from.Snap().sent_tips_root;
-      auto out = from.ch->TakeNextUpdate(from.key, rng_);
-      if (!out) return;
-      storage::WriteBatch batch;
-      ASSERT_TRUE(from.cdb->StageOutgoingUpdate(&batch, before, *out).ok());
-      ASSERT_NO_FATAL_FAILURE(from.Commit(std::move(batch)));
-      sent_.push_back(out->update);
-      to(other(from)).push_back(out->update);
-    }
-  }
-  // `at` handles the oldest message addressed to it.
-  void Deliver(Side& at) {
-    std::deque<Message>& in = to(at);
-    ASSERT_FALSE(in.empty());
-    Message m = std::move(in.front());
-    in.pop_front();
-    if (auto* update = std::get_if<v1::TipUpdate>(&m)) {
-      auto v = at.ch->CheckUpdate(*update);
-      ASSERT_TRUE(v.ok()) << v.error().ToString();
-      const std::string before = at.Snap().received_tips_root;
-      ASSERT_TRUE(at.ch->ApplyUpdate(*v).ok());
-      auto ack = at.ch->MakeAck(at.key, rng_);
-      ASSERT_TRUE(ack.has_value());
-      storage::WriteBatch batch;
-      ASSERT_TRUE(at.cdb->StageReceivedUpdate(&batch, before, *v, *ack).ok());
-      ASSERT_NO_FATAL_FAILURE(at.Commit(std::move(batch)));
-      to(other(at)).push_back(*ack);
-    } else {
-      const v1::Ack& ack = std::get<v1::Ack>(m);
-      auto outcome = at.ch->OnAck(ack);
-      ASSERT_TRUE(outcome.ok()) << outcome.error().ToString();
-      if (outcome->updates_acked > 0) {
-        storage::WriteBatch batch;
-        ASSERT_TRUE(at.cdb->StageAckReceived(&batch, ack, at.Snap().receipt_transferred).ok());
-        ASSERT_NO_FATAL_FAILURE(at.Commit(std::move(batch)));
-      }
-      ASSERT_NO_FATAL_FAILURE(Flush(at));
-    }
-  }
-  // Crash `s`, restore it and check it equals what it had persisted.
-  void Restart(Side& s) {
-    const ChannelSnapshot expected = Persistable(s.Snap());
-    ASSERT_NO_FATAL_FAILURE(s.Restart());
-    ASSERT_EQ(s.Snap(), expected);
-  }
-  // Reconnect: messages on the wire are lost; both sides reestablish and
-  // send what the plan says.
-  void Reestablish() {
-    to_a_.clear();
-    to_b_.clear();
-    v1::Reestablish ra = a_.ch->MakeReestablish();
-    ra.set_received_tip_count(a_.Snap().received_tip_count);
-    v1::Reestablish rb = b_.ch->MakeReestablish();
-    rb.set_received_tip_count(b_.Snap().received_tip_count);
-    auto plan_a = a_.ch->OnPeerReestablish(rb, rb.received_tip_count());
-    auto plan_b = b_.ch->OnPeerReestablish(ra, ra.received_tip_count());
-    ASSERT_TRUE(plan_a.ok()) << plan_a.error().ToString();
-    ASSERT_TRUE(plan_b.ok()) << plan_b.error().ToString();
-    ASSERT_FALSE(plan_a->adopted_own_proof);
-    ASSERT_FALSE(plan_b->adopted_own_proof);
-    ASSERT_NO_FATAL_FAILURE(Follow(a_, *plan_a));
-    ASSERT_NO_FATAL_FAILURE(Follow(b_, *plan_b));
-  }
-  void Follow(Side& s, const channel::ReestablishPlan& plan) {
-    if (plan.send_ack) {
-      // The ack was persisted with the update it acknowledges.
-      const uint64_t persisted = s.Snap().acked_received_nonce;
-      auto ack = s.ch->MakeAck(s.key, rng_);
-      ASSERT_TRUE(ack.has_value());
-      ASSERT_EQ(ack->nonce(), persisted);
-      to(other(s)).push_back(*ack);
-    }
-    for (const auto& u : plan.resend) to(other(s)).push_back(u);
-    ASSERT_NO_FATAL_FAILURE(Flush(s));
-  }
-  void DrainAll() {
-    while (!to_a_.empty() || !to_b_.empty()) {
-      if (!to_a_.empty()) {
-        ASSERT_NO_FATAL_FAILURE(Deliver(a_));
-      }
-      if (!to_b_.empty()) {
-        ASSERT_NO_FATAL_FAILURE(Deliver(b_));
-      }
-    }
-  }
-  const std::vector<v1::TipUpdate>& sent() const { return sent_; }
-
- private:
-  void Init(Side& s, Side& peer, bool is_a, uint32_t window, uint32_t max_tips) {
-    ASSERT_NO_FATAL_FAILURE(s.OpenDb());
-    ChannelParams p = ParamsFor(s.key, peer.key, is_a, 1'000'000, 1'000'000);
-    p.max_updates_in_flight = window;
-    p.max_tips_per_update = max_tips;
-    auto ch = Channel::Open(p);
-    ASSERT_TRUE(ch.ok());
-    s.ch.emplace(std::move(ch).value());
-    storage::WriteBatch batch;
-    ASSERT_TRUE(s.cdb->StageNewChannel(&batch, RecordOf(p)).ok());
-    ASSERT_NO_FATAL_FAILURE(s.Commit(std::move(batch)));
-  }
-
-  SeededRandom rng_;
-  tipd::testing::TempDir dir_a_;
-  tipd::testing::TempDir dir_b_;
-  Side a_;
-  Side b_;
-  std::deque<Message> to_a_;
-  std::deque<Message> to_b_;
-  std::vector<v1::TipUpdate> sent_;
-};
-
-channel::TipDraft RichDraft(std::mt19937_64& gen, uint64_t n) {
-  channel::TipDraft d = Draft(1 + gen() % 500, "tip #" + std::to_string(n) + " \xe2\x9a\xa1");
-  if (gen() % 2) {
-    d.metadata["app_name"] = "podverse";
-    d.metadata["sender_name"] = "alice " + std::to_string(gen() % 100);
-  }
-  d.created_at_ms = 1700000000000 + n;
-  return d;
-}
 
 // Every tip both sides hold in `direction`, through History pages of 7.
 std::vector<v1::StoredTip> AllTips(Side& s, Direction direction) {
@@ -255,13 +54,15 @@ std::vector<v1::StoredTip> AllTips(Side& s, Direction direction) {
   }
 }
 
-// A stream of tips both ways, single and coalesced, with restarts and
-// reconnects at random points. After every restart the restored channel
+// A stream of tips both ways, single and coalesced, with clean restarts
+// (close and reopen between two steps; kills mid-write are
+// ChannelDbCrashTest's) and reconnects at random points. After every restart
+// the restored channel
 // equals what was persisted, and the stream continues (every later update
 // validates on the other side).
 TEST(ChannelDbTest, RandomStreamSurvivesRestarts) {
   const uint64_t seed = tipd::testing::TestSeed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  SCOPED_TRACE("TIPD_TEST_SEED=" + std::to_string(seed));
   int total_restarts = 0;
   int coalesced = 0;
   for (int round = 0; round < 4; ++round) {
@@ -462,9 +263,10 @@ TEST(ChannelDbTest, HistoryPageIsCapped) {
   EXPECT_EQ(rest->size(), 5u);
 }
 
-// One step is one batch: a batch dropped before submit leaves nothing, a
-// submitted one leaves everything.
-TEST(ChannelDbTest, StagedStepIsAllOrNothing) {
+// One step is one batch, and staging writes nothing: a batch dropped before
+// submit leaves nothing, a submitted one leaves everything. (A write torn by
+// a crash: ChannelDbCrashTest below.)
+TEST(ChannelDbTest, StagedStepIsOneBatchWrittenOnlyOnSubmit) {
   Pair pair;
   Side& a = pair.a();
   Side& b = pair.b();
@@ -723,6 +525,163 @@ TEST(ChannelDbTest, CorruptRecordIsAnErrorNamingTheKey) {
   EXPECT_NE(restored.status().message().find(storage::EscapeKey(ckey)), std::string::npos);
   auto list = a.cdb->ListChannels();
   EXPECT_EQ(list.status().code(), StatusCode::kCorruption);
+}
+
+// ---------------------------------------------------------------------------
+// Killed while writing. A child process (channel_db_crash_child.cc) runs
+// RunCrashScript and reports on a pipe the number of every step whose batch
+// is durable; the parent SIGKILLs it at a random moment, reopens both
+// databases and restores the channels. The same script run here first
+// (deterministic for a seed) tells what each side's state was after every
+// step: the restored state must be the one after the last reported step or
+// after the next one (durable, killed before it was reported), never one
+// with a step half applied, and the history must hold exactly the tips that
+// state covers.
+
+struct CrashChild {
+  pid_t pid = -1;
+  int fd = -1;
+};
+
+CrashChild SpawnCrashChild(const std::filesystem::path& root, uint64_t seed) {
+  // The environment is built before fork: the child only dup2s and execs.
+  std::vector<std::string> env_strings = {"TIPD_CRASH_CHILD_DIR=" + root.string(),
+                                          "TIPD_CRASH_CHILD_SEED=" + std::to_string(seed)};
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "TIPD_CRASH_CHILD_", 17) != 0) env_strings.emplace_back(*e);
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string arg0 = TIPD_CHANNEL_DB_CRASH_CHILD;
+  std::string arg1 = "--gtest_brief=1";
+  char* argv[] = {arg0.data(), arg1.data(), nullptr};
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 3);  // the report pipe is fd 3 in the child (dup2 clears O_CLOEXEC)
+    ::execve(argv[0], argv, envp.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  if (pid < 0) {
+    ::close(fds[0]);
+    return {};
+  }
+  return CrashChild{pid, fds[0]};
+}
+
+bool ReadStep(int fd, uint64_t* step) {
+  char buf[8];
+  size_t got = 0;
+  while (got < sizeof(buf)) {
+    ssize_t n = ::read(fd, buf + got, sizeof(buf) - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  std::memcpy(step, buf, sizeof(*step));
+  return true;
+}
+
+// The restored side: its state is one of `allowed` and its history holds
+// exactly the tips that state covers, each direction ending at its root.
+void VerifyCrashedSide(const std::filesystem::path& dir, const crypto::KeyPair& key,
+                       const std::vector<const ChannelSnapshot*>& allowed, size_t* at_next) {
+  auto db = storage::Database::Open(dir);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ChannelDb cdb(db->get());
+  auto restored = cdb.Restore(ChannelIdBytes(), key.public_key());
+  ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+  const ChannelSnapshot got = restored->Snapshot();
+  const auto it = std::find_if(allowed.begin(), allowed.end(),
+                               [&](const ChannelSnapshot* s) { return *s == got; });
+  ASSERT_NE(it, allowed.end()) << dir << ": restored state (sent nonce " << got.sent_nonce
+                               << ", received nonce " << got.received_nonce << ", receipt nonce "
+                               << got.receipt_nonce
+                               << ") is not the state after the last reported step ("
+                               << allowed[0]->sent_nonce << ", " << allowed[0]->received_nonce
+                               << ", " << allowed[0]->receipt_nonce << ") nor after the next";
+  if (it != allowed.begin() && !(*allowed.front() == got)) ++*at_next;
+  for (auto [direction, count, root] :
+       {std::tuple{Direction::kLocalToRemote, got.sent_tip_count, got.sent_tips_root},
+        std::tuple{Direction::kRemoteToLocal, got.received_tip_count, got.received_tips_root}}) {
+    auto tips = cdb.History(ChannelIdBytes(), direction, 1, ChannelDb::kMaxHistoryPage);
+    ASSERT_TRUE(tips.ok()) << tips.status().ToString();
+    ASSERT_EQ(tips->size(), count) << dir << ": tips beyond or short of the proof";
+    if (count > 0) {
+      EXPECT_EQ(tips->back().tip().index(), count);
+      EXPECT_EQ(tips->back().root_after(), root);
+    }
+  }
+}
+
+TEST(ChannelDbCrashTest, KilledWhileWritingKeepsEveryReportedStepWhole) {
+  const uint64_t seed = tipd::testing::TestSeed();
+  SCOPED_TRACE("TIPD_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  constexpr int kRounds = 12;
+
+  // The reference run: each side's persistable state after every step.
+  std::vector<ChannelSnapshot> ref_a, ref_b;
+  {
+    Pair ref({}, kCrashWindow, kCrashMaxTips, seed);
+    ref_a.push_back(Persistable(ref.a().Snap()));
+    ref_b.push_back(Persistable(ref.b().Snap()));
+    ref.on_durable_step = [&] {
+      ref_a.push_back(Persistable(ref.a().Snap()));
+      ref_b.push_back(Persistable(ref.b().Snap()));
+    };
+    ASSERT_NO_FATAL_FAILURE(RunCrashScript(ref, seed, kCrashOps));
+  }
+  const uint64_t total = ref_a.size() - 1;
+  ASSERT_GT(total, 20u);
+
+  size_t at_next = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    tipd::testing::TempDir root("tipd-chdb-crash");
+    const uint64_t target = 1 + rng() % total;
+    const auto linger = std::chrono::microseconds(rng() % 4000);
+    CrashChild child = SpawnCrashChild(root.path(), seed);
+    ASSERT_GT(child.pid, 0) << "cannot start " << TIPD_CHANNEL_DB_CRASH_CHILD;
+    uint64_t step = 0, reported = 0, got = 0;
+    bool alive = true;
+    while (got < target && (alive = ReadStep(child.fd, &step))) {
+      ASSERT_EQ(step, reported + 1) << "steps are reported in order";
+      reported = step;
+      ++got;
+    }
+    std::this_thread::sleep_for(linger);  // land anywhere in the next write
+    ::kill(child.pid, SIGKILL);
+    int wstatus = 0;
+    ::waitpid(child.pid, &wstatus, 0);
+    while (ReadStep(child.fd, &step)) {
+      if (step == UINT64_MAX) continue;  // the script finished
+      reported = std::max(reported, step);
+    }
+    ::close(child.fd);
+    ASSERT_TRUE(alive) << "the child exited before it was killed (status " << wstatus << "): run "
+                       << TIPD_CHANNEL_DB_CRASH_CHILD
+                       << " with TIPD_CRASH_CHILD_DIR and TIPD_CRASH_CHILD_SEED=" << seed;
+    ASSERT_TRUE(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL) << wstatus;
+    ASSERT_LE(reported, total);
+
+    // Every reported step is there, whole; at most the next one too.
+    for (auto [side, ref, key] : {std::tuple{"a", &ref_a, channel::testing::KeyFromByte(0x01)},
+                                  std::tuple{"b", &ref_b, channel::testing::KeyFromByte(0x02)}}) {
+      std::vector<const ChannelSnapshot*> allowed = {&(*ref)[reported]};
+      if (reported < total) allowed.push_back(&(*ref)[reported + 1]);
+      ASSERT_NO_FATAL_FAILURE(VerifyCrashedSide(root.path() / side, key, allowed, &at_next));
+    }
+  }
+  std::printf(
+      "channel db crash test: %d kills over a %llu-step script; %zu restores held the unreported "
+      "next step; %.2f s\n",
+      kRounds, static_cast<unsigned long long>(total), at_next,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 }  // namespace
