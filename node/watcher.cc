@@ -54,58 +54,46 @@ void Watcher::Check(const WatchView& view, const ledger::Channel& onchain, uint6
 }
 
 void Watcher::SubmitProof(const std::string& id, const v1::BalanceProof& proof, uint64_t height) {
-  Attempt& a = duties_[id].proof;
-  a.in_flight = true;
-  a.accepted = false;
-  a.sent_height = height;
-  a.nonce = proof.nonce();
+  duties_[id].proof.nonce = proof.nonce();
   ++counts_.proofs_submitted;
   v1::Transaction tx = txs_.NewTx();
   tx.mutable_update_proof()->set_channel_id(id);
   *tx.mutable_update_proof()->mutable_proof() = proof;
-  txs_.Submit(std::move(tx), [this, alive = alive_, id](const ledger::SubmitOutcome& out) {
-    if (!*alive) return;
-    auto it = duties_.find(id);
-    if (it == duties_.end()) return;
-    Attempt& a = it->second.proof;
-    a.in_flight = false;
-    a.accepted = out.accepted();
-    if (out.accepted()) {
-      log_->info("channel {}: proof update submitted (tx {})", Short(id),
-                 HexEncode(out.tx_id).substr(0, 16));
-    } else {
-      ++counts_.refusals;
-      log_->warn("channel {}: proof update not taken ({}); retrying at the next block", Short(id),
-                 out.ToString());
-    }
-  });
+  Submit(id, &Duty::proof, std::move(tx), height, "proof update");
 }
 
 void Watcher::SubmitSettle(const std::string& id, uint64_t height) {
-  Attempt& a = duties_[id].settle;
-  a.in_flight = true;
-  a.accepted = false;
-  a.sent_height = height;
   ++counts_.settles_submitted;
   v1::Transaction tx = txs_.NewTx();
   tx.mutable_settle()->set_channel_id(id);
-  txs_.Submit(std::move(tx), [this, alive = alive_, id](const ledger::SubmitOutcome& out) {
-    if (!*alive) return;
-    auto it = duties_.find(id);
-    if (it == duties_.end()) return;
-    Attempt& a = it->second.settle;
-    a.in_flight = false;
-    a.accepted = out.accepted();
-    if (out.accepted()) {
-      log_->info("channel {}: settle submitted (tx {})", Short(id),
-                 HexEncode(out.tx_id).substr(0, 16));
-    } else {
-      // The other party may have settled first; the next block shows it.
-      ++counts_.refusals;
-      log_->info("channel {}: settle not taken ({}); the next block decides", Short(id),
-                 out.ToString());
-    }
-  });
+  Submit(id, &Duty::settle, std::move(tx), height, "settle");
+}
+
+void Watcher::Submit(const std::string& id, Attempt Duty::*which, v1::Transaction tx,
+                     uint64_t height, const char* what) {
+  Attempt& a = duties_[id].*which;
+  a.in_flight = true;
+  a.accepted = false;
+  a.sent_height = height;
+  txs_.Submit(std::move(tx),
+              [this, alive = alive_, id, which, what](const ledger::SubmitOutcome& out) {
+                if (!*alive) return;
+                auto it = duties_.find(id);
+                if (it == duties_.end()) return;
+                Attempt& a = it->second.*which;
+                a.in_flight = false;
+                a.accepted = out.accepted();
+                if (out.accepted()) {
+                  log_->info("channel {}: {} submitted (tx {})", Short(id), what,
+                             HexEncode(out.tx_id).substr(0, 16));
+                  return;
+                }
+                // Refused (the other party may have settled first) or no answer: the
+                // next block decides and, if the ledger does not show it done, retries.
+                ++counts_.refusals;
+                log_->warn("channel {}: {} not taken ({}); retrying at the next block", Short(id),
+                           what, out.ToString());
+              });
 }
 
 }  // namespace tipd::node

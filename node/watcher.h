@@ -76,6 +76,8 @@ class Watcher {
   };
   void SubmitProof(const std::string& id, const v1::BalanceProof& proof, uint64_t height);
   void SubmitSettle(const std::string& id, uint64_t height);
+  void Submit(const std::string& id, Attempt Duty::*which, v1::Transaction tx, uint64_t height,
+              const char* what);
 
   TxSender& txs_;
   std::shared_ptr<spdlog::logger> log_;

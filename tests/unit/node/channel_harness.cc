@@ -441,6 +441,16 @@ TipAnswer ChannelNet::Tip(TestNode& from, const std::string& channel_id, uint64_
   return *slot;
 }
 
+Result<v1::ChannelApi> ChannelNet::Await(const std::function<void(node::ChannelCallback)>& call) {
+  std::optional<Result<v1::ChannelApi>> answer;
+  call([&answer](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
+  if (!RunUntil([&] { return answer.has_value(); })) {
+    ADD_FAILURE() << "the channel call was never answered";
+    return Status::Unavailable("never answered");
+  }
+  return std::move(*answer);
+}
+
 v1::ChannelApi ChannelNet::Channel(TestNode& n, const std::string& channel_id) {
   auto ch = n.manager->GetChannel(channel_id);
   EXPECT_TRUE(ch.ok()) << ch.status().ToString();

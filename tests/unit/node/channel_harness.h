@@ -182,6 +182,9 @@ class ChannelNet {
                                       const std::string& key = "",
                                       const std::string& owner = "owner");
   v1::ChannelApi Channel(TestNode& n, const std::string& channel_id);
+  // Starts a channel call (Open, Close, Deposit) with the callback given to
+  // `call` and runs until it answers; an unanswered call is a test failure.
+  Result<v1::ChannelApi> Await(const std::function<void(node::ChannelCallback)>& call);
 
   // The sequencer's chain: its state includes the pending block.
   const ledger::Chain& sequencer() const { return *chain_; }

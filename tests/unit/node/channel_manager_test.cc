@@ -73,10 +73,9 @@ TEST_F(ChannelManagerTest, PeerRefusesToFundMoreThanItsPolicy) {
   b_->StopManager();
   b_->StartManager();
   net_.Connect(*a_, *b_);
-  std::optional<Result<v1::ChannelApi>> answer;
-  a_->manager->Open(b_->key.public_key(), 100, 11, 10, 1000ms,
-                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
-  ASSERT_TRUE(net_.RunUntil([&] { return answer.has_value(); }));
+  auto answer = std::make_optional(net_.Await([&](node::ChannelCallback done) {
+    a_->manager->Open(b_->key.public_key(), 100, 11, 10, 1000ms, done);
+  }));
   ASSERT_FALSE(answer->ok());
   EXPECT_NE(answer->status().message().find("DEPOSIT_REFUSED"), std::string::npos);
   EXPECT_EQ(a_->manager->channel_count(), 0u);
@@ -242,10 +241,8 @@ TEST_F(ChannelManagerTest, UnilateralCloseWatcherSubmitsTheProofAndSettles) {
   ASSERT_TRUE(net_.Tip(*a_, id, 400, "paid").ok());
   // B is offline; A closes with what it holds of B (nothing: B paid nothing).
   net_.Disconnect(*a_, *b_);
-  std::optional<Result<v1::ChannelApi>> closing;
-  a_->manager->Close(id, true, 1000ms,
-                     [&](Result<v1::ChannelApi> r, std::string) { closing = std::move(r); });
-  ASSERT_TRUE(net_.RunUntil([&] { return closing.has_value(); }));
+  auto closing = std::make_optional(
+      net_.Await([&](node::ChannelCallback done) { a_->manager->Close(id, true, 1000ms, done); }));
   ASSERT_TRUE(closing->ok());
   net_.Seal();
   const ledger::Channel* onchain = OnLedger(net_, id);
@@ -273,10 +270,8 @@ TEST_F(ChannelManagerTest, WatcherRetriesAfterARefusalUntilTheLedgerHoldsItsProo
   const std::string id = net_.OpenChannel(*a_, *b_, 10'000, 0, 6);
   ASSERT_TRUE(net_.Tip(*a_, id, 400, "paid").ok());
   net_.Disconnect(*a_, *b_);
-  std::optional<Result<v1::ChannelApi>> closing;
-  a_->manager->Close(id, true, 1000ms,
-                     [&](Result<v1::ChannelApi> r, std::string) { closing = std::move(r); });
-  ASSERT_TRUE(net_.RunUntil([&] { return closing.has_value(); }));
+  auto closing = std::make_optional(
+      net_.Await([&](node::ChannelCallback done) { a_->manager->Close(id, true, 1000ms, done); }));
   // The close is sealed (it was accepted before); B's watcher reacts to that
   // block, and its UpdateProof is refused (any rule: a nonce gap here).
   net_.mode = LedgerMode::kRefuse;
@@ -346,10 +341,8 @@ TEST_F(ChannelManagerTest, SignedButUnackedTipIsAnsweredPendingWhenTheChannelSet
   net_.hold_if = nullptr;
   net_.Disconnect(*a_, *b_);
   // B closes on A's proof, which pays B the 70.
-  std::optional<Result<v1::ChannelApi>> closing;
-  b_->manager->Close(id, true, 1000ms,
-                     [&](Result<v1::ChannelApi> r, std::string) { closing = std::move(r); });
-  ASSERT_TRUE(net_.RunUntil([&] { return closing.has_value(); }));
+  auto closing = std::make_optional(
+      net_.Await([&](node::ChannelCallback done) { b_->manager->Close(id, true, 1000ms, done); }));
   net_.SealBlocks(10);
   ASSERT_EQ(OnLedger(net_, id)->phase, ledger::ChannelPhase::kSettled);
   EXPECT_EQ(OnLedger(net_, id)->payout_b, 70u);
@@ -425,10 +418,9 @@ TEST_F(ChannelManagerTest, EachNodeEnforcesItsOwnMinimumSettleWindow) {
   b_->StopManager();
   b_->StartManager();
   net_.Connect(*a_, *b_);
-  std::optional<Result<v1::ChannelApi>> answer;
-  a_->manager->Open(b_->key.public_key(), 1000, 0, 10, 1000ms,
-                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
-  ASSERT_TRUE(net_.RunUntil([&] { return answer.has_value(); }));
+  auto answer = std::make_optional(net_.Await([&](node::ChannelCallback done) {
+    a_->manager->Open(b_->key.public_key(), 1000, 0, 10, 1000ms, done);
+  }));
   ASSERT_FALSE(answer->ok());
   EXPECT_NE(answer->status().message().find("SETTLE_TIMEOUT_TOO_SHORT"), std::string::npos);
   EXPECT_EQ(b_->manager->channel_count(), 0u);
@@ -451,10 +443,9 @@ TEST_F(ChannelManagerTest, DefaultPolicyNeverFundsAChannelAPeerOpens) {
   b_->StopManager();
   b_->StartManager();
   net_.Connect(*a_, *b_);
-  std::optional<Result<v1::ChannelApi>> answer;
-  a_->manager->Open(b_->key.public_key(), 100, 1, 20, 1000ms,
-                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
-  ASSERT_TRUE(net_.RunUntil([&] { return answer.has_value(); }));
+  auto answer = std::make_optional(net_.Await([&](node::ChannelCallback done) {
+    a_->manager->Open(b_->key.public_key(), 100, 1, 20, 1000ms, done);
+  }));
   ASSERT_FALSE(answer->ok());
   EXPECT_NE(answer->status().message().find("DEPOSIT_REFUSED"), std::string::npos);
   // A channel it does not fund is fine.
@@ -463,10 +454,9 @@ TEST_F(ChannelManagerTest, DefaultPolicyNeverFundsAChannelAPeerOpens) {
 
 TEST_F(ChannelManagerTest, TheFeeReserveIsNeverCommitted) {
   // B holds 1,000. Funding a channel A opens must leave B 3 fees per channel.
-  std::optional<Result<v1::ChannelApi>> answer;
-  a_->manager->Open(b_->key.public_key(), 100, 998, 10, 1000ms,
-                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
-  ASSERT_TRUE(net_.RunUntil([&] { return answer.has_value(); }));
+  auto answer = std::make_optional(net_.Await([&](node::ChannelCallback done) {
+    a_->manager->Open(b_->key.public_key(), 100, 998, 10, 1000ms, done);
+  }));
   ASSERT_FALSE(answer->ok());
   EXPECT_NE(answer->status().message().find("fee reserve"), std::string::npos);
   EXPECT_EQ(b_->manager->FeeReserve(), 0u);
@@ -504,10 +494,8 @@ TEST(ChannelManagerReceiveOnly, ANodeWithNoLedgerBalanceDefendsAndSettles) {
   ASSERT_FALSE(id.empty());
   ASSERT_TRUE(net.Tip(a, id, 900, "for the creator").ok());
   net.Disconnect(a, b);
-  std::optional<Result<v1::ChannelApi>> closing;
-  a.manager->Close(id, true, 1000ms,
-                   [&](Result<v1::ChannelApi> r, std::string) { closing = std::move(r); });
-  ASSERT_TRUE(net.RunUntil([&] { return closing.has_value(); }));
+  auto closing = std::make_optional(
+      net.Await([&](node::ChannelCallback done) { a.manager->Close(id, true, 1000ms, done); }));
   net.SealBlocks(12);
   const ledger::Channel* onchain = OnLedger(net, id);
   ASSERT_EQ(onchain->phase, ledger::ChannelPhase::kSettled);
