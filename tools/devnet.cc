@@ -532,11 +532,16 @@ void Devnet::PrintNext() {
     s << "  " << std::left << std::setw(8) << n.name << n.node_id.substr(0, 16) << "…  p2p "
       << n.P2pAddress() << "  api " << n.RpcUrl() << "  token " << Rel(n.TokenFile()) << "\n";
   }
-  // tipctl is built next to tipd (build/node/); name it by its path if so.
+  // In a build tree tipctl is build/tools/tipctl beside build/node/tipd; an
+  // install puts both in one directory. Name it by its path if found.
   std::string tipctl = "tipctl";
-  if (std::error_code ec; fs::exists(tipd_.parent_path() / "tipctl", ec)) {
-    tipctl = Rel(tipd_.parent_path() / "tipctl");
-    if (tipctl.find('/') == std::string::npos) tipctl = "./" + tipctl;
+  for (const fs::path& candidate :
+       {tipd_.parent_path() / "tipctl", tipd_.parent_path().parent_path() / "tools" / "tipctl"}) {
+    if (std::error_code ec; fs::exists(candidate, ec)) {
+      tipctl = Rel(candidate);
+      if (tipctl.find('/') == std::string::npos) tipctl = "./" + tipctl;
+      break;
+    }
   }
   const std::string ctl = "  " + tipctl + " --datadir " + Rel(a.datadir) + " --human ";
   s << "\nnext, in another terminal:\n"
