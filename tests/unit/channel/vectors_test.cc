@@ -14,15 +14,8 @@
 namespace tipd::channel {
 namespace {
 
-using tipd::testing::vectors::Fixed;
-using tipd::testing::vectors::Hex;
-using tipd::testing::vectors::List;
-using tipd::testing::vectors::LoadVectors;
-using tipd::testing::vectors::Obj;
-using tipd::testing::vectors::Raw;
-using tipd::testing::vectors::Struct;
-using tipd::testing::vectors::Text;
-using tipd::testing::vectors::U64;
+// The JSON readers of tests/unit/vectors_json.h.
+using namespace tipd::testing::vectors;  // NOLINT(google-build-using-namespace)
 
 const Struct& Vectors() {
   static const Struct v = LoadVectors(TIPD_CHANNEL_VECTORS_PATH);

@@ -20,17 +20,8 @@
 namespace tipd::ledger {
 namespace {
 
-using tipd::testing::vectors::Fixed;
-using tipd::testing::vectors::Get;
-using tipd::testing::vectors::Has;
-using tipd::testing::vectors::Hex;
-using tipd::testing::vectors::List;
-using tipd::testing::vectors::LoadVectors;
-using tipd::testing::vectors::Obj;
-using tipd::testing::vectors::Raw;
-using tipd::testing::vectors::Struct;
-using tipd::testing::vectors::Text;
-using tipd::testing::vectors::U64;
+// The JSON readers of tests/unit/vectors_json.h.
+using namespace tipd::testing::vectors;  // NOLINT(google-build-using-namespace)
 
 class ZeroRandom final : public crypto::RandomSource {
  public:

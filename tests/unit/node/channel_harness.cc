@@ -271,6 +271,12 @@ void ChannelNet::Settle() {
   ADD_FAILURE() << "the network never went quiet";
 }
 
+void ChannelNet::Restart(TestNode& n, TestNode& peer) {
+  n.StopManager();
+  n.StartManager();
+  Connect(n, peer);
+}
+
 void ChannelNet::Connect(TestNode& a, TestNode& b) {
   Session s{&a, &b, next_peer_id_++, next_peer_id_++};
   sessions_.push_back(s);

@@ -153,6 +153,9 @@ class ChannelNet {
   // the first Seal/OpenChannel (the genesis is written on first use).
   TestNode& AddNode(const std::string& name, uint64_t balance);
   void Connect(TestNode& a, TestNode& b);
+  // Restarts `n`'s manager over its database (its sessions end, as when the
+  // process stops) and connects it to `peer` again.
+  void Restart(TestNode& n, TestNode& peer);
   void Disconnect(TestNode& a, TestNode& b, const std::string& why = "test disconnect");
   bool connected(const TestNode& a, const TestNode& b) const;
 

@@ -70,9 +70,7 @@ TEST_F(ChannelManagerTest, OpensAChannelBothSidesSeeOnTheLedger) {
 
 TEST_F(ChannelManagerTest, PeerRefusesToFundMoreThanItsPolicy) {
   b_->options.open.max_accept_deposit = 10;
-  b_->StopManager();
-  b_->StartManager();
-  net_.Connect(*a_, *b_);
+  net_.Restart(*b_, *a_);
   auto answer = std::make_optional(net_.Await([&](node::ChannelCallback done) {
     a_->manager->Open(b_->key.public_key(), 100, 11, 10, 1000ms, done);
   }));
@@ -415,9 +413,7 @@ TEST_F(ChannelManagerTest, DepositRaisesBothSidesOnceIncluded) {
 // holds its own minimum, for the opens it makes and the ones it accepts.
 TEST_F(ChannelManagerTest, EachNodeEnforcesItsOwnMinimumSettleWindow) {
   b_->options.open.min_settle_timeout = 20;
-  b_->StopManager();
-  b_->StartManager();
-  net_.Connect(*a_, *b_);
+  net_.Restart(*b_, *a_);
   auto answer = std::make_optional(net_.Await([&](node::ChannelCallback done) {
     a_->manager->Open(b_->key.public_key(), 1000, 0, 10, 1000ms, done);
   }));
@@ -440,9 +436,7 @@ TEST_F(ChannelManagerTest, DefaultPolicyNeverFundsAChannelAPeerOpens) {
   node::OpenPolicy defaults;
   EXPECT_EQ(defaults.max_accept_deposit, 0u);
   b_->options.open = defaults;
-  b_->StopManager();
-  b_->StartManager();
-  net_.Connect(*a_, *b_);
+  net_.Restart(*b_, *a_);
   auto answer = std::make_optional(net_.Await([&](node::ChannelCallback done) {
     a_->manager->Open(b_->key.public_key(), 100, 1, 20, 1000ms, done);
   }));
@@ -617,10 +611,7 @@ TEST(ChannelManagerCampaign, RandomRunsLoseNothingAcknowledged) {
       } else if (action == 8) {
         TestNode& n = rng() % 2 ? a : b;
         net.FlushMessages();
-        n.StopManager();
-        if (net.connected(a, b)) net.Disconnect(a, b);
-        n.StartManager();
-        net.Connect(a, b);
+        net.Restart(n, &n == &a ? b : a);
       } else {
         net.FlushMessages();
       }
