@@ -40,6 +40,22 @@ std::vector<v1::TipApi> Received(TestNode& n, const std::string& channel_id) {
   return out;
 }
 
+// The attacker's side: `closer` closes the channel on the ledger behind its
+// own manager's back (signed with its key, straight to the sequencer),
+// carrying `partner_proof` if given.
+v1::Transaction CloseBehindTheManagersBack(ChannelNet& net, TestNode& closer, const std::string& id,
+                                           const v1::BalanceProof* partner_proof = nullptr) {
+  v1::Transaction tx;
+  tx.set_chain_id(net.params().chain_id);
+  tx.set_signer(std::string(AsStringView(closer.key.XOnly())));
+  tx.set_nonce(closer.link->NextNonce(closer.key.XOnly()));
+  tx.set_fee(1);
+  tx.mutable_unilateral_close()->set_channel_id(id);
+  if (partner_proof) *tx.mutable_unilateral_close()->mutable_partner_proof() = *partner_proof;
+  EXPECT_TRUE(ledger::SignTransaction(&tx, closer.key, net.rng()).ok());
+  return tx;
+}
+
 class ChannelManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -295,14 +311,7 @@ TEST_F(ChannelManagerTest, UpdatesArrivingAfterTheCloseIsSeenAreRefused) {
   ASSERT_TRUE(net_.Tip(*a_, id, 100, "before").ok());
   // A, the payer, closes on the ledger behind its manager's back (with B's
   // empty direction) and keeps tipping.
-  v1::Transaction tx;
-  tx.set_chain_id(net_.params().chain_id);
-  tx.set_signer(std::string(AsStringView(a_->key.XOnly())));
-  tx.set_nonce(a_->link->NextNonce(a_->key.XOnly()));
-  tx.set_fee(1);
-  tx.mutable_unilateral_close()->set_channel_id(id);
-  ASSERT_TRUE(ledger::SignTransaction(&tx, a_->key, net_.rng()).ok());
-  ASSERT_TRUE(net_.SubmitToSequencer(tx).accepted());
+  ASSERT_TRUE(net_.SubmitToSequencer(CloseBehindTheManagersBack(net_, *a_, id)).accepted());
   net_.hold_messages = true;
   auto t = net_.TipAsync(*a_, id, 50, "after the close");
   net_.Settle();
@@ -359,15 +368,8 @@ TEST_F(ChannelManagerTest, WatcherSubmitsTheNewestPartnerProofWhoeverClosed) {
   ASSERT_TRUE(net_.Tip(*b_, id, 10, "first").ok());
   const v1::BalanceProof old_proof = b_->sent_updates.back().proof();
   ASSERT_TRUE(net_.Tip(*b_, id, 20, "second").ok());
-  v1::Transaction tx;
-  tx.set_chain_id(net_.params().chain_id);
-  tx.set_signer(std::string(AsStringView(a_->key.XOnly())));
-  tx.set_nonce(a_->link->NextNonce(a_->key.XOnly()));
-  tx.set_fee(1);
-  tx.mutable_unilateral_close()->set_channel_id(id);
-  *tx.mutable_unilateral_close()->mutable_partner_proof() = old_proof;
-  ASSERT_TRUE(ledger::SignTransaction(&tx, a_->key, net_.rng()).ok());
-  ASSERT_TRUE(net_.SubmitToSequencer(tx).accepted());
+  ASSERT_TRUE(
+      net_.SubmitToSequencer(CloseBehindTheManagersBack(net_, *a_, id, &old_proof)).accepted());
   net_.Seal();
   EXPECT_EQ(OnLedger(net_, id)->proof_b_to_a.transferred, 10u);
   net_.SealBlocks(2);
