@@ -17,7 +17,6 @@
 // when a frame is queued, so the Noise nonce order is the queue order; a frame
 // refused by the queue bounds is refused before it is encrypted.
 
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <algorithm>
 #include <boost/asio.hpp>
@@ -87,11 +86,14 @@ std::string DisconnectReason::ToString() const {
 namespace {
 
 // The named logger "p2p", created on first use if the process did not
-// configure one.
+// configure one: a clone of the default logger, so it writes wherever the
+// process's logging was pointed (a daemon's log file), with its format.
 std::shared_ptr<spdlog::logger> P2pLogger() {
   if (auto l = spdlog::get("p2p")) return l;
   try {
-    return spdlog::stderr_color_mt("p2p");
+    auto logger = spdlog::default_logger()->clone("p2p");
+    spdlog::register_logger(logger);
+    return logger;
   } catch (const spdlog::spdlog_ex&) {
     // Another thread registered it between get() and create.
     return spdlog::get("p2p");

@@ -2,12 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/io_context.hpp>
 #include <fstream>
 #include <sstream>
 
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "crypto/crypto.h"
+#include "p2p/p2p.h"
 #include "tests/support/test_support.h"
 
 namespace tipd::node {
@@ -92,6 +95,27 @@ TEST_F(LoggingTest, LinesCarryTimeLevelAndComponent) {
   EXPECT_TRUE(HasLine(lines, "info ", "clone", "cloned logger"));
   for (const std::string& line : lines) EXPECT_EQ(line.find("trace hidden"), std::string::npos);
   EXPECT_EQ(lines.size(), 9u);
+}
+
+// p2p/ cannot call Logger(); the logger it makes for itself after the
+// daemon's InitLogging must still write to the daemon's log file.
+TEST_F(LoggingTest, PeerLayerLinesGoToTheLogFile) {
+  std::filesystem::path file = dir_.path() / "node.log";
+  ASSERT_TRUE(InitLogging(LogLevel::kInfo, file, "node").ok());
+  spdlog::drop("p2p");  // as in a daemon: nothing made a "p2p" logger before the Host
+  boost::asio::io_context io;
+  crypto::KeyPair key = crypto::KeyPair::Generate(crypto::SystemRng());
+  p2p::HostOptions options;
+  options.chain_id = "tipd-logtest";
+  {
+    p2p::Host host(io, key, crypto::SystemRng(), options);
+    auto port = host.Listen("127.0.0.1", 0);
+    ASSERT_TRUE(port.ok()) << port.status().ToString();
+    FlushLogs();
+    EXPECT_TRUE(HasLine(
+        ReadLines(file), "info ", "p2p",
+        "listening on 127.0.0.1:" + std::to_string(*port) + " as " + key.public_key().Hex()));
+  }
 }
 
 TEST_F(LoggingTest, LevelChangesApplyToExistingLoggers) {
