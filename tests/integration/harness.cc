@@ -141,7 +141,7 @@ NetworkFixture::~NetworkFixture() {
 }
 
 void NetworkFixture::InitLedger(uint64_t block_interval_ms, uint64_t min_settle_timeout) {
-  ledger_port_ = 0;  // StartLedger reads the bound one
+  ledger_port_ = 0;  // StartLedger binds port 0 and reads the bound one
   std::vector<std::string> argv = {kTipd,
                                    "ledger",
                                    "init",
@@ -152,9 +152,7 @@ void NetworkFixture::InitLedger(uint64_t block_interval_ms, uint64_t min_settle_
                                    "--block-interval-ms",
                                    std::to_string(block_interval_ms),
                                    "--min-settle-timeout",
-                                   std::to_string(min_settle_timeout),
-                                   "--listen",
-                                   "127.0.0.1:0"};
+                                   std::to_string(min_settle_timeout)};
   for (const auto& a : accounts_) {
     argv.push_back("--fund");
     argv.push_back(HexEncode(a.key.XOnly()) + "=1000000");
@@ -175,10 +173,9 @@ void NetworkFixture::InitLedger(uint64_t block_interval_ms, uint64_t min_settle_
 
 void NetworkFixture::StartLedger(const std::vector<std::string>& extra) {
   std::vector<std::string> argv = {kTipd, "ledger", "--datadir", ledger_dir_.string()};
-  // First start: the port 0 of tipd.conf. A restart keeps the port the
-  // nodes and clients were given.
-  if (ledger_port_ != 0)
-    argv.insert(argv.end(), {"--listen", "127.0.0.1:" + std::to_string(ledger_port_)});
+  // First start: port 0 (any free one; tipd.conf's default is not used). A
+  // restart keeps the port the nodes and clients were given.
+  argv.insert(argv.end(), {"--listen", "127.0.0.1:" + std::to_string(ledger_port_)});
   argv.insert(argv.end(), extra.begin(), extra.end());
   std::string error;
   // The sequencer's ready line, printed once SIGUSR1 is handled: "ledger
