@@ -52,7 +52,7 @@ void LedgerServer::Stop() {
 }
 
 void LedgerServer::ScheduleTimer() {
-  if (stopped_) return;
+  if (stopped_ || options_.seal_on_demand) return;
   // Deadlines advance by whole intervals, so block times do not drift by the
   // time each seal takes.
   auto interval = std::chrono::milliseconds(std::max<uint64_t>(options_.block_interval_ms, 1));

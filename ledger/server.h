@@ -1,5 +1,5 @@
 // The sequencer's network face: serves the ledger protocol over p2p and seals
-// blocks on a timer.
+// blocks on a timer (or, for tests, on demand: LedgerServerOptions::seal_on_demand).
 //
 // Protocol (messages in proto/tipd/wire.proto, see docs/ledger.md):
 //   SubmitTx        -> SubmitTxResult: accepted into the pending block (with
@@ -48,6 +48,13 @@ struct LedgerServerOptions {
   // same io_context turn) instead of waiting for the interval. For tests and
   // devnets that want low latency.
   bool seal_on_submit = false;
+  // No block timer: blocks are sealed only when SealNow() is called (in
+  // `tipd ledger --seal-on-demand`, on SIGUSR1), by seal_on_submit, or when
+  // the pending block is full. Block production is then under the control
+  // of whoever calls SealNow: the integration tests use it to hold a settle
+  // window open or to close it exactly, instead of racing a timer. Never for
+  // a real network (docs/ledger.md "Sealing on demand").
+  bool seal_on_demand = false;
   // A block's transactions never exceed this many serialized bytes, so every
   // block fits one transport frame; a full pending block is sealed at once.
   size_t max_block_tx_bytes = 60'000;
@@ -74,13 +81,15 @@ class LedgerServer {
                LedgerServerOptions options, std::shared_ptr<spdlog::logger> log);
   ~LedgerServer();
 
-  // Installs the Host callbacks and starts the block timer.
+  // Installs the Host callbacks and starts the block timer (none with
+  // seal_on_demand).
   void Start();
   // Seals what is pending (so accepted transactions are not dropped by a
   // graceful stop) and stops the timer.
   void Stop();
 
-  // Seals the pending block now. Errors are logged and halt the ledger.
+  // Seals the pending block now (an empty one if nothing is pending).
+  // Errors are logged and halt the ledger.
   void SealNow();
 
   uint64_t height() const { return chain_.height(); }

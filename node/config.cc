@@ -452,6 +452,16 @@ const std::vector<OptionSpec>& LedgerOptionSpecs() {
                      "time between blocks (default: the genesis value)"));
     s.push_back(Spec("seal-on-submit", OptionType::kBool, "false",
                      "seal a block as soon as a transaction arrives (for tests)"));
+    {
+      // Flag only, so a config file can never turn it on: a ledger that
+      // seals only when signalled stops producing blocks (and settle windows
+      // stop closing) the moment nobody signals it.
+      OptionSpec demand = Spec("seal-on-demand", OptionType::kBool, "false",
+                               "TESTS ONLY: no block timer; seal one block per SIGUSR1 "
+                               "(docs/ledger.md)");
+      demand.in_config_file = false;
+      s.push_back(demand);
+    }
     s.push_back(Spec("max-inbound-per-address", OptionType::kUint64, "8",
                      "inbound p2p connections accepted from one IP address, handshaking ones "
                      "included; loopback counts too (0: no limit)"));
@@ -814,6 +824,7 @@ Result<LedgerConfig> ResolveLedgerConfig(const RawValues& flags) {
     TIPD_ASSIGN_OR_RETURN(c.block_interval_ms, PositiveDuration(o, "block-interval"));
   }
   c.seal_on_submit = o.GetBool("seal-on-submit");
+  c.seal_on_demand = o.GetBool("seal-on-demand");
   c.max_inbound_per_address = o.GetUint("max-inbound-per-address");
   c.log_level = ParseLogLevel(o.GetString("log-level")).value();
   if (o.Has("log-file")) c.log_file = o.GetString("log-file");

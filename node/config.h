@@ -257,7 +257,8 @@ struct LedgerConfig {
   HostPort listen;                            // default 127.0.0.1:9736
   std::filesystem::path sequencer_key;        // default <datadir>/sequencer.key
   std::optional<uint64_t> block_interval_ms;  // unset: the genesis value
-  bool seal_on_submit = false;           // seal a block as soon as a transaction arrives (tests)
+  bool seal_on_submit = false;  // seal a block as soon as a transaction arrives (tests)
+  bool seal_on_demand = false;  // no block timer; SIGUSR1 seals one block (tests; flag only)
   uint64_t max_inbound_per_address = 8;  // p2p::HostOptions; 0 = no limit
   LogLevel log_level = LogLevel::kInfo;
   std::filesystem::path log_file;  // empty: stderr

@@ -2,8 +2,12 @@
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <optional>
 
 #include "ledger/chain.h"
 #include "ledger/genesis.h"
@@ -139,16 +143,46 @@ int RunLedger(const LedgerConfig& config) {
   ledger::LedgerServerOptions server_options;
   server_options.block_interval_ms = config.block_interval_ms.value_or(params->block_interval_ms);
   server_options.seal_on_submit = config.seal_on_submit;
+  server_options.seal_on_demand = config.seal_on_demand;
   ledger::LedgerServer server(io, host, **chain, sequencer, crypto::SystemRng(), clock,
                               server_options, Logger("ledger"));
   server.Start();
+  // --seal-on-demand: SIGUSR1 seals one block (tests drive protocol time with
+  // it). Installed before the "listening on" line, which is what a starter
+  // waits for before it may signal. Without the flag SIGUSR1 is not caught.
+  std::optional<boost::asio::signal_set> seal_signal;
+  std::function<void()> wait_seal;
+  if (config.seal_on_demand) {
+    log->warn(
+        "sealing on demand only (--seal-on-demand): no block is produced unless the ledger "
+        "gets SIGUSR1; for tests, never for a real network");
+    seal_signal.emplace(io, SIGUSR1);
+    wait_seal = [&] {
+      seal_signal->async_wait([&](const boost::system::error_code& ec, int) {
+        if (ec) return;
+        const uint64_t before = (*chain)->height();
+        server.SealNow();
+        if ((*chain)->height() > before) {
+          log->info("sealed on demand: block {}", (*chain)->height());
+        } else {
+          log->error("SIGUSR1: no block sealed on demand (the ledger is halted)");
+        }
+        wait_seal();
+      });
+    };
+    wait_seal();
+  }
+  // The port actually bound (--listen with port 0 picks a free one); tests
+  // and starters read it from this line.
   log->info("ledger {} at height {} listening on {}:{} as {} (block interval {} ms{})",
             params->chain_id, (*chain)->height(), config.listen.host, *port,
             sequencer.public_key().Hex(), server_options.block_interval_ms,
-            server_options.seal_on_submit ? ", sealing on submit" : "");
+            std::string(server_options.seal_on_submit ? ", sealing on submit" : "") +
+                (server_options.seal_on_demand ? ", sealing on demand (SIGUSR1)" : ""));
 
   ShutdownSignals signals(io, [&](int signo) {
     log->info("signal {}: stopping", signo);
+    if (seal_signal) seal_signal->cancel();
     server.Stop();
     host.Shutdown();
     io.stop();

@@ -46,21 +46,24 @@ class ChannelFixture : public NetworkFixture {
   Node Up(const std::string& name, int account, const std::vector<std::string>& extra = {}) {
     Node n;
     n.name = name;
-    n.rpc = FreeLoopbackPort();
     n.key = &accounts_[account].key;
     n.id = n.key->public_key();
-    EXPECT_NE(StartNode(name, n.key, n.rpc, 0, extra), nullptr);
+    // Any free ports; the fixture reads the bound ones from the node's log.
+    EXPECT_NE(StartNode(name, n.key, 0, 0, extra), nullptr);
+    n.rpc = rpc_ports_.count(name) ? RpcPort(name) : 0;
     auto token = api::ReadTokenFile(NodeDir(name) / "admin.token");
     EXPECT_TRUE(token.ok());
     n.token = token.ok() ? *token : "";
     return n;
   }
 
-  // A ledger sealing every `block_interval_ms` and nodes "a" and "b"
-  // (accounts 0 and 1), connected.
-  void TwoConnectedNodes(uint64_t block_interval_ms, Node* a, Node* b) {
+  // A ledger sealing every `block_interval_ms` (or as `ledger_flags` say,
+  // e.g. {kSealOnDemand, kSealOnSubmit}) and nodes "a" and "b" (accounts 0
+  // and 1), connected.
+  void TwoConnectedNodes(uint64_t block_interval_ms, Node* a, Node* b,
+                         const std::vector<std::string>& ledger_flags = {}) {
     InitLedger(block_interval_ms);
-    StartLedger();
+    StartLedger(ledger_flags);
     *a = Up("a", 0);
     *b = Up("b", 1);
     Connect(*a, *b);
@@ -105,6 +108,30 @@ class ChannelFixture : public NetworkFixture {
       auto peers = Call(from, "GET", "/v1/peers");
       return peers.body.find(to.id.Hex()) != std::string::npos;
     }));
+  }
+
+  // With a ledger started with {kSealOnDemand, kSealOnSubmit}: ends `ch`'s
+  // settle window by sealing the blocks left in it (as `c` follows them),
+  // then seals one block at a time until the channel is settled (a
+  // watcher's Settle is sealed as it arrives). False if `ch` is not closing
+  // on the ledger or is not settled within `extra_blocks` after the window.
+  bool EndWindowAndSettle(TestClient& c, const std::string& ch, int extra_blocks = 10) {
+    auto id = HexDecodeFixed<32>(ch);
+    if (!id.ok()) return false;
+    const ledger::Channel* onchain = c.chain().state().FindChannel(*id);
+    if (onchain == nullptr || onchain->phase != ledger::ChannelPhase::kClosing) return false;
+    const uint64_t window_end = onchain->WindowEnd();
+    if (c.chain().height() < window_end) {
+      const uint64_t h = SealBlocks(static_cast<int>(window_end - c.chain().height()));
+      if (h < window_end || !c.WaitHeight(h)) return false;
+    }
+    return SealUntil(
+        c,
+        [&] {
+          const ledger::Channel* p = c.chain().state().FindChannel(*id);
+          return p != nullptr && p->phase == ledger::ChannelPhase::kSettled;
+        },
+        extra_blocks);
   }
 
   template <typename Pred>

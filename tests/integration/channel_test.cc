@@ -214,7 +214,10 @@ TEST_F(ChannelNetTest, TenThousandTipsBothWaysThenCooperativeClose) {
 
 TEST_F(ChannelNetTest, UnilateralCloseWhilePartnerOfflineWatcherSubmitsItsProof) {
   Node a, b;
-  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b));
+  // Blocks only for transactions and when the test seals one: the settle
+  // window cannot run out while B is away, however slow the restart.
+  ASSERT_NO_FATAL_FAILURE(
+      TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b, {kSealOnDemand, kSealOnSubmit}));
   constexpr uint64_t kDa = 10'000, kDb = 10'000;
   const std::string ch = Open(a, b, kDa, kDb, /*settle_timeout=*/40);
   auto ab = Stream(a, ch, 60, 4, "a2b");
@@ -240,9 +243,16 @@ TEST_F(ChannelNetTest, UnilateralCloseWhilePartnerOfflineWatcherSubmitsItsProof)
   EXPECT_EQ(Onchain(*client, ch)->proof_b_to_a.transferred, t_ba);
   EXPECT_EQ(Onchain(*client, ch)->proof_a_to_b.nonce, 0u);
 
+  const uint64_t window_end = Onchain(*client, ch)->WindowEnd();
+
   // B comes back inside the window: its watcher submits A's latest proof.
   Restart(b);
-  ASSERT_TRUE(WaitSettled(*client, ch));
+  ASSERT_TRUE(RunUntil(
+      client->io(), [&] { return Onchain(*client, ch)->proof_a_to_b.transferred == t_ab; }, 60s))
+      << "B's watcher never landed A's latest proof";
+  EXPECT_LE(client->chain().height(), window_end);
+  // Then the test lets the window run out, and the channel settles.
+  ASSERT_TRUE(EndWindowAndSettle(*client, ch));
   auto oc = Onchain(*client, ch);
   EXPECT_EQ(oc->proof_a_to_b.transferred, t_ab);
   EXPECT_EQ(oc->payout_a, kDa - t_ab + t_ba);
@@ -254,7 +264,9 @@ TEST_F(ChannelNetTest, UnilateralCloseWhilePartnerOfflineWatcherSubmitsItsProof)
 
 TEST_F(ChannelNetTest, DishonestCloserWithAnOldProofCannotTakeWhatItPaid) {
   Node a, b;
-  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b));
+  // The window stays open until A's watcher has answered (see above).
+  ASSERT_NO_FATAL_FAILURE(
+      TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b, {kSealOnDemand, kSealOnSubmit}));
   constexpr uint64_t kDa = 10'000, kDb = 10'000;
   const std::string ch = Open(a, b, kDa, kDb, /*settle_timeout=*/30);
   auto ba1 = Stream(b, ch, 10, 2, "b2a-early");
@@ -306,8 +318,12 @@ TEST_F(ChannelNetTest, DishonestCloserWithAnOldProofCannotTakeWhatItPaid) {
     ASSERT_TRUE(ledger::SignTransaction(&tx, *b.key, crypto::SystemRng()).ok());
     ASSERT_GT(client->SubmitAndInclude(tx), 0u);
   }
-  // A's watcher answers with B's latest proof inside the window, then settles.
-  ASSERT_TRUE(WaitSettled(*client, ch));
+  // A's watcher answers with B's latest proof inside the window; then the
+  // test ends the window and the channel settles.
+  ASSERT_TRUE(RunUntil(
+      client->io(), [&] { return Onchain(*client, ch)->proof_b_to_a.transferred == t_ba; }, 60s))
+      << "A's watcher never landed B's latest proof";
+  ASSERT_TRUE(EndWindowAndSettle(*client, ch));
   auto oc = Onchain(*client, ch);
   EXPECT_EQ(oc->proof_b_to_a.transferred, t_ba);
   // A gets at least everything it was paid (the old proof of its own

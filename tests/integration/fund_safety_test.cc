@@ -7,7 +7,10 @@
 // ledger follower (TestClient). The honest nodes run unmodified; each test
 // asserts from the ledger's own state that the honest receiver B loses
 // nothing it was told it received. No assertion depends on a sleep: every
-// wait is a deadline on ledger state, API state or a log line.
+// wait is a deadline on ledger state, API state or a log line. Settle windows
+// are protocol time under the test's control: the ledger seals a block for
+// each transaction and otherwise only when the test says (kSealOnDemand), so
+// a watcher is never raced by a timer on a slow machine.
 #include <atomic>
 #include <csignal>
 #include <limits>
@@ -45,10 +48,10 @@ class FundSafetyTest : public ChannelFixture {
   Node UpWithKey(const std::string& name, const crypto::KeyPair* key) {
     Node n;
     n.name = name;
-    n.rpc = FreeLoopbackPort();
     n.key = key;
     n.id = key->public_key();
-    EXPECT_NE(StartNode(name, key, n.rpc), nullptr);
+    EXPECT_NE(StartNode(name, key), nullptr);  // any free ports
+    n.rpc = rpc_ports_.count(name) ? RpcPort(name) : 0;
     auto token = api::ReadTokenFile(NodeDir(name) / "admin.token");
     EXPECT_TRUE(token.ok());
     n.token = token.ok() ? *token : "";
@@ -184,7 +187,8 @@ class FundSafetyTest : public ChannelFixture {
 // says it received.
 TEST_F(FundSafetyTest, PayerCannotEraseWhatItPaidWithAFreshHighNonceProof) {
   Node a, b;
-  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b));
+  ASSERT_NO_FATAL_FAILURE(
+      TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b, {kSealOnDemand, kSealOnSubmit}));
   constexpr uint64_t kDa = 10'000, kDb = 0;
   const std::string ch = Open(a, b, kDa, kDb, /*settle_timeout=*/30);
   ASSERT_FALSE(ch.empty());
@@ -223,9 +227,12 @@ TEST_F(FundSafetyTest, PayerCannotEraseWhatItPaidWithAFreshHighNonceProof) {
   EXPECT_TRUE(proxy.refused(ledger::TxRule::kNotBeneficiary)) << proxy.ToString();
 
   // B's watcher holds A's real latest proof and submits it; after the window
-  // the channel settles.
+  // (ended by the test once the proof landed) the channel settles.
   ASSERT_TRUE(nodes_.at("b")->WaitForOutput(kWatcherSubmits, 30s));
-  ASSERT_TRUE(WaitPhase(*client, ch, ledger::ChannelPhase::kSettled));
+  ASSERT_TRUE(RunUntil(
+      client->io(), [&] { return Onchain(*client, ch)->proof_a_to_b.transferred == received; },
+      60s));
+  ASSERT_TRUE(EndWindowAndSettle(*client, ch));
   auto oc = Onchain(*client, ch);
   EXPECT_EQ(oc->proof_a_to_b.transferred, received);
   EXPECT_LT(oc->proof_a_to_b.nonce, uint64_t{1} << 63);
@@ -243,7 +250,7 @@ TEST_F(FundSafetyTest, PayerCannotEraseWhatItPaidWithAFreshHighNonceProof) {
 // of the escrow, and B ends with what it received less at most two fees.
 TEST_F(FundSafetyTest, ReceiverWithoutLedgerBalanceDefendsWithEscrowPaidFees) {
   InitLedger(/*block_interval_ms=*/100);
-  StartLedger();
+  StartLedger({kSealOnDemand, kSealOnSubmit});
   const crypto::KeyPair b_key = crypto::KeyPair::Generate(crypto::SystemRng());
   Node a = Up("a", 0);
   Node b = UpWithKey("b", &b_key);
@@ -269,7 +276,10 @@ TEST_F(FundSafetyTest, ReceiverWithoutLedgerBalanceDefendsWithEscrowPaidFees) {
   EXPECT_EQ(Onchain(*client, ch)->proof_a_to_b.nonce, 0u);
 
   ASSERT_TRUE(nodes_.at("b")->WaitForOutput(kWatcherSubmits, 30s));
-  ASSERT_TRUE(WaitPhase(*client, ch, ledger::ChannelPhase::kSettled));
+  ASSERT_TRUE(RunUntil(
+      client->io(), [&] { return Onchain(*client, ch)->proof_a_to_b.transferred == received; },
+      60s));
+  ASSERT_TRUE(EndWindowAndSettle(*client, ch));
   auto oc = Onchain(*client, ch);
   const uint64_t fee = genesis_.fee_per_tx();
   // B's UpdateProof landed and the escrow paid its fee.
@@ -294,7 +304,8 @@ TEST_F(FundSafetyTest, ReceiverWithoutLedgerBalanceDefendsWithEscrowPaidFees) {
 // 409 CHANNEL_NOT_OPEN or answered 202 pending, never 200.
 TEST_F(FundSafetyTest, TipsAckedAroundAnAttackersCloseAreSettledAndNoneAfterIt) {
   Node a, b;
-  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b));
+  ASSERT_NO_FATAL_FAILURE(
+      TwoConnectedNodes(/*block_interval_ms=*/100, &a, &b, {kSealOnDemand, kSealOnSubmit}));
   constexpr uint64_t kDa = 500'000, kDb = 1'000;
   const std::string ch = Open(a, b, kDa, kDb, /*settle_timeout=*/40);
   ASSERT_FALSE(ch.empty());
@@ -331,7 +342,17 @@ TEST_F(FundSafetyTest, TipsAckedAroundAnAttackersCloseAreSettledAndNoneAfterIt) 
   frozen_seen = true;
   for (auto& th : pool) th.join();
 
-  ASSERT_TRUE(WaitPhase(*client, ch, ledger::ChannelPhase::kSettled));
+  // B's watcher lands a proof covering every acknowledged tip inside the
+  // window (held open until then); then the test ends the window.
+  uint64_t acked_so_far = 0;
+  for (const auto& v : per_thread) {
+    for (const Sent& s : v) acked_so_far += s.status == 200 ? s.amount : 0;
+  }
+  EXPECT_TRUE(RunUntil(
+      client->io(), [&] { return Onchain(*client, ch)->proof_a_to_b.transferred >= acked_so_far; },
+      60s))
+      << "no proof covering the " << acked_so_far << " acknowledged reached the ledger";
+  ASSERT_TRUE(EndWindowAndSettle(*client, ch));
   auto oc = Onchain(*client, ch);
   uint64_t acked = 0;
   size_t n_acked = 0, n_after = 0, n_refused = 0, n_pending = 0, n_other = 0;
@@ -370,15 +391,17 @@ TEST_F(FundSafetyTest, TipsAckedAroundAnAttackersCloseAreSettledAndNoneAfterIt) 
 }
 
 // 4. The watcher retries. The attacker closes; the moment B's watcher has
-// submitted its UpdateProof, the sequencer is SIGKILLed. Blocks are 1 s
-// apart, so the pending block that would hold B's proof dies with the
-// process (checked on the ledger's own store before the restart): B's first
-// defence is lost whether it was accepted, unanswered or refused. The
-// sequencer restarts; B's watcher must submit again, land inside the window,
-// and the settle pays B.
+// submitted its UpdateProof, the sequencer is SIGKILLed. The sequencer seals
+// only when the test says (kSealOnDemand, not on submit, from the close on),
+// so the pending block that would hold B's proof dies with the process
+// (checked on the ledger's own store before the restart): B's first defence
+// is lost whether it was accepted, unanswered or refused. The sequencer
+// restarts; B's watcher must submit again, land inside the window, and the
+// settle pays B.
 TEST_F(FundSafetyTest, WatcherRetriesWhenItsFirstProofUpdateIsLostWithTheSequencer) {
   Node a, b;
-  ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/1000, &a, &b));
+  ASSERT_NO_FATAL_FAILURE(
+      TwoConnectedNodes(/*block_interval_ms=*/1000, &a, &b, {kSealOnDemand, kSealOnSubmit}));
   constexpr uint64_t kDa = 10'000, kDb = 0;
   const std::string ch = Open(a, b, kDa, kDb, /*settle_timeout=*/20);
   ASSERT_FALSE(ch.empty());
@@ -387,15 +410,22 @@ TEST_F(FundSafetyTest, WatcherRetriesWhenItsFirstProofUpdateIsLostWithTheSequenc
   const uint64_t received = ReceivedSum(b, ch);
   ASSERT_EQ(received, paid);
 
+  // From here on a block is sealed only when the test says.
+  ASSERT_NO_FATAL_FAILURE(StopLedger());
+  ASSERT_NO_FATAL_FAILURE(StartLedger({kSealOnDemand}));
   auto client = Client();
   ASSERT_TRUE(client->WaitConnected());
   ASSERT_NO_FATAL_FAILURE(SyncWith(*client, {&a, &b}));
   Process* pb = nodes_.at("b").get();
   const size_t log_mark = pb->Output().size();
-  const uint64_t close_height = client->SubmitAndInclude(CloseTx(*client, *a.key, ch));
+  auto closed = client->SubmitAndWait(CloseTx(*client, *a.key, ch));
+  ASSERT_TRUE(closed.accepted()) << closed.ToString();
+  const uint64_t close_height = SealBlocks(1);
   ASSERT_GT(close_height, 0u);
+  ASSERT_TRUE(client->WaitHeight(close_height));
+  ASSERT_EQ(Onchain(*client, ch)->phase, ledger::ChannelPhase::kClosing);
   // B's first defence leaves; the sequencer dies before the next block.
-  ASSERT_TRUE(pb->WaitForOutput(kWatcherSubmits, 10s, log_mark));
+  ASSERT_TRUE(pb->WaitForOutput(kWatcherSubmits, 30s, log_mark));
   ASSERT_NO_FATAL_FAILURE(StopLedger(SIGKILL));
   {
     // What the sequencer had sealed: the close, without B's proof.
@@ -411,12 +441,19 @@ TEST_F(FundSafetyTest, WatcherRetriesWhenItsFirstProofUpdateIsLostWithTheSequenc
     std::cout << "[ figures ] sequencer killed at height " << (*chain)->height() << " (close at "
               << close_height << ", window ends at " << sealed->WindowEnd() << ")\n";
   }
-  ASSERT_NO_FATAL_FAILURE(StartLedger());
+  ASSERT_NO_FATAL_FAILURE(StartLedger({kSealOnDemand, kSealOnSubmit}));
 
-  // B submits again and the proof lands inside the window: Settle then pays
-  // B what A paid it (an UpdateProof after the window is refused, so the
-  // held proof proves it landed in time).
-  ASSERT_TRUE(WaitPhase(*client, ch, ledger::ChannelPhase::kSettled, 90s));
+  // B submits again (its watcher retries on a later block: the test seals
+  // them one at a time) and the proof lands inside the window: Settle then
+  // pays B what A paid it (an UpdateProof after the window is refused, so
+  // the held proof proves it landed in time).
+  const uint64_t window_end = close_height + 20;
+  ASSERT_TRUE(SealUntil(
+      *client, [&] { return Onchain(*client, ch)->proof_a_to_b.transferred == received; },
+      /*max_blocks=*/static_cast<int>(window_end - close_height) - 1, /*per_block=*/5s))
+      << "B's watcher did not land its proof again inside the window";
+  EXPECT_LE(client->chain().height(), window_end);
+  ASSERT_TRUE(EndWindowAndSettle(*client, ch));
   auto oc = Onchain(*client, ch);
   EXPECT_EQ(oc->proof_a_to_b.transferred, received);
   EXPECT_GE(oc->payout_b - kDb, received);

@@ -2,14 +2,60 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <fstream>
+#include <thread>
 
 namespace tipd::testing {
 
 namespace {
 const char* kTipd = TIPD_BINARY;
 constexpr auto kStartTimeout = 30s;
+constexpr std::string_view kPortInUse = "Address already in use";
 }  // namespace
+
+std::optional<uint16_t> PortAfter(const std::string& text, std::string_view prefix) {
+  size_t pos = text.find(prefix);
+  if (pos == std::string::npos) return std::nullopt;
+  pos += prefix.size();
+  uint32_t port = 0;
+  size_t digits = 0;
+  while (pos < text.size() && digits < 6 && text[pos] >= '0' && text[pos] <= '9') {
+    port = port * 10 + static_cast<uint32_t>(text[pos++] - '0');
+    ++digits;
+  }
+  if (digits == 0 || port == 0 || port > 65535) return std::nullopt;
+  return static_cast<uint16_t>(port);
+}
+
+std::unique_ptr<Process> StartListening(const std::vector<std::string>& argv,
+                                        const std::filesystem::path& log_path,
+                                        std::string_view ready, std::chrono::milliseconds timeout,
+                                        std::string* error) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = 50ms;
+  for (int attempt = 1;; ++attempt) {
+    auto p = Process::Start(argv, log_path, error);
+    if (!p) return nullptr;
+    size_t end = 0;
+    auto outcome = p->AwaitOutput(ready, deadline, 0, &end);
+    // The whole ready line, so a port on it is not cut by a partial read.
+    if (outcome == Process::Outcome::kDone) outcome = p->AwaitOutput("\n", deadline, end);
+    if (outcome == Process::Outcome::kDone) return p;
+    const std::string out = p->Output();
+    if (outcome == Process::Outcome::kExited && out.find(kPortInUse) != std::string::npos &&
+        std::chrono::steady_clock::now() + pause < deadline) {
+      std::fprintf(stderr, "[ harness  ] %s: port in use (attempt %d), retrying\n",
+                   argv.size() > 1 ? argv[1].c_str() : "?", attempt);
+      std::this_thread::sleep_for(pause);  // a back-off, not an assertion
+      pause = std::min<std::chrono::milliseconds>(pause * 2, 1s);
+      continue;
+    }
+    *error = std::string(outcome == Process::Outcome::kExited ? "exited" : "timed out") +
+             " before printing \"" + std::string(ready) + "\":\n" + out;
+    return nullptr;
+  }
+}
 
 TestClient::TestClient(const std::filesystem::path& dir, const v1::GenesisParams& genesis,
                        const crypto::PublicKey& sequencer, uint16_t ledger_port)
@@ -95,7 +141,7 @@ NetworkFixture::~NetworkFixture() {
 }
 
 void NetworkFixture::InitLedger(uint64_t block_interval_ms, uint64_t min_settle_timeout) {
-  ledger_port_ = FreeLoopbackPort();
+  ledger_port_ = 0;  // StartLedger binds port 0 and reads the bound one
   std::vector<std::string> argv = {kTipd,
                                    "ledger",
                                    "init",
@@ -106,9 +152,7 @@ void NetworkFixture::InitLedger(uint64_t block_interval_ms, uint64_t min_settle_
                                    "--block-interval-ms",
                                    std::to_string(block_interval_ms),
                                    "--min-settle-timeout",
-                                   std::to_string(min_settle_timeout),
-                                   "--listen",
-                                   "127.0.0.1:" + std::to_string(ledger_port_)};
+                                   std::to_string(min_settle_timeout)};
   for (const auto& a : accounts_) {
     argv.push_back("--fund");
     argv.push_back(HexEncode(a.key.XOnly()) + "=1000000");
@@ -129,11 +173,57 @@ void NetworkFixture::InitLedger(uint64_t block_interval_ms, uint64_t min_settle_
 
 void NetworkFixture::StartLedger(const std::vector<std::string>& extra) {
   std::vector<std::string> argv = {kTipd, "ledger", "--datadir", ledger_dir_.string()};
+  // First start: port 0 (any free one; tipd.conf's default is not used). A
+  // restart keeps the port the nodes and clients were given.
+  argv.insert(argv.end(), {"--listen", "127.0.0.1:" + std::to_string(ledger_port_)});
   argv.insert(argv.end(), extra.begin(), extra.end());
   std::string error;
-  ledger_ = Process::Start(argv, dir_.path() / "ledger.log", &error);
+  // The sequencer's ready line, printed once SIGUSR1 is handled: "ledger
+  // <chain> at height H listening on 127.0.0.1:PORT as <id> (block interval ...)".
+  ledger_ =
+      StartListening(argv, dir_.path() / "ledger.log", "(block interval", kStartTimeout, &error);
   ASSERT_TRUE(ledger_) << error;
-  ASSERT_TRUE(ledger_->WaitForOutput("listening on", kStartTimeout)) << ledger_->Output();
+  const std::string out = ledger_->Output();
+  seal_log_offset_ = out.size();
+  auto port = PortAfter(out, "listening on 127.0.0.1:");
+  ASSERT_TRUE(port) << out;
+  if (ledger_port_ != 0) {
+    ASSERT_EQ(*port, ledger_port_) << out;
+  }
+  ledger_port_ = *port;
+}
+
+uint64_t NetworkFixture::SealBlocks(int n) {
+  constexpr std::string_view kSealed = "sealed on demand: block ";
+  uint64_t height = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!ledger_) {
+      ADD_FAILURE() << "SealBlocks: no ledger running";
+      return 0;
+    }
+    ledger_->Signal(SIGUSR1);
+    size_t end = 0;
+    if (ledger_->AwaitOutput(kSealed, std::chrono::steady_clock::now() + kStartTimeout,
+                             seal_log_offset_, &end) != Process::Outcome::kDone) {
+      ADD_FAILURE() << "the ledger did not seal on demand (started without " << kSealOnDemand
+                    << "?):\n"
+                    << ledger_->Output();
+      return 0;
+    }
+    // The whole line, so the height is not cut by a partial read.
+    if (ledger_->AwaitOutput("\n", std::chrono::steady_clock::now() + kStartTimeout, end) !=
+        Process::Outcome::kDone) {
+      ADD_FAILURE() << "the ledger's seal line never ended:\n" << ledger_->Output();
+      return 0;
+    }
+    seal_log_offset_ = end;
+    const std::string out = ledger_->Output();
+    height = 0;
+    for (size_t k = end; k < out.size() && out[k] >= '0' && out[k] <= '9'; ++k) {
+      height = height * 10 + static_cast<uint64_t>(out[k] - '0');
+    }
+  }
+  return height;
 }
 
 void NetworkFixture::StopLedger(int signo) {
@@ -158,11 +248,16 @@ Process* NetworkFixture::StartNode(const std::string& name, const crypto::KeyPai
   if (!std::filesystem::exists(dir / "genesis.json")) {
     std::filesystem::copy_file(ledger_dir_ / "genesis.json", dir / "genesis.json");
   }
+  // 0: the port it had before (peers know it), or any free one on a first
+  // start; the bound ports are read from the node's ready line.
   if (p2p_port == 0) {
     auto known = p2p_ports_.find(name);
-    p2p_port = known != p2p_ports_.end() ? known->second : FreeLoopbackPort();
+    if (known != p2p_ports_.end()) p2p_port = known->second;
   }
-  p2p_ports_[name] = p2p_port;
+  if (rpc_port == 0) {
+    auto known = rpc_ports_.find(name);
+    if (known != rpc_ports_.end()) rpc_port = known->second;
+  }
   std::vector<std::string> argv = {
       kTipd,          "node",
       "--datadir",    dir.string(),
@@ -181,10 +276,24 @@ Process* NetworkFixture::StartNode(const std::string& name, const crypto::KeyPai
   if (!has_accept) argv.insert(argv.end(), {"--max-accept-deposit", "1000000000000"});
   argv.insert(argv.end(), extra.begin(), extra.end());
   std::string error;
-  auto p = Process::Start(argv, dir_.path() / (name + ".log"), &error);
+  auto p =
+      StartListening(argv, dir_.path() / (name + ".log"), "API on http://", kStartTimeout, &error);
   EXPECT_TRUE(p) << error;
   if (!p) return nullptr;
-  EXPECT_TRUE(p->WaitForOutput("API on http://", kStartTimeout)) << p->Output();
+  // "... listening on 127.0.0.1:P2P, API on http://127.0.0.1:RPC"
+  const std::string out = p->Output();
+  auto bound_p2p = PortAfter(out, "listening on 127.0.0.1:");
+  auto bound_rpc = PortAfter(out, "API on http://127.0.0.1:");
+  EXPECT_TRUE(bound_p2p && bound_rpc) << out;
+  if (!bound_p2p || !bound_rpc) return nullptr;
+  if (p2p_port != 0) {
+    EXPECT_EQ(*bound_p2p, p2p_port) << out;
+  }
+  if (rpc_port != 0) {
+    EXPECT_EQ(*bound_rpc, rpc_port) << out;
+  }
+  p2p_ports_[name] = *bound_p2p;
+  rpc_ports_[name] = *bound_rpc;
   Process* raw = p.get();
   nodes_[name] = std::move(p);
   return raw;

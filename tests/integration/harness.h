@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "crypto/crypto.h"
@@ -76,25 +78,75 @@ struct Account {
   uint64_t nonce = 0;
 };
 
+// The TCP port in the first "<prefix><digits>" of `text`, if any (e.g.
+// PortAfter(log, "listening on 127.0.0.1:")).
+std::optional<uint16_t> PortAfter(const std::string& text, std::string_view prefix);
+
+// Starts `argv` (output appended to `log_path`) and waits until its output
+// shows `ready`. A start that fails because a fixed port is taken ("Address
+// already in use": another test's process or a connection's ephemeral port
+// holds it for a moment) is retried until `timeout`. nullptr with the
+// reason (and the output) in *error otherwise.
+std::unique_ptr<Process> StartListening(const std::vector<std::string>& argv,
+                                        const std::filesystem::path& log_path,
+                                        std::string_view ready, std::chrono::milliseconds timeout,
+                                        std::string* error);
+
+// Ports: every process binds port 0 on its first start and the fixture reads
+// the bound port from its log ("listening on 127.0.0.1:PORT"), so parallel
+// tests (ctest -j) never race for a pre-chosen free port. A restart keeps
+// the port (peers and nodes know it), retrying while it is briefly taken.
 class NetworkFixture : public ::testing::Test {
  protected:
   NetworkFixture();
   ~NetworkFixture() override;
 
-  // `tipd ledger init` with the test accounts funded, then start the ledger.
+  // `tipd ledger init` with the test accounts funded (the ledger listens on
+  // port 0: StartLedger learns the real one).
   void InitLedger(uint64_t block_interval_ms, uint64_t min_settle_timeout = 3);
-  // Starts (or restarts) the ledger process; waits until it listens.
+  // Starts (or restarts, on the same port) the ledger process; waits until
+  // it listens. Pass kSealOnDemand (and kSealOnSubmit) to hold block
+  // production under the test's control (SealBlocks).
   void StartLedger(const std::vector<std::string>& extra = {});
   void StopLedger(int signo = SIGTERM);
+
+  // Ledger flags: no block timer, SIGUSR1 seals one block (docs/ledger.md);
+  // and seal a block as soon as a transaction arrives.
+  static constexpr const char* kSealOnDemand = "--seal-on-demand";
+  static constexpr const char* kSealOnSubmit = "--seal-on-submit";
+  // With a ledger started with kSealOnDemand: seals `n` blocks, one SIGUSR1
+  // at a time, each awaited in the ledger's log ("sealed on demand: block
+  // H"). Returns the last height sealed (0 with a gtest failure if a seal was
+  // not seen within 30 s).
+  uint64_t SealBlocks(int n = 1);
+  // Seals one block at a time until `done()`: after each block, `c` follows
+  // it and `done` gets `per_block` to become true. False (not a gtest
+  // failure) if `max_blocks` were sealed without it. Protocol time advances
+  // only as the test decides: a window of W blocks cannot close before W
+  // blocks were sealed here, however slow the machine.
+  template <typename Pred>
+  bool SealUntil(TestClient& c, Pred done, int max_blocks,
+                 std::chrono::milliseconds per_block = std::chrono::seconds(10)) {
+    for (int i = 0; i < max_blocks; ++i) {
+      if (done()) return true;
+      const uint64_t h = SealBlocks(1);
+      if (h == 0 || !c.WaitHeight(h)) return false;
+      if (RunUntil(c.io(), done, per_block)) return true;
+    }
+    return done();
+  }
+
   // Starts node `name` following the ledger; waits until it reports ready.
   // `key`, if given, becomes the node's key (so the genesis can fund it);
-  // `rpc_port`, if non-zero, is its API port.
-  // `p2p_port` (0: a free one, or the one it had before) is its peer port;
+  // `rpc_port`, if non-zero, is its API port (0: the one it had before, or
+  // any free one; RpcPort() tells).
+  // `p2p_port` (0: the one it had before, or any free one) is its peer port;
   // `extra` are further flags.
   Process* StartNode(const std::string& name, const crypto::KeyPair* key = nullptr,
                      uint16_t rpc_port = 0, uint16_t p2p_port = 0,
                      const std::vector<std::string>& extra = {});
   uint16_t P2pPort(const std::string& name) const { return p2p_ports_.at(name); }
+  uint16_t RpcPort(const std::string& name) const { return rpc_ports_.at(name); }
   std::filesystem::path NodeDir(const std::string& name) const { return dir_.path() / name; }
   std::unique_ptr<TestClient> Client(const std::string& name = "client");
 
@@ -106,6 +158,8 @@ class NetworkFixture : public ::testing::Test {
   std::unique_ptr<Process> ledger_;
   std::map<std::string, std::unique_ptr<Process>> nodes_;
   std::map<std::string, uint16_t> p2p_ports_;
+  std::map<std::string, uint16_t> rpc_ports_;
+  size_t seal_log_offset_ = 0;  // in ledger_'s output: past the last seal seen
   v1::GenesisParams genesis_;
   crypto::PublicKey sequencer_;
   std::vector<Account> accounts_;

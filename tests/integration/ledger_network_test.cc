@@ -249,7 +249,10 @@ INSTANTIATE_TEST_SUITE_P(Modes, TamperedBlockTest,
 
 TEST_F(LedgerNetworkTest, BadTransactionsAreRejectedWithTheirReason) {
   InitLedger(/*block_interval_ms=*/50, /*min_settle_timeout=*/3);
-  StartLedger();
+  // Transactions are sealed as they arrive; no other block is produced
+  // unless the test seals it, so the 3-block settle window below is open
+  // until the test closes it, however slow the machine.
+  StartLedger({kSealOnDemand, kSealOnSubmit});
   auto client = Client();
   ASSERT_TRUE(client->WaitConnected());
   Account& alice = accounts_[0];
@@ -331,12 +334,20 @@ TEST_F(LedgerNetworkTest, BadTransactionsAreRejectedWithTheirReason) {
   uint64_t close_height = client->SubmitAndInclude(close);
   ASSERT_GT(close_height, 0u);
 
+  // Inside the window (held open: no block is sealed until the test says).
   auto settle_early =
       signed_tx(bob, [&](v1::Transaction& tx) { tx.mutable_settle()->set_channel_id(Str(id)); });
   bob.nonce--;
   expect_code(settle_early, "SETTLE_WINDOW_OPEN");
+  // One block before the window ends it is still open.
+  ASSERT_EQ(client->chain().height(), close_height);
+  const uint64_t almost = SealBlocks(2);
+  ASSERT_EQ(almost, close_height + 2);
+  ASSERT_TRUE(client->WaitHeight(almost));
+  expect_code(settle_early, "SETTLE_WINDOW_OPEN");
 
   // After the window (3 blocks) an update is too late, and settle works.
+  ASSERT_EQ(SealBlocks(1), close_height + 3);
   ASSERT_TRUE(client->WaitHeight(close_height + 3));
   auto late_update = signed_tx(bob, [&](v1::Transaction& tx) {
     tx.mutable_update_proof()->set_channel_id(Str(id));

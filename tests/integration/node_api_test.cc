@@ -15,9 +15,9 @@ class NodeApiTest : public NetworkFixture {};
 TEST_F(NodeApiTest, TokensScopesInfoAndAnIdempotentTransfer) {
   InitLedger(/*block_interval_ms=*/50);
   StartLedger();
-  uint16_t rpc = FreeLoopbackPort();
   // accounts_[0] is funded by the genesis: it becomes the node's key.
-  ASSERT_NE(StartNode("node", &accounts_[0].key, rpc), nullptr);
+  ASSERT_NE(StartNode("node", &accounts_[0].key), nullptr);
+  const uint16_t rpc = RpcPort("node");
   auto admin = api::ReadTokenFile(NodeDir("node") / "admin.token");
   ASSERT_TRUE(admin.ok()) << admin.status().ToString();
 

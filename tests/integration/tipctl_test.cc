@@ -55,7 +55,8 @@ TEST(TipctlNoNodeTest, UsageErrorsAndAnUnreachableNode) {
 
   // Nobody listens: exit 3 with a message that says what to check. The URL
   // comes from <datadir>/rpc.url.
-  uint16_t port = FreeLoopbackPort();
+  const ClosedLoopbackPort closed;  // held unlistened for the whole test
+  const uint16_t port = closed.port();
   auto datadir = dir.path() / "node";
   std::filesystem::create_directories(datadir);
   std::ofstream(datadir / "rpc.url") << "http://127.0.0.1:" << port << "\n";
@@ -75,8 +76,9 @@ class TipctlTest : public NetworkFixture {};
 TEST_F(TipctlTest, EveryLedgerAndAdminCommandAgainstARealNode) {
   InitLedger(/*block_interval_ms=*/50);
   StartLedger();
-  uint16_t rpc = FreeLoopbackPort();
-  ASSERT_NE(StartNode("node", &accounts_[0].key, rpc), nullptr);
+  ASSERT_NE(StartNode("node", &accounts_[0].key), nullptr);
+  const uint16_t rpc = RpcPort("node");
+  const ClosedLoopbackPort closed;  // nobody listens there while the test runs
   const std::string datadir = NodeDir("node").string();
   const std::filesystem::path scratch = dir_.path();
   const std::vector<std::string> dd = {"--datadir", datadir};
@@ -110,7 +112,7 @@ TEST_F(TipctlTest, EveryLedgerAndAdminCommandAgainstARealNode) {
   ASSERT_EQ(peers.exit_code, 0) << peers;
   EXPECT_TRUE(Contains(peers.out, "\"peers\"")) << peers;
   const std::string other = accounts_[1].key.public_key().Hex();
-  const std::string addr = "127.0.0.1:" + std::to_string(FreeLoopbackPort());
+  const std::string addr = "127.0.0.1:" + std::to_string(closed.port());
   auto connect = RunTipctl(scratch, with({"connect", other + "@" + addr, "--persistent"}));
   ASSERT_EQ(connect.exit_code, 0) << connect;
   auto connected = FromJson<v1::ConnectPeerResponse>(connect.out);
@@ -150,7 +152,7 @@ TEST_F(TipctlTest, EveryLedgerAndAdminCommandAgainstARealNode) {
   EXPECT_TRUE(Contains(flag_wins.out, "daily cap 100")) << flag_wins;
   // --rpc beats TIPD_RPC, which beats rpc.url.
   std::map<std::string, std::string> bad_rpc = {
-      {"TIPD_RPC", "http://127.0.0.1:" + std::to_string(FreeLoopbackPort())}};
+      {"TIPD_RPC", "http://127.0.0.1:" + std::to_string(closed.port())}};
   EXPECT_EQ(RunTipctl(scratch, with({"getinfo"}), bad_rpc).exit_code, 3);
   auto rpc_flag = RunTipctl(
       scratch, with({"--rpc", "http://127.0.0.1:" + std::to_string(rpc), "getinfo"}), bad_rpc);

@@ -471,6 +471,21 @@ TEST(ResolveLedgerConfig, DefaultsUnderDatadirAndOverrides) {
   EXPECT_EQ(d->log_file, "l.log");
   EXPECT_EQ(d->listen.port, 0);
 
+  // Sealing on demand (tests only) is a flag, never a config file key: a
+  // ledger that seals only on SIGUSR1 must not come from a copied tipd.conf.
+  EXPECT_FALSE(d->seal_on_demand);
+  auto demand = ResolveLedgerConfig(
+      ParseFlags({"--datadir", dir.path().string(), "--seal-on-demand"}, LedgerOptionSpecs())
+          .value());
+  ASSERT_TRUE(demand.ok()) << demand.status().ToString();
+  EXPECT_TRUE(demand->seal_on_demand);
+  WriteFile(dir.path() / "tipd.conf", "seal-on-demand = true\n");
+  EXPECT_NE(
+      ErrorOf(ResolveLedgerConfig(
+                  ParseFlags({"--datadir", dir.path().string()}, LedgerOptionSpecs()).value()))
+          .find("line 1: 'seal-on-demand' can only be given on the command line"),
+      std::string::npos);
+
   WriteFile(dir.path() / "tipd.conf", "ping-interval = 5s\n");  // a node-only key
   EXPECT_NE(
       ErrorOf(ResolveLedgerConfig(

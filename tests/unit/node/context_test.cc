@@ -40,7 +40,7 @@ class NodeContextTest : public ::testing::Test {
     config_.rpc_listen = {"127.0.0.1", 0};
     // No sequencer runs at this address: the follower keeps redialling and
     // every submission's outcome is unknown.
-    config_.ledger.address = {"127.0.0.1", testing::FreeLoopbackPort()};
+    config_.ledger.address = {"127.0.0.1", no_ledger_.port()};
     config_.ledger.sequencer_xonly = sequencer_.XOnly();
     config_.ledger.sequencer_pubkey = sequencer_.public_key();
   }
@@ -55,6 +55,7 @@ class NodeContextTest : public ::testing::Test {
   }
 
   testing::TempDir dir_{"tipd-context"};
+  testing::ClosedLoopbackPort no_ledger_;  // refused while the test runs
   SystemClock clock_;
   crypto::KeyPair node_key_ = crypto::KeyPair::Generate(crypto::SystemRng());
   crypto::KeyPair sequencer_ = crypto::KeyPair::Generate(crypto::SystemRng());

@@ -1,5 +1,9 @@
 // p2p::Host over real sockets on 127.0.0.1 with real Noise. Nothing sleeps:
-// every wait runs the io_context until a condition holds or a deadline passes.
+// every wait runs the io_context until a condition holds or a generous
+// deadline passes, and "nothing happened" is asserted after an explicit later
+// event (a message or reconnection that must come after it), never after a
+// short silence. Timeouts the Host must not hit on an honest connection are
+// seconds long, so a loaded machine or a sanitizer build cannot trip them.
 // Misbehaving peers are "raw" peers: blocking sockets driven from the test,
 // speaking (or deliberately breaking) BOLT 8 with crypto/noise.h directly.
 
@@ -14,6 +18,7 @@
 
 #include "crypto/noise.h"
 #include "p2p/p2p.h"
+#include "tests/support/process.h"
 #include "tests/support/test_support.h"
 
 namespace tipd::p2p {
@@ -53,7 +58,7 @@ class SeededRandom final : public crypto::RandomSource {
 
 // Runs `io` until `pred` holds or `timeout` passes. Returns pred().
 bool RunUntil(asio::io_context& io, const std::function<bool()>& pred,
-              std::chrono::milliseconds timeout = 5s) {
+              std::chrono::milliseconds timeout = 30s) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!pred()) {
     if (std::chrono::steady_clock::now() >= deadline) return pred();
@@ -61,12 +66,6 @@ bool RunUntil(asio::io_context& io, const std::function<bool()>& pred,
     io.run_one_for(10ms);
   }
   return true;
-}
-
-// Runs `io` for `d` (the peers keep exchanging pings meanwhile).
-void RunFor(asio::io_context& io, std::chrono::milliseconds d) {
-  if (io.stopped()) io.restart();
-  io.run_for(d);
 }
 
 v1::Envelope Numbered(uint64_t n, size_t padding) {
@@ -492,20 +491,35 @@ TEST_F(HostTest, ProtocolViolationsGetErrorAndDisconnect) {
 }
 
 TEST_F(HostTest, PingPongKeepsIdleConnectionOpen) {
+  // The keepalive timer sends the next Ping no sooner than ping_timeout
+  // after the previous one, so b receiving kPongs Pongs proves that
+  // (kPongs - 1) * ping_timeout >= 3 idle timeouts passed without an owner
+  // message: an event to wait for, not a stretch of silence. The timeouts
+  // are long enough that a stalled process cannot trip them.
   HostOptions opts;
   opts.ping_interval = 30ms;
-  opts.ping_timeout = 150ms;
-  opts.idle_timeout = 200ms;
+  opts.ping_timeout = 750ms;
+  opts.idle_timeout = 1500ms;
   opts.ping_pong_bytes = 1000;
+  constexpr uint64_t kPongs = 7;  // (7 - 1) * 750 ms = 3 * 1500 ms
   TestNode a(io_, Seed(1), opts), b(io_, Seed(2), opts);
+  const auto start = std::chrono::steady_clock::now();
   PeerId id = ConnectPair(io_, b, a, a.Listen());
-  RunFor(io_, 800ms);  // four idle timeouts without an owner message
-  EXPECT_TRUE(a.disconnected.empty());
-  EXPECT_TRUE(b.disconnected.empty());
+  ASSERT_TRUE(RunUntil(
+      io_,
+      [&] {
+        auto st = b.host->Stats(id);
+        // Pongs carry 1000 padding bytes; Pings none.
+        return !st || st->bytes_in >= kPongs * 1000u || !a.disconnected.empty() ||
+               !b.disconnected.empty();
+      },
+      60s));
+  EXPECT_TRUE(a.disconnected.empty()) << a.disconnected[0].reason.ToString();
+  EXPECT_TRUE(b.disconnected.empty()) << b.disconnected[0].reason.ToString();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 3 * opts.idle_timeout);
   auto stats = b.host->Stats(id);
   ASSERT_TRUE(stats.has_value());
-  EXPECT_GE(stats->messages_in, 10u);     // pings and pongs
-  EXPECT_GE(stats->bytes_in, 5 * 1000u);  // pong padding
+  EXPECT_GE(stats->messages_in, kPongs);  // pings and pongs
   EXPECT_TRUE(a.messages.empty());        // Ping/Pong never reach the owner
 }
 
@@ -629,13 +643,26 @@ TEST_F(HostTest, PersistentPeerReconnectsAfterRemoteRestarts) {
   EXPECT_EQ(b.connected[1].node_id, a_key.public_key());
   EXPECT_EQ(b.host->FindPeer(a_key.public_key()), b.connected[1].id);
 
-  // After removal a dropped session is not redialled.
+  // After removal a dropped session is not redialled. The witness is a
+  // second persistent peer c dropped right after a2: b redials c with the
+  // same backoff, so once b is back with c (and a message went through), a
+  // redial of a2 would have happened too.
+  TestNode c(io_, Seed(4));
+  const uint16_t c_port = c.Listen();
+  ASSERT_TRUE(b.host->AddPersistentPeer("127.0.0.1", c_port, c.key.public_key()).ok());
+  ASSERT_TRUE(RunUntil(io_, [&] { return b.connected.size() == 3 && c.connected.size() == 1; }));
   ASSERT_TRUE(b.host->RemovePersistentPeer(a_key.public_key()).ok());
   size_t disconnects = b.disconnected.size();
   ASSERT_TRUE(a2.host->Disconnect(a2.connected[0].id, "test").ok());
   ASSERT_TRUE(RunUntil(io_, [&] { return b.disconnected.size() == disconnects + 1; }));
-  RunFor(io_, 100ms);
-  EXPECT_EQ(b.connected.size(), 2u);
+  ASSERT_TRUE(c.host->Disconnect(c.connected[0].id, "test").ok());
+  ASSERT_TRUE(RunUntil(io_, [&] { return c.connected.size() == 2; }));
+  ASSERT_TRUE(c.host->Send(c.connected[1].id, Numbered(7, 7)).ok());
+  ASSERT_TRUE(RunUntil(io_, [&] { return b.messages.size() == 1; }));
+  ASSERT_EQ(b.connected.size(), 4u);  // only c came back
+  EXPECT_EQ(b.connected[3].node_id, c.key.public_key());
+  EXPECT_FALSE(b.host->FindPeer(a_key.public_key()).has_value());
+  EXPECT_EQ(a2.connected.size(), 1u);
 }
 
 TEST_F(HostTest, WrongRemoteStaticKeyFailsTheHandshake) {
@@ -658,12 +685,10 @@ TEST_F(HostTest, WrongRemoteStaticKeyFailsTheHandshake) {
 
 TEST_F(HostTest, ConnectToClosedPortAndTimeoutAreReported) {
   TestNode b(io_, Seed(2));
-  uint16_t port;
-  {
-    TestNode gone(io_, Seed(1));
-    port = gone.Listen();
-  }
-  auto id = b.host->Connect("127.0.0.1", port, crypto::KeyPair::Generate(b.rng).public_key());
+  // Nobody listens there, and no parallel test can take the port meanwhile.
+  const tipd::testing::ClosedLoopbackPort closed;
+  auto id =
+      b.host->Connect("127.0.0.1", closed.port(), crypto::KeyPair::Generate(b.rng).public_key());
   ASSERT_TRUE(id.ok());
   ASSERT_TRUE(RunUntil(io_, [&] { return !b.disconnected.empty(); }));
   EXPECT_EQ(b.disconnected[0].reason.code, DisconnectCode::kConnectFailed);
@@ -711,8 +736,12 @@ TEST_F(HostTest, ErrorsFromPeerReachTheOwner) {
   ASSERT_TRUE(b.host->Send(id, channel_err).ok());
   ASSERT_TRUE(RunUntil(io_, [&] { return a.errors.size() == 1; }));
   EXPECT_EQ(a.errors[0].code(), "NONCE_NOT_INCREASING");
-  RunFor(io_, 20ms);
+  // A message sent after the Error arrives over the same connection: the
+  // Error did not end it.
+  ASSERT_TRUE(b.host->Send(id, Numbered(8, 8)).ok());
+  ASSERT_TRUE(RunUntil(io_, [&] { return a.messages.size() == 1 || !a.disconnected.empty(); }));
   EXPECT_TRUE(a.disconnected.empty());
+  EXPECT_EQ(a.messages.size(), 1u);
 
   // A connection-wide Error is reported, then the peer is disconnected.
   v1::Envelope conn_err;
@@ -843,10 +872,13 @@ TEST_F(HostTest, HonestKeepaliveWithFullPaddingNeverTripsThePingLimit) {
   // budget (a burst of 4 full Pongs, then ~1 per second), so only the floor
   // derived from our own ping_interval/ping_pong_bytes keeps this up. (The
   // next Ping goes out when the keepalive timer next wakes, which is
-  // ping_timeout after the previous Ping: about 7 Pings per second here.)
+  // ping_timeout after the previous Ping.)
+  // ping_timeout 400 ms: about 2.5 Pings per second, still far above the
+  // default budget (24 Pongs in ~10 s against 4 + 10), and long enough that
+  // a stalled process does not miss a Pong.
   HostOptions opts;
   opts.ping_interval = 10ms;
-  opts.ping_timeout = 150ms;
+  opts.ping_timeout = 400ms;
   opts.ping_pong_bytes = kMaxPongBytes;
   TestNode a(io_, Seed(1), opts), b(io_, Seed(2), opts);
   PeerId id = ConnectPair(io_, b, a, a.Listen());
@@ -858,7 +890,7 @@ TEST_F(HostTest, HonestKeepaliveWithFullPaddingNeverTripsThePingLimit) {
         return !st || st->bytes_in > 24u * kMaxPongBytes || !a.disconnected.empty() ||
                !b.disconnected.empty();
       },
-      20s));
+      60s));
   EXPECT_TRUE(a.disconnected.empty()) << a.disconnected[0].reason.ToString();
   EXPECT_TRUE(b.disconnected.empty()) << b.disconnected[0].reason.ToString();
 }
