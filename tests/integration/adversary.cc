@@ -112,10 +112,9 @@ bool RawPeer::SendRaw(ByteSpan bytes) {
   while (off < bytes.size()) {
     ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      closed_ = true;
-      return false;
-    }
+    // A failed send does not mark the connection closed: what the node sent
+    // before closing (its Error) is still to be read.
+    if (n <= 0) return false;
     off += static_cast<size_t>(n);
   }
   return true;
@@ -215,6 +214,14 @@ std::optional<v1::Envelope> RawPeer::Receive(std::chrono::milliseconds timeout) 
 
 std::optional<v1::Envelope> RawPeer::Await(const std::function<bool(const v1::Envelope&)>& match,
                                            std::chrono::milliseconds timeout) {
+  // What an earlier wait read and set aside counts first.
+  for (auto it = skipped_.begin(); it != skipped_.end(); ++it) {
+    if (match(*it)) {
+      v1::Envelope env = std::move(*it);
+      skipped_.erase(it);
+      return env;
+    }
+  }
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
