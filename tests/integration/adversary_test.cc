@@ -720,8 +720,7 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
         // The window passes and the channel settles: the victim keeps the 7.
         EXPECT_TRUE(WaitState(v_, Hex(id), "closed", std::chrono::seconds(60)));
         ASSERT_TRUE(RunUntil(
-            client_->io(),
-            [&] { return Onchain(id)->phase == ledger::ChannelPhase::kSettled; },
+            client_->io(), [&] { return Onchain(id)->phase == ledger::ChannelPhase::kSettled; },
             std::chrono::seconds(30)));
         EXPECT_EQ(Onchain(id)->payout_b, 7u);
       }
@@ -781,8 +780,8 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
     if (sign) {
       r.set_balance_a(balance_a);
       r.set_balance_b(balance_b);
-      auto sig = channel::SignCooperativeClose(genesis_.chain_id(), AsSpan(K), balance_a,
-                                               balance_b, adv_->key(), crypto::SystemRng());
+      auto sig = channel::SignCooperativeClose(genesis_.chain_id(), AsSpan(K), balance_a, balance_b,
+                                               adv_->key(), crypto::SystemRng());
       r.set_signature(Str(*sig));
     }
     ASSERT_TRUE(adv_->peer().SendEnvelope(env));
@@ -863,6 +862,10 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
       t->mutable_transfer()->set_to(Str(v_.key->XOnly()));
       t->mutable_transfer()->set_amount(1);
     });
+    tx.set_nonce(0);
+    ASSERT_TRUE(ledger::SignTransaction(&tx, adv_->key(), crypto::SystemRng()).ok());
+    ExpectLedgerRefuses(tx, ledger::TxRule::kBadNonce);
+  });
   {
     Attack a;
     a.name = "p2p/handshake-stall";
@@ -1043,11 +1046,6 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
         AttackerTx([&](v1::Transaction* tx) { tx->mutable_settle()->set_channel_id(C); }),
         ledger::TxRule::kWindowOpen);
   });
-    tx.set_nonce(0);
-    ASSERT_TRUE(ledger::SignTransaction(&tx, adv_->key(), crypto::SystemRng()).ok());
-    ExpectLedgerRefuses(tx, ledger::TxRule::kBadNonce);
-  });
-
 
   // ---- run the table ----
   std::set<std::string> names;
@@ -1059,13 +1057,17 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
               << "  (expect: " << a.expected << ")\n"
               << std::flush;
     SCOPED_TRACE("attack " + a.name);
-    if (a.setup) ASSERT_NO_FATAL_FAILURE(a.setup());
+    if (a.setup) {
+      ASSERT_NO_FATAL_FAILURE(a.setup());
+    }
     const std::string before = VictimState();
     ASSERT_NO_FATAL_FAILURE(a.run());
     if (!a.changes_state) {
       EXPECT_EQ(VictimState(), before) << "the victim's state changed";
     }
-    if (a.after) ASSERT_NO_FATAL_FAILURE(a.after());
+    if (a.after) {
+      ASSERT_NO_FATAL_FAILURE(a.after());
+    }
     ASSERT_NO_FATAL_FAILURE(HonestTipFlows(a.name));
     ASSERT_FALSE(HasFailure()) << "stopping after " << a.name;
   }
