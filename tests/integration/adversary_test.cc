@@ -761,6 +761,48 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
         r.set_sent_tips_root(Random32());  // same nonce as the victim holds, another root
         return r;
       });
+  // ---- the honest peer's channel, addressed by the attacker ----
+  // The victim finds a channel by id AND the peer of the session, so the
+  // attacker cannot touch a channel it is not a party of.
+  const std::string honest_raw = Str(*HexDecode(honest_ch_));
+  auto honest_untouched = [&] {
+    // Messages are handled in order: once the Pong is back, the victim has
+    // handled what came before it.
+    StaysConnected();
+    const v1::ChannelApi c = Channel(v_, honest_ch_);
+    EXPECT_EQ(c.state(), "open");
+    EXPECT_TRUE(c.close_reason().empty()) << c.close_reason();
+  };
+  add("cross/update-on-the-honest-peers-channel", "Error UNKNOWN_CHANNEL", [&] {
+    auto u =
+        adv_->ForgeUpdate(M, {tip(5)}, [&](v1::BalanceProof* p) { p->set_channel_id(honest_raw); });
+    u.set_channel_id(honest_raw);
+    ASSERT_TRUE(adv_->SendUpdate(u));
+    std::string got;
+    EXPECT_TRUE(adv_->AwaitRejection("UNKNOWN_CHANNEL", kAnswer, &got)) << got;
+    honest_untouched();
+  });
+  add("cross/reestablish-on-the-honest-peers-channel", "Error UNKNOWN_CHANNEL", [&] {
+    v1::Envelope env;
+    *env.mutable_reestablish() = adv_->channel(M).mirror.MakeReestablish();
+    env.mutable_reestablish()->set_channel_id(honest_raw);
+    env.mutable_reestablish()->set_received_nonce(1000);  // a lie that would close it
+    env.mutable_reestablish()->set_received_tips_root(Random32());
+    ASSERT_TRUE(adv_->peer().SendEnvelope(env));
+    std::string got;
+    EXPECT_TRUE(adv_->AwaitRejection("UNKNOWN_CHANNEL", kAnswer, &got)) << got;
+    honest_untouched();
+  });
+  add("cross/shutdown-of-the-honest-peers-channel", "ignored (not the attacker's channel)", [&] {
+    v1::Envelope env;
+    env.mutable_close_request()->set_channel_id(honest_raw);
+    ASSERT_TRUE(adv_->peer().SendEnvelope(env));
+    honest_untouched();
+  });
+  add("cross/ack-on-the-honest-peers-channel", "ignored (not the attacker's channel)", [&] {
+    SendAck(SignedAck(honest_raw, 1, Random32(), adv_->key()));
+    honest_untouched();
+  });
   add("reestablish/unknown-channel", "Error UNKNOWN_CHANNEL", [&] {
     v1::Envelope env;
     *env.mutable_reestablish() = adv_->channel(M).mirror.MakeReestablish();
@@ -857,6 +899,14 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
     table.push_back(std::move(a));
   }
 
+  add("close/updates-after-the-settlement", "UpdateRejected CHANNEL_CLOSING", [&] {
+    ASSERT_EQ(Channel(v_, Hex(K)).state(), "closed");
+    ASSERT_TRUE(adv_->SendUpdate(adv_->ForgeUpdate(K, {adv_->NextTip(K, 1, "after settling")})));
+    std::string got;
+    EXPECT_TRUE(adv_->AwaitRejection("CHANNEL_CLOSING", kAnswer, &got)) << got;
+    std::cout << "[ answer   ] " << got << "\n";
+    StaysConnected();
+  });
   add("ledger/replayed-transaction", "ledger BAD_NONCE", [&] {
     v1::Transaction tx = AttackerTx([&](v1::Transaction* t) {
       t->mutable_transfer()->set_to(Str(v_.key->XOnly()));
