@@ -664,18 +664,25 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
   // victim closes on the ledger with the attacker's latest proof ----
   std::map<std::string, std::string> lie_channels;  // name -> raw id
   auto lie = [&](std::string name, std::string code, std::string consequence,
-                 std::function<v1::Reestablish(const std::string&)> make) {
+                 std::function<v1::Reestablish(const std::string&)> make,
+                 bool victim_pays = false) {
     Attack a;
     a.name = name;
     a.expected = "UpdateRejected " + code + ", " + consequence;
     a.changes_state = consequence != "disconnect";
-    a.setup = [&, name] {
+    a.setup = [&, name, victim_pays] {
       // The victim's minimum window (1 s = 10 blocks): the close settles
       // before the next attack, so later snapshots hold still.
       std::string id = OpenAttackerChannel(10'000, 10);
       ASSERT_FALSE(id.empty());
       std::string w;
       ASSERT_TRUE(adv_->PayHonestly(id, 7, "before the lie", &w)) << w;
+      if (victim_pays) {
+        // The victim pays 1 back and the attacker acknowledges it.
+        VictimTipsAttacker(id);
+        SendAck(*adv_->HonestAck(id));
+        EXPECT_EQ(pending_tip_.get().status, 200);
+      }
       lie_channels[name] = id;
       watched_.push_back(id);
     };
@@ -755,6 +762,19 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
         r.set_received_tip_count(4);
         return r;
       });
+  lie(
+      "reestablish/denies-updates-it-acknowledged", "PEER_LOST_ACKED_UPDATES", "close the channel",
+      [&](const std::string& id) {
+        // "I never received anything from you", after acknowledging nonce 1.
+        v1::Reestablish r = adv_->channel(id).mirror.MakeReestablish();
+        r.set_received_nonce(0);
+        r.set_received_tips_root(std::string(32, '\0'));
+        r.clear_received_proof();
+        r.set_acked_received_nonce(0);
+        r.set_received_tip_count(0);
+        return r;
+      },
+      /*victim_pays=*/true);
   lie("reestablish/conflicting-root", "CONFLICTING_STATE", "close the channel",
       [&](const std::string& id) {
         v1::Reestablish r = adv_->channel(id).mirror.MakeReestablish();
@@ -802,6 +822,24 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
   add("cross/ack-on-the-honest-peers-channel", "ignored (not the attacker's channel)", [&] {
     SendAck(SignedAck(honest_raw, 1, Random32(), adv_->key()));
     honest_untouched();
+  });
+  add("cross/unilateral-close-of-the-honest-peers-channel", "ledger NOT_A_PARTY", [&] {
+    ExpectLedgerRefuses(AttackerTx([&](v1::Transaction* tx) {
+                          tx->mutable_unilateral_close()->set_channel_id(honest_raw);
+                        }),
+                        ledger::TxRule::kNotAParty);
+  });
+  add("cross/cooperative-close-of-the-honest-peers-channel", "ledger NOT_A_PARTY", [&] {
+    ExpectLedgerRefuses(AttackerTx([&](v1::Transaction* tx) {
+                          auto* c = tx->mutable_cooperative_close()->mutable_close();
+                          c->set_chain_id(genesis_.chain_id());
+                          c->set_channel_id(honest_raw);
+                          c->set_balance_a(1);
+                          c->set_balance_b(1'000'000 / 4 - 1);
+                          c->set_signature_a(std::string(64, '\1'));
+                          c->set_signature_b(std::string(64, '\1'));
+                        }),
+                        ledger::TxRule::kNotAParty);
   });
   add("reestablish/unknown-channel", "Error UNKNOWN_CHANNEL", [&] {
     v1::Envelope env;
