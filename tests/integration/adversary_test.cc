@@ -581,6 +581,27 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
     EXPECT_TRUE(raw->WaitClosed(kAnswer));
     EXPECT_TRUE(raw->FindError("WRONG_CHAIN").has_value());
   });
+  add("p2p/second-init", "Error UNEXPECTED_INIT, disconnect", [&] {
+    const size_t mark = Mark();
+    ASSERT_TRUE(adv_->peer().SendInit(genesis_.chain_id()));
+    std::string got;
+    EXPECT_TRUE(adv_->AwaitRejection("UNEXPECTED_INIT", kAnswer, &got)) << got;
+    std::cout << "[ answer   ] " << got << "\n";
+    Disconnected();
+    EXPECT_TRUE(VictimLogs("disconnected: PROTOCOL_ERROR: second Init", mark));
+    Reconnect();
+  });
+  add("p2p/incompatible-protocol-version", "Error INCOMPATIBLE_VERSION, disconnect", [&] {
+    std::string err;
+    auto raw = RawPeer::Dial(P2pPort("v"), stranger, v_.id, &err);
+    ASSERT_TRUE(raw) << err;
+    v1::Envelope env;
+    env.mutable_init()->set_chain_id(genesis_.chain_id());
+    env.mutable_init()->set_protocol_version(p2p::kMinProtocolVersion - 1);
+    ASSERT_TRUE(raw->SendEnvelope(env));
+    EXPECT_TRUE(raw->WaitClosed(kAnswer));
+    EXPECT_TRUE(raw->FindError("INCOMPATIBLE_VERSION").has_value());
+  });
   add("p2p/handshake-garbage", "connection closed (handshake failed)", [&] {
     std::string err;
     auto raw = RawPeer::Tcp(P2pPort("v"), &err);
