@@ -1090,6 +1090,101 @@ TEST_F(AdversaryTest, EveryAttackIsRejectedAndTheHonestPeerIsServed) {
     table.push_back(std::move(a));
   }
   {
+    // The per-peer limit is 4, the global one 64: 16 cheap identities (each
+    // funded with one fee and one unit by the attacker) that never submit
+    // their opens would hold every slot for ever, and no honest peer could
+    // open a channel with the victim again. The victim abandons an open it
+    // does not fund once it is not on the ledger within its deadline
+    // (docs/channels.md, "Abandoned opens").
+    Attack a;
+    a.name = "open/every-pending-slot-from-16-identities";
+    a.expected =
+        "64 unfunded opens held until their deadline, then abandoned; an honest open "
+        "succeeds";
+    a.changes_state = true;
+    a.run = [&] {
+      SyncFollower();
+      const uint64_t fee = genesis_.fee_per_tx();
+      std::vector<crypto::KeyPair> ids;
+      uint64_t nonce = AccountNonce(adv_->key());
+      uint64_t last_height = 0;
+      for (int i = 0; i < 15; ++i) {
+        ids.push_back(crypto::KeyPair::Generate(crypto::SystemRng()));
+        v1::Transaction tx;
+        tx.set_chain_id(genesis_.chain_id());
+        tx.set_signer(Str(adv_->key().XOnly()));
+        tx.set_nonce(nonce++);
+        tx.set_fee(fee);
+        tx.mutable_transfer()->set_to(Str(ids.back().XOnly()));
+        tx.mutable_transfer()->set_amount(fee + 1);
+        ASSERT_TRUE(ledger::SignTransaction(&tx, adv_->key(), crypto::SystemRng()).ok());
+        if (i + 1 < 15) {
+          ASSERT_TRUE(client_->SubmitAndWait(tx).accepted());
+        } else {
+          last_height = client_->SubmitAndInclude(tx);
+        }
+      }
+      ASSERT_GT(last_height, 0u);
+      // The victim must see the funded accounts before they open.
+      ASSERT_TRUE(WaitFor([&] {
+        return FromJson<v1::InfoResponse>(Call(v_, "GET", "/v1/info").body).ledger_height() >=
+               last_height;
+      }));
+      const size_t mark = Mark();
+      int accepted = 0, refused = 0;
+      for (const crypto::KeyPair& k : ids) {
+        std::string err;
+        auto raw = RawPeer::Dial(P2pPort("v"), k, v_.id, &err);
+        ASSERT_TRUE(raw) << err;
+        ASSERT_TRUE(raw->Handshake(genesis_.chain_id(), kAnswer));
+        for (uint64_t j = 0; j < 5; ++j) {
+          v1::Envelope env;
+          *env.mutable_open_channel() = OpenMsg(1, 40, 0);
+          env.mutable_open_channel()->set_funder_key(Str(k.XOnly()));
+          env.mutable_open_channel()->set_nonce_a(j);
+          const std::string temp = env.open_channel().temporary_id();
+          ASSERT_TRUE(raw->SendEnvelope(env));
+          auto ans = raw->Await(
+              [&](const v1::Envelope& e) {
+                return (e.has_accept_channel() && e.accept_channel().temporary_id() == temp) ||
+                       (e.has_reject_channel() && e.reject_channel().temporary_id() == temp);
+              },
+              kAnswer);
+          ASSERT_TRUE(ans.has_value());
+          if (ans->has_accept_channel()) {
+            ++accepted;
+          } else {
+            EXPECT_EQ(ans->reject_channel().code(), "TOO_MANY_PENDING_OPENS");
+            ++refused;
+          }
+        }
+        // Hang up: the records outlive the session (and one address may
+        // hold only 8 connections).
+      }
+      std::cout << "[ answer   ] " << accepted << " accepted, " << refused
+                << " refused TOO_MANY_PENDING_OPENS\n";
+      EXPECT_EQ(accepted, 60);  // 64 in all, the flood holds 4
+      // Every slot is taken: an honest open is refused now...
+      auto r = Call(h_, "POST", "/v1/channels", OpenBody(v_, 1000, 0));
+      std::cout << "[ answer   ] honest open while the slots are held: " << r.status << " "
+                << r.body << "\n";
+      EXPECT_EQ(r.status, 409);
+      EXPECT_TRUE(Contains(r.body, "TOO_MANY_PENDING_OPENS")) << r.body;
+      // ... until the deadline passes and the victim abandons the opens it
+      // does not fund.
+      EXPECT_TRUE(
+          VictimLogs("the open was abandoned: not on the ledger", mark, std::chrono::seconds(60)));
+      EXPECT_TRUE(WaitFor(
+          [&] {
+            r = Call(h_, "POST", "/v1/channels", OpenBody(v_, 1000, 0));
+            return r.status == 200 || r.status == 202;
+          },
+          std::chrono::seconds(60)))
+          << r.status << " " << r.body;
+    };
+    table.push_back(std::move(a));
+  }
+  {
     Attack a;
     a.name = "close/unilateral-close-with-a-stale-proof";
     a.expected =
