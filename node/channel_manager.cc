@@ -116,6 +116,7 @@ Status ChannelManager::Start() {
                           chdb_.Restore(rec.channel_id(), key_.public_key(), limits));
     auto live = std::make_unique<LiveChannel>(rec, std::move(ch), remote);
     if (rec.phase() == v1::STORED_CHANNEL_PHASE_CLOSING) live->close_requested = true;
+    live->known_since_height = ledger_.chain().height();
     std::string id = rec.channel_id();
     channels_.emplace(id, std::move(live));
   }

@@ -57,6 +57,9 @@ struct ChannelManager::LiveChannel {
   std::optional<channel::FinalBalances> proposed;
   std::optional<v1::CloseRequest> pending_proposal;  // B: A's, before we were quiescent
   std::vector<ChannelCallback> open_waiters;
+  // The followed ledger height when this node stored (or, after a restart,
+  // restored) the channel: the deadline of an unfunded open counts from it.
+  uint64_t known_since_height = 0;
   std::vector<ChannelCallback> close_waiters;
 
   LiveChannel(v1::StoredChannel r, channel::Channel c, crypto::PublicKey p)

@@ -35,6 +35,7 @@ ChannelManager::LiveChannel* ChannelManager::Adopt(AgreedChannel agreed,
   auto live = std::make_unique<LiveChannel>(agreed.record, std::move(*ch), agreed.peer);
   LiveChannel* lp = live.get();
   lp->session = peers_.FindPeer(agreed.peer);
+  lp->known_since_height = ledger_.chain().height();
   channels_.emplace(lp->id, std::move(live));
   return lp;
 }
@@ -171,9 +172,22 @@ void ChannelManager::Reconcile(LiveChannel& live) {
     // A's account nonce moved past it.
     crypto::XOnlyPubKey a = live.record.local_is_a() ? key_.XOnly() : live.peer.XOnly();
     const ledger::Account* acct_a = state.FindAccount(a);
+    std::string abandoned;
     if (acct_a && acct_a->nonce > live.record.open_nonce_a()) {
+      abandoned = "the open was abandoned: an account nonce it needed was used";
+    } else if (!live.record.local_is_a() && live.record.deposit_local() == 0 &&
+               ledger_.chain().height() >=
+                   live.known_since_height + options_.open.unfunded_open_deadline_blocks) {
+      // An opener that never submits would otherwise hold a pending-open
+      // slot for ever (docs/security.md, Denial of service).
+      abandoned = "the open was abandoned: not on the ledger " +
+                  std::to_string(options_.open.unfunded_open_deadline_blocks) +
+                  " blocks after this node accepted it (it funds nothing in it)";
+    }
+    if (!abandoned.empty()) {
       storage::WriteBatch batch;
-      live.record.set_close_reason("the open was abandoned: an account nonce it needed was used");
+      log_->info("channel {}: {}", Short(live.id), abandoned);
+      live.record.set_close_reason(abandoned);
       SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSED, &batch);
       CommitThen(lp, std::move(batch), [](Status) {});
       auto waiters = std::move(live.open_waiters);

@@ -65,6 +65,13 @@ struct OpenPolicy {
   // record and a signature, so a peer may have only a few at once.
   size_t max_pending_opens_per_peer = 4;
   size_t max_pending_opens = 64;
+  // An open this node accepted without funding it (deposit_b 0) that the
+  // ledger has not opened this many blocks after the node stored it (or
+  // restarted) is abandoned: its slot is freed, so peers that never submit
+  // their opens cannot hold the limits above for ever. Should it land later
+  // anyway, this node has nothing in it and ignores it; the opener can close
+  // it alone.
+  uint64_t unfunded_open_deadline_blocks = 100;
 };
 
 // A channel both sides agreed on, not yet opened on the ledger.

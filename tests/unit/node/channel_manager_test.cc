@@ -397,6 +397,33 @@ TEST_F(ChannelManagerTest, AnOpenWithAnUnknownOutcomeStaysOpeningUntilTheLedgerD
   EXPECT_EQ(a_->manager->ListChannels()[0].state(), "opening");
 }
 
+// Found by the adversarial peer suite: an opener that never submits its
+// open (nor uses its account again) held one of B's pending-open slots for
+// ever. B abandons an open it does not fund once the ledger has not opened
+// it within its deadline; A, whose deposit is at stake, keeps waiting.
+TEST_F(ChannelManagerTest, AnUnfundedOpenTheLedgerNeverSeesIsAbandonedByTheAcceptor) {
+  b_->options.open.unfunded_open_deadline_blocks = 5;
+  net_.Restart(*b_, *a_);
+  net_.mode = LedgerMode::kDrop;  // A's open never reaches a block
+  std::optional<Result<v1::ChannelApi>> answer;
+  a_->manager->Open(b_->key.public_key(), 1000, 0, 10, 500ms,
+                    [&](Result<v1::ChannelApi> r, std::string) { answer = std::move(r); });
+  net_.Settle();
+  net_.AdvanceMs(600);
+  ASSERT_TRUE(answer.has_value());
+  ASSERT_EQ(b_->manager->ListChannels().size(), 1u);
+  EXPECT_EQ(b_->manager->ListChannels()[0].state(), "opening");
+  net_.mode = LedgerMode::kInclude;
+  net_.SealBlocks(4);
+  EXPECT_EQ(b_->manager->ListChannels()[0].state(), "opening") << "abandoned before its deadline";
+  net_.SealBlocks(2);
+  ASSERT_TRUE(net_.RunUntil([&] { return b_->manager->ListChannels()[0].state() == "closed"; }));
+  EXPECT_NE(b_->manager->ListChannels()[0].close_reason().find("not on the ledger"),
+            std::string::npos)
+      << b_->manager->ListChannels()[0].close_reason();
+  EXPECT_EQ(a_->manager->ListChannels()[0].state(), "opening");
+}
+
 TEST_F(ChannelManagerTest, DepositRaisesBothSidesOnceIncluded) {
   const std::string id = net_.OpenChannel(*a_, *b_, 1'000);
   std::optional<Result<v1::ChannelApi>> answer;
