@@ -74,7 +74,7 @@ void NodeApi::Backup(ApiRequest, Responder responder) {
       if (!*alive) return;
       if (!file.ok()) return responder.Send(ApiResponse::FromStatus(file.status()));
       ApiResponse out =
-          ApiResponse::Text(200, "application/octet-stream", std::move(file).value());
+          ApiResponse::Text(200, "application/octet-stream", std::move(*file));
       out.headers.emplace_back("X-Tipd-Backup-Sha256", HexEncode(info.file_sha256));
       out.headers.emplace_back("X-Tipd-Backup-Records", std::to_string(info.records));
       out.headers.emplace_back("X-Tipd-Backup-Channels", std::to_string(info.channels));

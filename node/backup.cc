@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cassert>
+#include <cstdint>
 #include <system_error>
 
 #include "tipd/storage.pb.h"

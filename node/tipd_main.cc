@@ -14,6 +14,7 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "node/backup.h"
@@ -95,12 +96,15 @@ int RunRestore(const RestoreArgs& a) {
   if (!ex.ok()) return Fail(ex.status());
   tipd::Status prepared = tipd::node::PrepareDataDir(datadir);
   if (!prepared.ok()) return Fail(prepared);
-  auto secret = tipd::crypto::LoadKeyFile(key_path);
-  if (!secret.ok()) {
-    if (secret.status().code() != tipd::StatusCode::kNotFound || ex->node_secret_key().empty()) {
+  auto loaded = tipd::crypto::LoadKeyFile(key_path);
+  std::optional<tipd::crypto::SecretKey> secret;
+  if (loaded.ok()) {
+    secret = *loaded;
+  } else {
+    if (loaded.status().code() != tipd::StatusCode::kNotFound || ex->node_secret_key().empty()) {
       return Fail(tipd::Status::FailedPrecondition(
           "no usable node.key in " + datadir.string() + " and the export carries none: " +
-          secret.status().message()));
+          loaded.status().message()));
     }
     auto bytes = tipd::HexDecode(ex->node_secret_key());
     if (!bytes.ok()) return Fail(tipd::Status::InvalidArgument("node_secret_key is not hex"));
