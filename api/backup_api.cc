@@ -18,7 +18,7 @@ namespace tipd::api {
 
 struct NodeApi::BackupJobs {
   std::mutex mu;
-  std::thread worker;  // guarded by mu
+  std::thread worker;    // guarded by mu
   bool running = false;  // guarded by mu
 
   // Waits for a running backup (its thread uses the NodeApi's services).
@@ -73,8 +73,7 @@ void NodeApi::Backup(ApiRequest, Responder responder) {
       }
       if (!*alive) return;
       if (!file.ok()) return responder.Send(ApiResponse::FromStatus(file.status()));
-      ApiResponse out =
-          ApiResponse::Text(200, "application/octet-stream", std::move(*file));
+      ApiResponse out = ApiResponse::Text(200, "application/octet-stream", std::move(*file));
       out.headers.emplace_back("X-Tipd-Backup-Sha256", HexEncode(info.file_sha256));
       out.headers.emplace_back("X-Tipd-Backup-Records", std::to_string(info.records));
       out.headers.emplace_back("X-Tipd-Backup-Channels", std::to_string(info.channels));

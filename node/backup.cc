@@ -283,8 +283,7 @@ Result<std::filesystem::path> InstallDatabase(const std::filesystem::path& datad
 }
 
 Result<RestoreReport> RestoreBackup(const std::filesystem::path& datadir, std::string_view file,
-                                    const crypto::KeyPair& node_key, bool force,
-                                    uint64_t now_ms) {
+                                    const crypto::KeyPair& node_key, bool force, uint64_t now_ms) {
   // Check everything before touching the data dir.
   TIPD_ASSIGN_OR_RETURN(OpenedBackup opened, OpenBackup(file, node_key));
   if (!force && DatabaseDirInUse(datadir)) {

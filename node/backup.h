@@ -89,7 +89,7 @@ Result<OpenedBackup> OpenBackup(std::string_view file, const crypto::KeyPair& no
 
 struct RestoreReport {
   BackupInfo info;
-  uint64_t channels_marked = 0;  // open or closing channels awaiting the peer
+  uint64_t channels_marked = 0;    // open or closing channels awaiting the peer
   std::filesystem::path replaced;  // where the old db/ went (empty: there was none)
 };
 
@@ -100,14 +100,14 @@ struct RestoreReport {
 // (no node runs on it). Channels open or closing are marked
 // restored_awaiting_peer.
 Result<RestoreReport> RestoreBackup(const std::filesystem::path& datadir, std::string_view file,
-                                    const crypto::KeyPair& node_key, bool force,
-                                    uint64_t now_ms);
+                                    const crypto::KeyPair& node_key, bool force, uint64_t now_ms);
 
 // Writes `records` (strictly increasing keys) into a fresh database at `dir`,
 // which must not exist, marking open and closing channels as restored. Used by
 // RestoreBackup and by the recovery import (node/recovery.h).
-Result<uint64_t> WriteFreshDatabase(const std::filesystem::path& dir,
-                                    const std::vector<std::pair<std::string, std::string>>& records);
+Result<uint64_t> WriteFreshDatabase(
+    const std::filesystem::path& dir,
+    const std::vector<std::pair<std::string, std::string>>& records);
 
 // Installs `fresh` (a complete database directory) as `<datadir>/db`: an
 // existing non-empty db/ is refused unless `force`, then kept as

@@ -436,9 +436,10 @@ void ChannelManager::SendReestablish(LiveChannel& live) {
         EnterReadOnly("persisting the peer's newest proof of channel " + Short(live.id), s);
         return;
       }
-      log_->warn("channel {}: restored behind: the peer holds its proof at nonce {} (we held {}); "
-                 "kept it to close with",
-                 Short(live.id), evidence->nonce(), held);
+      log_->warn(
+          "channel {}: restored behind: the peer holds its proof at nonce {} (we held {}); "
+          "kept it to close with",
+          Short(live.id), evidence->nonce(), held);
     }
   }
   auto plan = live.ch.OnPeerReestablish(peer, peer.received_tip_count());

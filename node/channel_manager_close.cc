@@ -207,9 +207,10 @@ void ChannelManager::ForceClose(LiveChannel& live, const std::string& why, Chann
     // The proof we hold may be older than what the peer paid us since the
     // backup; if the peer reconnects within the window it shows its newest
     // and the watcher submits that.
-    log_->warn("channel {}: closing a restored channel before the peer showed its state; the "
-               "peer's proof we submit may be stale",
-               Short(live.id));
+    log_->warn(
+        "channel {}: closing a restored channel before the peer showed its state; the "
+        "peer's proof we submit may be stale",
+        Short(live.id));
   }
   Freeze(live);
   live.record.set_close_reason(why);

@@ -65,9 +65,8 @@ Result<std::vector<std::pair<std::string, std::string>>> RecoveryRecords(
       return Status::InvalidArgument("channel " + c.channel_id() + ": peer_node_id is not a key");
     }
     const std::string what = "channel " + c.channel_id().substr(0, 16) + ": ";
-    TIPD_RETURN_IF_ERROR(
-        CheckProof(c.own_latest_proof(), id, ex.chain_id(), node_key.public_key(),
-                   what + "own_latest_proof"));
+    TIPD_RETURN_IF_ERROR(CheckProof(c.own_latest_proof(), id, ex.chain_id(), node_key.public_key(),
+                                    what + "own_latest_proof"));
     TIPD_RETURN_IF_ERROR(
         CheckProof(c.peer_latest_proof(), id, ex.chain_id(), *peer, what + "peer_latest_proof"));
     TIPD_RETURN_IF_ERROR(CheckProof(c.peer_evidence_proof(), id, ex.chain_id(), *peer,

@@ -55,10 +55,10 @@ int RunRestore(const RestoreArgs& a) {
   auto file = ReadWholeFile(a.backup.empty() ? a.recovery : a.backup);
   if (!file.ok()) return Fail(file.status());
   const fs::path key_path = datadir / "node.key";
-  const uint64_t now_ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  const uint64_t now_ms =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
 
   if (!a.backup.empty()) {
     auto secret = tipd::crypto::LoadKeyFile(key_path);
@@ -71,17 +71,17 @@ int RunRestore(const RestoreArgs& a) {
     if (a.verify_only) {
       auto opened = tipd::node::OpenBackup(*file, key);
       if (!opened.ok()) return Fail(opened.status());
-      std::cout << "backup OK: node " << opened->info.node_id << ", "
-                << opened->info.records << " records, " << opened->info.channels
-                << " channel(s), taken at unix ms " << opened->info.created_at_ms << "\n";
+      std::cout << "backup OK: node " << opened->info.node_id << ", " << opened->info.records
+                << " records, " << opened->info.channels << " channel(s), taken at unix ms "
+                << opened->info.created_at_ms << "\n";
       return 0;
     }
     auto lock = tipd::node::PidLock::Acquire(datadir);
     if (!lock.ok()) return Fail(lock.status());
     auto report = tipd::node::RestoreBackup(datadir, *file, key, a.force, now_ms);
     if (!report.ok()) return Fail(report.status());
-    std::cout << "restored " << report->info.records << " records of node "
-              << report->info.node_id << " into " << (datadir / "db").string() << "\n"
+    std::cout << "restored " << report->info.records << " records of node " << report->info.node_id
+              << " into " << (datadir / "db").string() << "\n"
               << report->channels_marked
               << " open or closing channel(s) wait for their peer: tips on them are refused "
                  "until the node has reestablished with it\n";
@@ -103,8 +103,8 @@ int RunRestore(const RestoreArgs& a) {
   } else {
     if (loaded.status().code() != tipd::StatusCode::kNotFound || ex->node_secret_key().empty()) {
       return Fail(tipd::Status::FailedPrecondition(
-          "no usable node.key in " + datadir.string() + " and the export carries none: " +
-          loaded.status().message()));
+          "no usable node.key in " + datadir.string() +
+          " and the export carries none: " + loaded.status().message()));
     }
     auto bytes = tipd::HexDecode(ex->node_secret_key());
     if (!bytes.ok()) return Fail(tipd::Status::InvalidArgument("node_secret_key is not hex"));
@@ -218,12 +218,13 @@ int main(int argc, char** argv) {
   CLI::App* restore_cmd = app.add_subcommand(
       "restore", "write a node's db/ from an online backup or a recovery export");
   RestoreArgs restore;
-  restore_cmd->add_option("--datadir", restore.datadir, "the node's data directory (holds node.key)")
+  restore_cmd
+      ->add_option("--datadir", restore.datadir, "the node's data directory (holds node.key)")
       ->required();
   auto* backup_opt =
       restore_cmd->add_option("--backup", restore.backup, "a file written by `tipctl backup`");
-  auto* recovery_opt = restore_cmd->add_option(
-      "--recovery", restore.recovery, "a file written by `tipctl export-recovery`");
+  auto* recovery_opt = restore_cmd->add_option("--recovery", restore.recovery,
+                                               "a file written by `tipctl export-recovery`");
   backup_opt->excludes(recovery_opt);
   restore_cmd->add_flag("--force", restore.force,
                         "replace a non-empty db/ (kept as db.replaced-<time>)");

@@ -146,8 +146,7 @@ class Database {
   // Scan, reading `snapshot`'s view instead of the current state. Safe from
   // any thread while other threads write.
   Status ScanSnapshot(const Snapshot& snapshot, std::string_view start,
-                      std::string_view end_exclusive, size_t limit,
-                      const ScanVisitor& visit) const;
+                      std::string_view end_exclusive, size_t limit, const ScanVisitor& visit) const;
 
  private:
   Status ScanAt(const leveldb::Snapshot* snapshot, std::string_view start,

@@ -21,8 +21,8 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -899,8 +899,9 @@ int main(int argc, char** argv) {
               "the file written does not match what the node sent (sha256 or record count)");
         }
         if (!key) {
-          verified_with = "sha256 and header (node.key not readable here: check it with `tipd "
-                          "restore --verify-only`)";
+          verified_with =
+              "sha256 and header (node.key not readable here: check it with `tipd "
+              "restore --verify-only`)";
           return Status::Ok();
         }
         TIPD_ASSIGN_OR_RETURN(tipd::node::OpenedBackup opened, tipd::node::OpenBackup(back, *key));
@@ -913,10 +914,9 @@ int main(int argc, char** argv) {
         return kExitApiError;
       }
       std::cout << "backup of node " << res.headers["x-tipd-backup-node"] << " written to "
-                << backup_file << ": " << res.body.size() << " bytes, " << records
-                << " records, " << res.headers["x-tipd-backup-channels"]
-                << " channel(s), sha256 " << announced << "\nverified: " << verified_with
-                << "\n";
+                << backup_file << ": " << res.body.size() << " bytes, " << records << " records, "
+                << res.headers["x-tipd-backup-channels"] << " channel(s), sha256 " << announced
+                << "\nverified: " << verified_with << "\n";
       return kExitOk;
     };
   });
@@ -940,16 +940,16 @@ int main(int argc, char** argv) {
       if (with_key) ex.set_node_secret_key(tipd::HexEncode(key->secret().bytes()));
       const std::string json = ToJson(ex);
       Status s = WriteFileChecked(recovery_file, json, [&](const std::string& back) -> Status {
-        return back == json ? Status::Ok()
-                            : Status::Corruption("the file read back differs from what was written");
+        return back == json
+                   ? Status::Ok()
+                   : Status::Corruption("the file read back differs from what was written");
       });
       if (!s.ok()) {
         std::cerr << "tipctl: export not written: " << s.message() << "\n";
         return kExitApiError;
       }
       std::cout << "recovery export of node " << ex.node_id() << " written to " << recovery_file
-                << ": " << ex.channels_size() << " channel(s), " << ex.peers_size()
-                << " peer(s)\n";
+                << ": " << ex.channels_size() << " channel(s), " << ex.peers_size() << " peer(s)\n";
       if (with_key) {
         std::cout << "it holds the node's secret key: keep it as secret as node.key\n";
       } else {

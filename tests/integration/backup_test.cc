@@ -131,9 +131,9 @@ TEST_F(BackupTest, StaleRestoreMidStreamLosesNothingAndSignsNoOldState) {
     EXPECT_FALSE(fs::exists(dir / "db.restoring"));
     const fs::path other = scratch / "restore-other-key";
     fs::create_directories(other);
-    ASSERT_TRUE(crypto::SaveKeyFile(other / "node.key",
-                                    crypto::SecretKey::Generate(crypto::SystemRng()))
-                    .ok());
+    ASSERT_TRUE(
+        crypto::SaveKeyFile(other / "node.key", crypto::SecretKey::Generate(crypto::SystemRng()))
+            .ok());
     r = RunTipd(scratch, {"restore", "--datadir", other.string(), "--backup", backup.string()});
     EXPECT_NE(r.exit_code, 0) << r;
     EXPECT_TRUE(Contains(r.out, "the backup is of node")) << r;
@@ -172,8 +172,8 @@ TEST_F(BackupTest, StaleRestoreMidStreamLosesNothingAndSignsNoOldState) {
   auto oc = Onchain(*client, ch);
   ASSERT_TRUE(oc.has_value());
   std::cout << "[ figures ] " << a_paid << " paid by A (" << streamed.load()
-            << " tips streamed during and after the backup), " << b_paid
-            << " by B; payout A " << oc->payout_a << ", B " << oc->payout_b << "\n";
+            << " tips streamed during and after the backup), " << b_paid << " by B; payout A "
+            << oc->payout_a << ", B " << oc->payout_b << "\n";
   EXPECT_EQ(oc->payout_a, kDa - a_paid + b_paid);
   EXPECT_EQ(oc->payout_b, kDb + a_paid - b_paid);
   EXPECT_TRUE(client->chain().state().CheckSupply().ok());

@@ -204,8 +204,8 @@ void ExpectNoNonceSignedTwice(const TestNode& n) {
     const v1::BalanceProof& p = u.proof();
     auto [it, fresh] = seen.emplace(std::make_pair(p.channel_id(), p.nonce()), p);
     if (fresh) continue;
-    EXPECT_EQ(it->second.tips_root(), p.tips_root()) << n.name << " signed nonce " << p.nonce()
-                                                     << " twice with different tips";
+    EXPECT_EQ(it->second.tips_root(), p.tips_root())
+        << n.name << " signed nonce " << p.nonce() << " twice with different tips";
     EXPECT_EQ(it->second.transferred(), p.transferred())
         << n.name << " signed nonce " << p.nonce() << " twice with different amounts";
   }
@@ -345,8 +345,7 @@ TEST_F(StaleRestoreTest, ARecoveryExportAloneRecoversTheFunds) {
   // A forged export (B's proof claiming more) is refused.
   v1::RecoveryExport forged = ex;
   forged.mutable_channels(0)->mutable_peer_latest_proof()->set_transferred(9'999);
-  EXPECT_EQ(node::RecoveryRecords(forged, a_->key).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(node::RecoveryRecords(forged, a_->key).status().code(), StatusCode::kInvalidArgument);
   // Another node's key is refused.
   EXPECT_EQ(node::RecoveryRecords(ex, b_->key).status().code(), StatusCode::kPermissionDenied);
 
