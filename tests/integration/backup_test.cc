@@ -104,8 +104,8 @@ TEST_F(BackupTest, StaleRestoreMidStreamLosesNothingAndSignsNoOldState) {
   ASSERT_TRUE(WaitFor([&] { return streamed >= at_backup + 20; }, std::chrono::seconds(60)));
   stop = true;
   streamer.join();
-  EXPECT_EQ(failures, 0);
-  a_paid += streamed;
+  EXPECT_EQ(failures.load(), 0);
+  a_paid += streamed.load();
   // After the backup B pays A too: A's restored copy will have lost these.
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(Tip(b, ch, 5, "b after").status, 200);

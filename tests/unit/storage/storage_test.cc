@@ -146,7 +146,9 @@ TEST(DatabaseTest, SnapshotScanSeesOneMomentWhileOthersWrite) {
   Status s = db->ScanSnapshot(*snap, "", "", SIZE_MAX, [&](std::string_view k, std::string_view v) {
     seen.emplace_back(k, v);
     // A write made during the scan is invisible to it as well.
-    if (seen.size() == 1) EXPECT_TRUE(WriteRaw(db.get(), "k0", "during").ok());
+    if (seen.size() == 1) {
+      EXPECT_TRUE(WriteRaw(db.get(), "k0", "during").ok());
+    }
     return Status::Ok();
   });
   ASSERT_TRUE(s.ok()) << s.ToString();
