@@ -100,6 +100,32 @@ TEST_F(BackupTest, StaleRestoreMidStreamLosesNothingAndSignsNoOldState) {
   ASSERT_EQ(made.exit_code, 0) << made;
   EXPECT_TRUE(Contains(made.out, "verified: decrypted with node.key")) << made;
   EXPECT_EQ(fs::status(backup).permissions() & fs::perms::group_all, fs::perms::none);
+  // The static recovery export, taken while the stream runs, and what reads it.
+  const fs::path recovery = scratch / "a.recovery.json";
+  CliResult exported =
+      RunTipctl(scratch, {"--datadir", NodeDir("a").string(), "export-recovery", recovery});
+  ASSERT_EQ(exported.exit_code, 0) << exported;
+  {
+    auto ex = FromJson<v1::RecoveryExport>(ReadAll(recovery));
+    EXPECT_EQ(ex.node_id(), a.id.Hex());
+    ASSERT_EQ(ex.channels_size(), 1);
+    EXPECT_EQ(ex.channels(0).channel_id(), ch);
+    EXPECT_GT(ex.channels(0).own_latest_proof().nonce(), 0u);
+    EXPECT_EQ(ex.node_secret_key(), HexEncode(a.key->secret().bytes()));
+    ASSERT_GE(ex.peers_size(), 1);
+    EXPECT_EQ(ex.peers(0).node_id(), b.id.Hex());
+    const fs::path fresh = scratch / "recovered";
+    CliResult r = RunTipd(scratch, {"restore", "--datadir", fresh.string(), "--recovery",
+                                    recovery.string(), "--verify-only"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_FALSE(fs::exists(fresh / "db"));
+    r = RunTipd(scratch, {"restore", "--datadir", fresh.string(), "--recovery", recovery.string()});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    auto key = crypto::LoadKeyFile(fresh / "node.key");
+    ASSERT_TRUE(key.ok());
+    EXPECT_EQ(crypto::KeyPair::FromSecret(*key).public_key(), a.id);
+    EXPECT_TRUE(fs::exists(fresh / "db"));
+  }
   const uint64_t at_backup = streamed;
   ASSERT_TRUE(WaitFor([&] { return streamed >= at_backup + 20; }, std::chrono::seconds(60)));
   stop = true;
