@@ -313,7 +313,7 @@ Result<HttpResponse> HttpClient::Request(std::string_view method, std::string_vi
     beast::error_code ec =
         RunOp(im.io, [&](auto handler) { http::async_write(*im.conn, req, std::move(handler)); });
     http::response_parser<http::string_body> parser;
-    parser.body_limit(kMaxBodyBytes);
+    parser.body_limit(max_body_bytes_);
     if (!ec) {
       ec = RunOp(im.io, [&](auto handler) {
         http::async_read(*im.conn, im.buf, parser, std::move(handler));

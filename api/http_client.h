@@ -133,6 +133,10 @@ class HttpClient {
   // REQUIRES: response.status is not 2xx.
   static Status ApiErrorStatus(const HttpResponse& response);
 
+  // Largest response body Request accepts (default 64 MiB); `tipctl backup`
+  // raises it to the largest backup a node builds.
+  void set_max_body_bytes(uint64_t n) { max_body_bytes_ = n; }
+
   const HttpUrl& url() const { return url_; }
   // Connections opened by Request so far (tests check keep-alive reuse).
   int connections_opened() const { return connections_opened_; }
@@ -144,6 +148,7 @@ class HttpClient {
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Impl> impl_;
   int connections_opened_ = 0;
+  uint64_t max_body_bytes_ = 64ull << 20;
   // Cancel(): the native socket of the running Stream, -1 if none.
   std::mutex cancel_mu_;
   int stream_fd_ = -1;

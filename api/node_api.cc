@@ -62,7 +62,10 @@ Result<std::vector<std::pair<crypto::PublicKey, node::HostPort>>> LoadPersistent
 
 NodeApi::NodeApi(NodeServices services) : s_(services) {}
 
-NodeApi::~NodeApi() { *alive_ = false; }
+NodeApi::~NodeApi() {
+  *alive_ = false;
+  StopBackups();
+}
 
 void NodeApi::Register(RpcServer& server) {
   auto sync = [this](ApiResponse (NodeApi::*fn)(const ApiRequest&)) {
@@ -84,6 +87,7 @@ void NodeApi::Register(RpcServer& server) {
   server.HandleAsync(HttpMethod::kPost, "/v1/ledger/transfer", RouteAuth::Needs(Scope::kAdmin),
                      [this](ApiRequest req, Responder r) { Transfer(std::move(req), r); });
   if (s_.channels != nullptr) RegisterChannelRoutes(server);
+  RegisterBackupRoutes(server);
 }
 
 ApiResponse NodeApi::Info(const ApiRequest&) {

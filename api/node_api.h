@@ -80,12 +80,20 @@ class NodeApi {
   void SendTipBatch(ApiRequest req, Responder responder);
   ApiResponse ListTips(const ApiRequest& req);
 
+  // Backups and the recovery export (backup_api.cc).
+  struct BackupJobs;
+  void RegisterBackupRoutes(RpcServer& server);
+  void Backup(ApiRequest req, Responder responder);
+  ApiResponse RecoveryExport(const ApiRequest& req);
+  void StopBackups();
+
   // How long channel open/close/deposit calls wait for the ledger before
   // answering 202 with the channel as it is.
   std::chrono::milliseconds channel_wait{30'000};
 
   NodeServices s_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::shared_ptr<BackupJobs> backups_;  // last: joined before s_ goes
 };
 
 }  // namespace tipd::api

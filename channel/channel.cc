@@ -510,7 +510,21 @@ v1::Reestablish Channel::MakeReestablish() const {
   if (received_.nonce() > 0) *r.mutable_received_proof() = received_;
   r.set_acked_received_nonce(sent_ack_ ? sent_ack_->nonce() : 0);
   r.set_received_tip_count(received_tip_count_);
+  if (own_.nonce() > 0) *r.mutable_sent_proof() = own_;
   return r;
+}
+
+std::optional<v1::BalanceProof> Channel::PeerEvidence(const v1::Reestablish& peer) const {
+  if (!peer.has_sent_proof()) return std::nullopt;
+  const v1::BalanceProof& p = peer.sent_proof();
+  if (p.nonce() <= received_.nonce() || p.nonce() != peer.sent_nonce() ||
+      p.tips_root() != peer.sent_tips_root() || p.chain_id() != params_.chain_id ||
+      p.channel_id() != ChannelIdBytes() || p.locked() != 0 || p.locks_root() != kZeroRoot ||
+      p.transferred() < received_.transferred()) {
+    return std::nullopt;
+  }
+  if (!VerifyBalanceProof(p, remote_xonly_).ok()) return std::nullopt;
+  return p;
 }
 
 ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(

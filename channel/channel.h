@@ -232,6 +232,8 @@ class Channel {
   // The latest proof the peer signed for its direction (nonce 0: none): what
   // this node submits to the ledger to be paid.
   const v1::BalanceProof& received_proof() const { return received_; }
+  // The latest proof this node signed for its own direction (nonce 0: none).
+  const v1::BalanceProof& own_proof() const { return own_; }
 
   // ---- Reestablish ----
   v1::Reestablish MakeReestablish() const;
@@ -245,6 +247,14 @@ class Channel {
   // changes.
   ChannelResult<ReestablishPlan> OnPeerReestablish(
       const v1::Reestablish& peer, std::optional<uint64_t> peer_received_tip_count = std::nullopt);
+  // The peer's latest proof of its own direction (Reestablish.sent_proof) if
+  // it is newer than the one we hold and checks out: its nonce and root are
+  // the announced ones, it names this chain and channel, has nothing locked,
+  // does not lower `transferred`, and carries the peer's signature. A node
+  // restored from a stale backup lost the updates it had received since; this
+  // proof pays it what the peer last signed, so it is what the node closes
+  // (or defends a close) with. nullopt otherwise; nothing changes.
+  std::optional<v1::BalanceProof> PeerEvidence(const v1::Reestablish& peer) const;
 
   // ---- Close ----
   // Final balances from the latest proofs of both directions.

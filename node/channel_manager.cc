@@ -421,6 +421,28 @@ void ChannelManager::SendReestablish(LiveChannel& live) {
   if (!live.session || !live.peer_reestablish || live.reestablished) return;
   v1::Reestablish peer = std::move(*live.peer_reestablish);
   live.peer_reestablish.reset();
+  if (live.record.restored_awaiting_peer()) {
+    // Restored from a backup: the peer may hold a newer proof of its own
+    // direction than we do (we lost what it paid us since the backup, and it
+    // will not resend what we had acknowledged). Keep it, whatever the plan
+    // says, so any close pays us what the peer last signed.
+    auto evidence = live.ch.PeerEvidence(peer);
+    if (evidence && evidence->nonce() > live.partner_proof().nonce()) {
+      const uint64_t held = live.ch.received_proof().nonce();
+      *live.record.mutable_peer_evidence_proof() = *evidence;
+      storage::WriteBatch batch;
+      Status s = chdb_.StagePhase(&batch, &live.record, live.phase());
+      if (s.ok()) s = committer_.SubmitAndWait(std::move(batch));
+      if (!s.ok()) {
+        EnterReadOnly("persisting the peer's newest proof of channel " + Short(live.id), s);
+        return;
+      }
+      log_->warn(
+          "channel {}: restored behind: the peer holds its proof at nonce {} (we held {}); "
+          "kept it to close with",
+          Short(live.id), evidence->nonce(), held);
+    }
+  }
   auto plan = live.ch.OnPeerReestablish(peer, peer.received_tip_count());
   if (!plan.ok()) {
     PeerBrokeRule(live, *live.session, plan.error(), 0);
@@ -479,6 +501,17 @@ void ChannelManager::ApplyPlan(LiveChannel& live, channel::ReestablishPlan plan)
   live.reestablished = true;
   log_->info("channel {} reestablished with {} (resent {} update(s))", Short(live.id),
              live.peer.Hex().substr(0, 16), plan.resend.size());
+  if (live.record.restored_awaiting_peer()) {
+    // We now hold the peer's view of both directions: tips may flow again.
+    // If this write is lost, the next reestablish clears the mark again.
+    live.record.set_restored_awaiting_peer(false);
+    storage::WriteBatch batch;
+    if (chdb_.StagePhase(&batch, &live.record, live.phase()).ok()) {
+      CommitThen(&live, std::move(batch), [](Status) {});
+    }
+    log_->info("channel {}: caught up with the peer after a restore; tips accepted again",
+               Short(live.id));
+  }
   Pump(live);
   TrySendShutdown(live);
   MaybeProposeClose(live);
@@ -525,6 +558,14 @@ void ChannelManager::SendTip(TipRequestIn req, TipCallback done) {
     return done(TipOutcome::Refused(
         TipError::kChannelNotOpen,
         "channel " + Hex(live->id) + " is " + state + "; tips need an open channel"));
+  }
+  if (live->record.restored_awaiting_peer()) {
+    return done(TipOutcome::Refused(
+        TipError::kPeerOffline,
+        "channel " + Hex(live->id) +
+            " was restored from a backup; tips wait until it has reestablished with peer " +
+            live->peer.Hex() + ", which shows whether the backup was stale",
+        "CHANNEL_RESTORED_AWAITING_PEER"));
   }
   if (!live->session) {
     return done(TipOutcome::Refused(

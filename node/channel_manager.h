@@ -126,6 +126,9 @@ class ChannelManager {
   // Tip history: both or one direction, every channel or one, by cursor.
   Result<v1::ListTipsResponse> ListTips(const std::string& direction, const std::string& channel_id,
                                         uint32_t limit, const std::string& cursor) const;
+  // The open and closing channels with the newest proofs of both directions,
+  // for GET /v1/recovery (docs/operator-guide.md, "Backups and recovery").
+  std::vector<v1::RecoveryChannel> RecoveryChannels() const;
   // Sums for GET /v1/balance.
   void Balances(v1::BalanceResponse* out) const;
   size_t channel_count() const { return channels_.size(); }

@@ -203,6 +203,15 @@ void ChannelManager::Freeze(LiveChannel& live) {
 void ChannelManager::ForceClose(LiveChannel& live, const std::string& why, ChannelCallback done) {
   if (done) live.close_waiters.push_back(std::move(done));
   if (live.close_submitted) return;
+  if (live.record.restored_awaiting_peer()) {
+    // The proof we hold may be older than what the peer paid us since the
+    // backup; if the peer reconnects within the window it shows its newest
+    // and the watcher submits that.
+    log_->warn(
+        "channel {}: closing a restored channel before the peer showed its state; the "
+        "peer's proof we submit may be stale",
+        Short(live.id));
+  }
   Freeze(live);
   live.record.set_close_reason(why);
   storage::WriteBatch batch;
@@ -213,7 +222,7 @@ void ChannelManager::ForceClose(LiveChannel& live, const std::string& why, Chann
     v1::Transaction tx = txs_.NewTx();
     v1::UnilateralCloseTx& u = *tx.mutable_unilateral_close();
     u.set_channel_id(lp->id);
-    if (lp->ch.received_proof().nonce() > 0) *u.mutable_partner_proof() = lp->ch.received_proof();
+    if (lp->partner_proof().nonce() > 0) *u.mutable_partner_proof() = lp->partner_proof();
     txs_.Submit(std::move(tx), [this, lp](const ledger::SubmitOutcome& out) {
       auto waiters = std::move(lp->close_waiters);
       if (!out.accepted()) {

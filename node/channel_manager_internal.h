@@ -69,6 +69,15 @@ struct ChannelManager::LiveChannel {
   // We signed final balances, or a close is on its way to the ledger: never
   // accept another update of the peer (it could not be settled).
   bool frozen() const { return record.close_signature_given() || close_submitted; }
+  // The newest proof of the peer's direction this node holds: the latest it
+  // received, or a newer one the peer showed at reestablish after this node
+  // was restored behind (record.peer_evidence_proof). Nonce 0: none. This is
+  // what a close or the watcher submits.
+  const v1::BalanceProof& partner_proof() const {
+    return record.peer_evidence_proof().nonce() > ch.received_proof().nonce()
+               ? record.peer_evidence_proof()
+               : ch.received_proof();
+  }
 };
 
 }  // namespace tipd::node

@@ -231,7 +231,7 @@ void ChannelManager::Reconcile(LiveChannel& live) {
       WatchView view;
       view.channel_id = live.id;
       view.local_is_a = live.record.local_is_a();
-      if (live.ch.received_proof().nonce() > 0) view.partner_proof = live.ch.received_proof();
+      if (live.partner_proof().nonce() > 0) view.partner_proof = live.partner_proof();
       watcher_.Check(view, *onchain, ledger_.chain().height());
       break;
     }

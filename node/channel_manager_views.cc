@@ -46,6 +46,37 @@ v1::ChannelApi ChannelManager::ToApi(const LiveChannel& live) const {
   out.set_tips_received(snap.received_tip_count);
   out.set_settle_timeout(live.record.settle_timeout());
   out.set_close_reason(live.record.close_reason());
+  out.set_restored_awaiting_peer(live.record.restored_awaiting_peer());
+  return out;
+}
+
+std::vector<v1::RecoveryChannel> ChannelManager::RecoveryChannels() const {
+  std::vector<v1::RecoveryChannel> out;
+  for (const auto& [id, live] : channels_) {
+    const auto phase = live->phase();
+    if (phase != v1::STORED_CHANNEL_PHASE_OPEN && phase != v1::STORED_CHANNEL_PHASE_CLOSING) {
+      continue;
+    }
+    const channel::ChannelSnapshot snap = live->ch.Snapshot();
+    v1::RecoveryChannel c;
+    c.set_channel_id(Hex(live->id));
+    c.set_peer_node_id(live->peer.Hex());
+    c.set_local_is_a(live->record.local_is_a());
+    c.set_deposit_local(snap.deposit_local);
+    c.set_deposit_remote(snap.deposit_remote);
+    c.set_settle_timeout(live->record.settle_timeout());
+    c.set_state(PhaseName(phase));
+    c.set_max_updates_in_flight(live->record.max_updates_in_flight());
+    c.set_max_tips_per_update(live->record.max_tips_per_update());
+    if (snap.sent_nonce > 0) *c.mutable_own_latest_proof() = live->ch.own_proof();
+    c.set_own_tip_count(snap.sent_tip_count);
+    if (snap.received_nonce > 0) *c.mutable_peer_latest_proof() = live->ch.received_proof();
+    c.set_peer_tip_count(snap.received_tip_count);
+    if (live->record.peer_evidence_proof().nonce() > snap.received_nonce) {
+      *c.mutable_peer_evidence_proof() = live->record.peer_evidence_proof();
+    }
+    out.push_back(std::move(c));
+  }
   return out;
 }
 

@@ -4,15 +4,24 @@
 //   tipd ledger init --datadir D [--fund ACCOUNT=AMOUNT]...
 //   tipd ledger --datadir D [--listen HOST:PORT] ...
 //   tipd devnet [--nodes N] [--dir DIR] [--stream] ...   (docs/devnet.md)
+//   tipd restore --datadir D (--backup FILE | --recovery FILE) [--force]
+//               [--verify-only]              (docs/operator-guide.md, Backups)
 //
 // Options come from flags, then <datadir>/tipd.conf (or --config), then
 // defaults: docs/configuration.md.
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <chrono>
+#include <fstream>
 #include <iostream>
+#include <optional>
+#include <sstream>
 
+#include "node/backup.h"
 #include "node/config.h"
 #include "node/daemons.h"
+#include "node/lifecycle.h"
+#include "node/recovery.h"
 #include "tools/devnet.h"
 
 namespace {
@@ -20,6 +29,126 @@ namespace {
 int Fail(const tipd::Status& s) {
   std::cerr << "tipd: " << s.message() << "\n";
   return 2;
+}
+
+tipd::Result<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return tipd::Status::NotFound("cannot read " + path);
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (!in.good() && !in.eof()) return tipd::Status::IOError("error reading " + path);
+  return buf.str();
+}
+
+struct RestoreArgs {
+  std::string datadir, backup, recovery;
+  bool force = false;
+  bool verify_only = false;
+};
+
+// tipd restore: checks the whole file before writing anything, refuses a data
+// dir a node is running on (its pid lock) or whose db/ is not empty (unless
+// --force), and writes the new db/ next to it, renaming it into place last.
+int RunRestore(const RestoreArgs& a) {
+  namespace fs = std::filesystem;
+  const fs::path datadir = a.datadir;
+  auto file = ReadWholeFile(a.backup.empty() ? a.recovery : a.backup);
+  if (!file.ok()) return Fail(file.status());
+  const fs::path key_path = datadir / "node.key";
+  const uint64_t now_ms =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+
+  if (!a.backup.empty()) {
+    auto secret = tipd::crypto::LoadKeyFile(key_path);
+    if (!secret.ok()) {
+      return Fail(tipd::Status::FailedPrecondition(
+          "the backup is encrypted with the node key: put the node's node.key in " +
+          datadir.string() + " first (" + secret.status().message() + ")"));
+    }
+    const auto key = tipd::crypto::KeyPair::FromSecret(*secret);
+    if (a.verify_only) {
+      auto opened = tipd::node::OpenBackup(*file, key);
+      if (!opened.ok()) return Fail(opened.status());
+      std::cout << "backup OK: node " << opened->info.node_id << ", " << opened->info.records
+                << " records, " << opened->info.channels << " channel(s), taken at unix ms "
+                << opened->info.created_at_ms << "\n";
+      return 0;
+    }
+    auto lock = tipd::node::PidLock::Acquire(datadir);
+    if (!lock.ok()) return Fail(lock.status());
+    auto report = tipd::node::RestoreBackup(datadir, *file, key, a.force, now_ms);
+    if (!report.ok()) return Fail(report.status());
+    std::cout << "restored " << report->info.records << " records of node " << report->info.node_id
+              << " into " << (datadir / "db").string() << "\n"
+              << report->channels_marked
+              << " open or closing channel(s) wait for their peer: tips on them are refused "
+                 "until the node has reestablished with it\n";
+    if (!report->replaced.empty()) {
+      std::cout << "the previous database is kept in " << report->replaced.string() << "\n";
+    }
+    return 0;
+  }
+
+  // --recovery: the static export, for a lost database.
+  auto ex = tipd::node::ParseRecoveryExport(*file);
+  if (!ex.ok()) return Fail(ex.status());
+  tipd::Status prepared = tipd::node::PrepareDataDir(datadir);
+  if (!prepared.ok()) return Fail(prepared);
+  auto loaded = tipd::crypto::LoadKeyFile(key_path);
+  std::optional<tipd::crypto::SecretKey> secret;
+  if (loaded.ok()) {
+    secret = *loaded;
+  } else {
+    if (loaded.status().code() != tipd::StatusCode::kNotFound || ex->node_secret_key().empty()) {
+      return Fail(tipd::Status::FailedPrecondition(
+          "no usable node.key in " + datadir.string() +
+          " and the export carries none: " + loaded.status().message()));
+    }
+    auto bytes = tipd::HexDecode(ex->node_secret_key());
+    if (!bytes.ok()) return Fail(tipd::Status::InvalidArgument("node_secret_key is not hex"));
+    auto sk = tipd::crypto::SecretKey::FromBytes(*bytes);
+    if (!sk.ok()) return Fail(sk.status());
+    secret = *sk;
+  }
+  const auto key = tipd::crypto::KeyPair::FromSecret(*secret);
+  auto records = tipd::node::RecoveryRecords(*ex, key);
+  if (!records.ok()) return Fail(records.status());
+  if (a.verify_only) {
+    std::cout << "recovery export OK: node " << ex->node_id() << ", " << ex->channels_size()
+              << " channel(s), " << ex->peers_size() << " peer(s)\n";
+    return 0;
+  }
+  auto lock = tipd::node::PidLock::Acquire(datadir);
+  if (!lock.ok()) return Fail(lock.status());
+  if (!a.force && tipd::node::DatabaseDirInUse(datadir)) {
+    return Fail(tipd::Status::FailedPrecondition(
+        (datadir / "db").string() +
+        " holds a database; pass --force to replace it (it is kept as db.replaced-<time>)"));
+  }
+  if (!fs::exists(key_path)) {
+    tipd::Status saved = tipd::crypto::SaveKeyFile(key_path, *secret);
+    if (!saved.ok()) return Fail(saved);
+  }
+  const fs::path fresh = datadir / "db.restoring";
+  std::error_code ec;
+  fs::remove_all(fresh, ec);
+  auto marked = tipd::node::WriteFreshDatabase(fresh, *records);
+  if (!marked.ok()) {
+    fs::remove_all(fresh, ec);
+    return Fail(marked.status());
+  }
+  auto replaced = tipd::node::InstallDatabase(datadir, fresh, a.force, now_ms);
+  if (!replaced.ok()) {
+    fs::remove_all(fresh, ec);
+    return Fail(replaced.status());
+  }
+  std::cout << "recovered " << ex->channels_size() << " channel(s) and " << ex->peers_size()
+            << " peer(s) of node " << ex->node_id() << " into " << (datadir / "db").string()
+            << "\nstart the node: it follows the ledger from genesis, dials the peers, and "
+               "learns each channel's newest state from its peer at reestablish\n";
+  return 0;
 }
 
 }  // namespace
@@ -86,6 +215,22 @@ int main(int argc, char** argv) {
       "--duration", devnet_duration,
       "stop after this long (e.g. 30s, 5m) with a summary; default: until Ctrl-C");
 
+  CLI::App* restore_cmd = app.add_subcommand(
+      "restore", "write a node's db/ from an online backup or a recovery export");
+  RestoreArgs restore;
+  restore_cmd
+      ->add_option("--datadir", restore.datadir, "the node's data directory (holds node.key)")
+      ->required();
+  auto* backup_opt =
+      restore_cmd->add_option("--backup", restore.backup, "a file written by `tipctl backup`");
+  auto* recovery_opt = restore_cmd->add_option("--recovery", restore.recovery,
+                                               "a file written by `tipctl export-recovery`");
+  backup_opt->excludes(recovery_opt);
+  restore_cmd->add_flag("--force", restore.force,
+                        "replace a non-empty db/ (kept as db.replaced-<time>)");
+  restore_cmd->add_flag("--verify-only", restore.verify_only,
+                        "check the file (decrypt, digest, records) and write nothing");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -125,6 +270,12 @@ int main(int argc, char** argv) {
       devnet.duration_ms = *ms;
     }
     return tipd::tools::RunDevnet(devnet);
+  }
+  if (restore_cmd->parsed()) {
+    if (restore.backup.empty() == restore.recovery.empty()) {
+      return Fail(tipd::Status::InvalidArgument("give exactly one of --backup and --recovery"));
+    }
+    return RunRestore(restore);
   }
   if (node_cmd->parsed()) {
     auto config = tipd::node::ResolveNodeConfig(node_flags);

@@ -89,10 +89,30 @@ Result<std::optional<std::string>> Database::Get(std::string_view key) const {
   return std::optional<std::string>(std::move(value));
 }
 
+Database::Snapshot::~Snapshot() { db_->ReleaseSnapshot(snapshot_); }
+
+std::unique_ptr<Database::Snapshot> Database::NewSnapshot() const {
+  return std::unique_ptr<Snapshot>(new Snapshot(db_.get(), db_->GetSnapshot()));
+}
+
+Status Database::ScanSnapshot(const Snapshot& snapshot, std::string_view start,
+                              std::string_view end_exclusive, size_t limit,
+                              const ScanVisitor& visit) const {
+  return ScanAt(snapshot.snapshot_, start, end_exclusive, limit, visit);
+}
+
 Status Database::Scan(std::string_view start, std::string_view end_exclusive, size_t limit,
                       const ScanVisitor& visit) const {
+  // The iterator reads an implicit snapshot taken when it is created.
+  return ScanAt(nullptr, start, end_exclusive, limit, visit);
+}
+
+Status Database::ScanAt(const leveldb::Snapshot* snapshot, std::string_view start,
+                        std::string_view end_exclusive, size_t limit,
+                        const ScanVisitor& visit) const {
   leveldb::ReadOptions ro;
   ro.verify_checksums = true;
+  ro.snapshot = snapshot;
   // A range read is usually history the caller pages through once; do not
   // let it evict the hot point-read working set.
   ro.fill_cache = false;

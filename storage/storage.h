@@ -35,6 +35,7 @@
 namespace leveldb {
 class DB;
 class Env;
+class Snapshot;
 class WriteBatch;
 }  // namespace leveldb
 
@@ -123,7 +124,34 @@ class Database {
   // a GroupCommitter when many writers commit concurrently.
   Status Write(const WriteBatch& batch);
 
+  // A read view of the whole database frozen at the moment it was taken:
+  // writes made later (by any thread) are invisible to scans through it. Cheap
+  // to take (LevelDB pins the sequence number, nothing is copied); files the
+  // view still needs are kept until it is released. Used for online backups
+  // (node/backup.h): a long scan through a snapshot sees one consistent state
+  // while the node keeps writing. REQUIRES: the Database outlives it.
+  class Snapshot {
+   public:
+    ~Snapshot();
+    Snapshot(const Snapshot&) = delete;
+    Snapshot& operator=(const Snapshot&) = delete;
+
+   private:
+    friend class Database;
+    Snapshot(leveldb::DB* db, const leveldb::Snapshot* snapshot) : db_(db), snapshot_(snapshot) {}
+    leveldb::DB* db_;
+    const leveldb::Snapshot* snapshot_;
+  };
+  std::unique_ptr<Snapshot> NewSnapshot() const;
+  // Scan, reading `snapshot`'s view instead of the current state. Safe from
+  // any thread while other threads write.
+  Status ScanSnapshot(const Snapshot& snapshot, std::string_view start,
+                      std::string_view end_exclusive, size_t limit, const ScanVisitor& visit) const;
+
  private:
+  Status ScanAt(const leveldb::Snapshot* snapshot, std::string_view start,
+                std::string_view end_exclusive, size_t limit, const ScanVisitor& visit) const;
+
   // The block cache and filter policy LevelDB uses but does not own.
   struct Owned;
   Database(std::filesystem::path path, std::unique_ptr<Owned> owned,

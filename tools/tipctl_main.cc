@@ -12,7 +12,9 @@
 //
 // Exit codes: 0 success, 1 the API answered with an error, 2 usage or local
 // configuration error, 3 the node could not be reached (transport/timeout).
+#include <fcntl.h>
 #include <google/protobuf/util/json_util.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -20,6 +22,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -28,6 +31,8 @@
 #include <vector>
 
 #include "api/http_client.h"
+#include "crypto/crypto.h"
+#include "node/backup.h"
 #include "node/config.h"
 #include "tipd/api.pb.h"
 
@@ -383,6 +388,57 @@ bool IsNodeIdHex(std::string_view s) {
     if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
   }
   return true;
+}
+
+// Writes `bytes` to `path` (mode 0600) through `<path>.tmp`: written,
+// fsynced, read back and handed to `check`, then renamed into place and the
+// directory synced. On any failure the temporary file is removed and `path`
+// is left as it was.
+Status WriteFileChecked(const std::filesystem::path& path, std::string_view bytes,
+                        const std::function<Status(const std::string& read_back)>& check) {
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  std::error_code ec;
+  auto fail = [&](Status s) {
+    std::filesystem::remove(tmp, ec);
+    return s;
+  };
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::IOError("cannot create " + tmp.string());
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) {
+      ::close(fd);
+      return fail(Status::IOError("cannot write " + tmp.string()));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    return fail(Status::IOError("cannot sync " + tmp.string()));
+  }
+  ::close(fd);
+  std::ifstream in(tmp, std::ios::binary);
+  std::stringstream back;
+  back << in.rdbuf();
+  if (Status s = check(back.str()); !s.ok()) return fail(s);
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return fail(Status::IOError("cannot rename " + tmp.string() + ": " + ec.message()));
+  const std::filesystem::path dir =
+      path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+  return Status::Ok();
+}
+
+// The node key in the data dir, if this process can read it.
+std::optional<tipd::crypto::KeyPair> LocalNodeKey(const Globals& g) {
+  auto secret = tipd::crypto::LoadKeyFile(DataDir(g) / "node.key");
+  if (!secret.ok()) return std::nullopt;
+  return tipd::crypto::KeyPair::FromSecret(*secret);
 }
 
 }  // namespace
@@ -815,6 +871,91 @@ int main(int argc, char** argv) {
       HttpResponse res;
       if (int rc = run.Do("GET", "/metrics", "", &res); rc != kExitOk) return rc;
       std::cout << res.body;
+      return kExitOk;
+    };
+  });
+
+  // ---- backups ----
+  std::string backup_file;
+  auto* backup_cmd = app.add_subcommand(
+      "backup", "an encrypted online backup of the node's database (POST /v1/backup)");
+  backup_cmd->add_option("file", backup_file, "where to write it (mode 0600)")->required();
+  backup_cmd->callback([&] {
+    action = [&] {
+      if (int rc = run.Connect(); rc != kExitOk) return rc;
+      run.client().set_max_body_bytes(tipd::node::kMaxBackupPlaintext +
+                                      tipd::node::kBackupHeaderSize + 64);
+      HttpResponse res;
+      if (int rc = run.Do("POST", "/v1/backup", "{}", &res); rc != kExitOk) return rc;
+      const std::string announced = res.headers["x-tipd-backup-sha256"];
+      const std::string records = res.headers["x-tipd-backup-records"];
+      const std::optional<tipd::crypto::KeyPair> key = LocalNodeKey(g);
+      std::string verified_with;
+      Status s = WriteFileChecked(backup_file, res.body, [&](const std::string& back) -> Status {
+        TIPD_ASSIGN_OR_RETURN(tipd::node::BackupInfo info, tipd::node::ReadBackupHeader(back));
+        if (tipd::HexEncode(info.file_sha256) != announced ||
+            std::to_string(info.records) != records) {
+          return Status::Corruption(
+              "the file written does not match what the node sent (sha256 or record count)");
+        }
+        if (!key) {
+          verified_with =
+              "sha256 and header (node.key not readable here: check it with `tipd "
+              "restore --verify-only`)";
+          return Status::Ok();
+        }
+        TIPD_ASSIGN_OR_RETURN(tipd::node::OpenedBackup opened, tipd::node::OpenBackup(back, *key));
+        verified_with = "decrypted with node.key: digest and " +
+                        std::to_string(opened.records.size()) + " records checked";
+        return Status::Ok();
+      });
+      if (!s.ok()) {
+        std::cerr << "tipctl: backup not written: " << s.message() << "\n";
+        return kExitApiError;
+      }
+      std::cout << "backup of node " << res.headers["x-tipd-backup-node"] << " written to "
+                << backup_file << ": " << res.body.size() << " bytes, " << records << " records, "
+                << res.headers["x-tipd-backup-channels"] << " channel(s), sha256 " << announced
+                << "\nverified: " << verified_with << "\n";
+      return kExitOk;
+    };
+  });
+  std::string recovery_file;
+  auto* recovery_cmd = app.add_subcommand(
+      "export-recovery",
+      "a small static export (key, channels, newest proofs, peers) for a lost database "
+      "(GET /v1/recovery)");
+  recovery_cmd->add_option("file", recovery_file, "where to write it (mode 0600)")->required();
+  recovery_cmd->callback([&] {
+    action = [&] {
+      HttpResponse res;
+      if (int rc = run.Do("GET", "/v1/recovery", "", &res); rc != kExitOk) return rc;
+      tipd::v1::RecoveryExport ex;
+      if (!FromJson(res.body, &ex)) {
+        std::cerr << "tipctl: the node's recovery export is not valid JSON\n";
+        return kExitApiError;
+      }
+      const std::optional<tipd::crypto::KeyPair> key = LocalNodeKey(g);
+      const bool with_key = key && key->public_key().Hex() == ex.node_id();
+      if (with_key) ex.set_node_secret_key(tipd::HexEncode(key->secret().bytes()));
+      const std::string json = ToJson(ex);
+      Status s = WriteFileChecked(recovery_file, json, [&](const std::string& back) -> Status {
+        return back == json
+                   ? Status::Ok()
+                   : Status::Corruption("the file read back differs from what was written");
+      });
+      if (!s.ok()) {
+        std::cerr << "tipctl: export not written: " << s.message() << "\n";
+        return kExitApiError;
+      }
+      std::cout << "recovery export of node " << ex.node_id() << " written to " << recovery_file
+                << ": " << ex.channels_size() << " channel(s), " << ex.peers_size() << " peer(s)\n";
+      if (with_key) {
+        std::cout << "it holds the node's secret key: keep it as secret as node.key\n";
+      } else {
+        std::cerr << "tipctl: node.key is not readable here, so the export holds no key: keep "
+                     "node.key with it\n";
+      }
       return kExitOk;
     };
   });

@@ -321,3 +321,40 @@ TEST(Reestablish, AdoptedStateSurvivesARestart) {
 
 }  // namespace
 }  // namespace tipd::channel
+
+namespace tipd::channel {
+namespace {
+
+// A side restored behind keeps the peer's newest proof of the peer's own
+// direction (Reestablish.sent_proof) only if it is genuine and newer.
+TEST(Reestablish, PeerEvidenceIsTheNewerSignedProofOfThePeersDirection) {
+  ChannelPair pair(100, 100);
+  auto sent = SendFromA(pair, 3, 4);  // B never received them (B is the stale side)
+  const v1::Reestablish from_a = pair.a.MakeReestablish();
+  ASSERT_TRUE(from_a.has_sent_proof());
+  EXPECT_EQ(from_a.sent_proof().nonce(), 3u);
+  auto kept = pair.b.PeerEvidence(from_a);
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_EQ(kept->transferred(), 12u);
+  // Nothing changed on B.
+  EXPECT_EQ(pair.b.Snapshot().received_nonce, 0u);
+
+  v1::Reestablish forged = from_a;
+  forged.mutable_sent_proof()->set_transferred(99);  // the signature no longer holds
+  EXPECT_FALSE(pair.b.PeerEvidence(forged).has_value());
+  v1::Reestablish other_root = from_a;
+  other_root.set_sent_tips_root(std::string(32, '\x07'));
+  EXPECT_FALSE(pair.b.PeerEvidence(other_root).has_value());
+  v1::Reestablish other_nonce = from_a;
+  other_nonce.set_sent_nonce(4);
+  EXPECT_FALSE(pair.b.PeerEvidence(other_nonce).has_value());
+  // A proof signed by B itself (not the peer) is not evidence of A's direction.
+  v1::Reestablish own_key = pair.b.MakeReestablish();
+  EXPECT_FALSE(pair.a.PeerEvidence(own_key).has_value());  // B sent nothing: no proof
+  // Not newer than what B holds: nothing to keep.
+  for (const v1::TipUpdate& u : sent) Deliver(pair.b, u);
+  EXPECT_FALSE(pair.b.PeerEvidence(from_a).has_value());
+}
+
+}  // namespace
+}  // namespace tipd::channel

@@ -1,3 +1,4 @@
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -123,6 +124,44 @@ TEST(DatabaseTest, ScanVisitsRangeInOrderWithLimit) {
   });
   EXPECT_EQ(s.code(), StatusCode::kInternal);
   EXPECT_EQ(visits, 2);
+}
+
+TEST(DatabaseTest, SnapshotScanSeesOneMomentWhileOthersWrite) {
+  tipd::testing::TempDir dir;
+  auto db = OpenOrDie(dir.path());
+  ASSERT_NE(db, nullptr);
+  WriteBatch before;
+  for (const char* k : {"k1", "k2", "k3"}) before.Put(k, "old");
+  ASSERT_TRUE(db->Write(before).ok());
+
+  auto snap = db->NewSnapshot();
+  // After the snapshot: overwrite one key, delete one, add one.
+  WriteBatch after;
+  after.Put("k1", "new");
+  after.Delete("k2");
+  after.Put("k4", "new");
+  ASSERT_TRUE(db->Write(after).ok());
+
+  std::vector<std::pair<std::string, std::string>> seen;
+  Status s = db->ScanSnapshot(*snap, "", "", SIZE_MAX, [&](std::string_view k, std::string_view v) {
+    seen.emplace_back(k, v);
+    // A write made during the scan is invisible to it as well.
+    if (seen.size() == 1) {
+      EXPECT_TRUE(WriteRaw(db.get(), "k0", "during").ok());
+    }
+    return Status::Ok();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  using P = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(seen, (P{{"k1", "old"}, {"k2", "old"}, {"k3", "old"}}));
+
+  // The live state has every later write.
+  std::vector<std::string> live;
+  ASSERT_TRUE(db->Scan("", "", SIZE_MAX, [&](std::string_view k, std::string_view) {
+                  live.emplace_back(k);
+                  return Status::Ok();
+                }).ok());
+  EXPECT_EQ(live, (std::vector<std::string>{"k0", "k1", "k3", "k4"}));
 }
 
 TEST(KeysTest, BigEndianIndexOrdersNumerically) {
