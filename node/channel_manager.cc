@@ -133,6 +133,18 @@ Status ChannelManager::Start() {
                           chdb_.Restore(rec.channel_id(), key_.public_key(), limits));
     auto live = std::make_unique<LiveChannel>(rec, std::move(ch), remote);
     if (rec.phase() == v1::STORED_CHANNEL_PHASE_CLOSING) live->close_requested = true;
+    if (rec.phase() == v1::STORED_CHANNEL_PHASE_CLOSING && rec.unilateral_close_requested()) {
+      // We closed unilaterally before the restart: still frozen, and the
+      // close is submitted again unless the ledger shows it (Reconcile).
+      live->close_submitted = true;
+      v1::Transaction body;
+      v1::UnilateralCloseTx& u = *body.mutable_unilateral_close();
+      u.set_channel_id(rec.channel_id());
+      if (live->ch.received_proof().nonce() > 0) {
+        *u.mutable_partner_proof() = live->ch.received_proof();
+      }
+      live->pending_close = LiveChannel::PendingClose{std::move(body)};
+    }
     std::string id = rec.channel_id();
     channels_.emplace(id, std::move(live));
   }

@@ -181,6 +181,13 @@ class ChannelManager {
   void PeerBrokeRule(LiveChannel& live, p2p::PeerId peer, const channel::ChannelError& e,
                      uint64_t nonce);
   void ForceClose(LiveChannel& live, const std::string& why, ChannelCallback done);
+  // Submits `tx` (its body a close) and keeps it as the channel's pending
+  // close; `answer` gets the ledger's first answer.
+  void SubmitClose(LiveChannel& live, v1::Transaction tx,
+                   std::function<void(const ledger::SubmitOutcome&)> answer);
+  // The ledger still shows open a channel this node closed: submit the close
+  // again if the last submission had its chance (Reconcile, every block).
+  void ResubmitLostClose(LiveChannel& live);
   // The channel will take no further update: a close was submitted or seen.
   void Freeze(LiveChannel& live);
   void Send(p2p::PeerId peer, const v1::Envelope& env);

@@ -63,7 +63,8 @@ struct TipRecord {
   std::string body;
   std::vector<std::string> history;  // every answer but the last, "<status> <code>"
   bool replayed = false;
-  v1::TipApi tip;  // from a 200 (or a 202 that carried it)
+  int no_answer = 0;  // attempts that got no answer (the node was down)
+  v1::TipApi tip;     // from a 200 (or a 202 that carried it)
   v1::TipReceiptApi receipt;
   int round = 0;
 };
@@ -274,6 +275,7 @@ class CrashCampaign : public ChannelFixture {
     }
     auto res = http.Request("POST", "/v1/tips", Body(r));
     if (!res.ok()) {
+      ++r.no_answer;
       r.status = 0;
       r.body.clear();
       return;
@@ -616,6 +618,7 @@ class CrashCampaign : public ChannelFixture {
     for (const TipRecord* r : fresh_this_round) {
       ++answers_[std::to_string(r->status)];  // 200 once resolved
       for (const std::string& h : r->history) ++answers_[h];
+      answers_["no answer"] += r->no_answer;
     }
     ASSERT_NO_FATAL_FAILURE(CheckTips());
     ASSERT_NO_FATAL_FAILURE(CheckProofLogs());
@@ -651,13 +654,31 @@ class CrashCampaign : public ChannelFixture {
         EXPECT_EQ(api.balance_remote(), kDeposit + sent - got) << n->name << " " << ch;
       }
     }
+    // Both nodes follow the ledger again (a sequencer killed in the last
+    // round may still be being redialled).
+    ASSERT_TRUE(client->WaitHeight(client->chain().height() + 1, 60s));
+    const uint64_t height = client->chain().height();
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          for (const Node* n : {&a_, &b_}) {
+            auto r = Call(*n, "GET", "/v1/info");
+            if (r.status != 200 || FromJson<v1::InfoResponse>(r.body).ledger_height() < height) {
+              return false;
+            }
+          }
+          return true;
+        },
+        60s));
     // Cooperative (asked by B, the acceptor: A proposes), unilateral by A,
-    // unilateral by B.
-    auto coop = Call(b_, "POST", "/v1/channels/" + channels_[0] + "/close", "{}");
+    // unilateral by B. The calls wait up to 30 s for their block.
+    auto close = [&](const Node& n, const std::string& ch, const std::string& body) {
+      return HttpRequest(n.rpc, "POST", "/v1/channels/" + ch + "/close", n.token, body, 90s);
+    };
+    auto coop = close(b_, channels_[0], "{}");
     EXPECT_TRUE(coop.status == 200 || coop.status == 202) << coop.body;
-    auto force_a = Call(a_, "POST", "/v1/channels/" + channels_[1] + "/close", R"({"force":true})");
+    auto force_a = close(a_, channels_[1], R"({"force":true})");
     EXPECT_EQ(force_a.status, 202) << force_a.body;
-    auto force_b = Call(b_, "POST", "/v1/channels/" + channels_[2] + "/close", R"({"force":true})");
+    auto force_b = close(b_, channels_[2], R"({"force":true})");
     EXPECT_EQ(force_b.status, 202) << force_b.body;
     // Right after the closes were submitted, a node (a watcher, inside the
     // window; maybe the cooperative close's proposer or signer mid-way) or
@@ -764,6 +785,14 @@ TEST_F(CrashCampaign, KillsAtRandomMomentsLoseNothingAndNeverSignANonceTwice) {
             << replayed_ << " replayed), " << proofs << " proofs signed (" << resent << " resent, "
             << resigned << " re-signed), " << store_checks_ << " store checks, " << secs.count()
             << " s" << std::endl;
+  // How often a node had to submit a close again (the sequencer lost it).
+  size_t resubmitted = 0;
+  for (const char* name : {"a.log", "b.log"}) {
+    std::ifstream in(dir_.path() / name);
+    for (std::string line; std::getline(in, line);) resubmitted += Contains(line, "close again");
+  }
+  std::cout << "[ figures ] closes submitted again after the sequencer lost them: " << resubmitted
+            << std::endl;
   std::cout << "[ figures ] answers by status:";
   for (const auto& [status, n] : answers_) std::cout << " " << status << "=" << n;
   std::cout << std::endl;
