@@ -685,7 +685,7 @@ class CrashCampaign : public ChannelFixture {
     // the sequencer (with the closes it accepted but had not sealed yet)
     // dies and comes back; sometimes both.
     static const std::vector<std::string> kVictims = {"a", "b", "ledger"};
-    const std::string force = TestEnv("TIPD_CRASH_CLOSE_VICTIM");
+    const std::string force = close_victim_;
     std::vector<std::string> victims = {force.empty() ? kVictims[rng() % 3] : force};
     if (force.empty() && rng() % 3 == 0) {
       const std::string second = kVictims[rng() % 3];
@@ -743,7 +743,10 @@ class CrashCampaign : public ChannelFixture {
     ASSERT_NO_FATAL_FAILURE(CheckProofLogs());
   }
 
+  void Run(uint64_t seed, int kills);
+
   Node a_, b_;
+  std::string close_victim_;  // forced victim right after the closes; empty: random
   std::vector<std::string> channels_, opener_;
   std::map<std::string, TipRecord> records_;           // by key
   std::map<std::string, std::set<std::string>> seen_;  // node+channel+s|r -> keys
@@ -757,11 +760,11 @@ class CrashCampaign : public ChannelFixture {
   int store_checks_ = 0;
 };
 
-TEST_F(CrashCampaign, KillsAtRandomMomentsLoseNothingAndNeverSignANonceTwice) {
-  const uint64_t seed = TestSeed();
-  const int kills = EnvInt("TIPD_CRASH_KILLS", 20);
+// The campaign: `kills` kills in rounds, then the closes. Figures on stdout.
+void CrashCampaign::Run(uint64_t seed, int kills) {
   SCOPED_TRACE("replay with TIPD_TEST_SEED=" + std::to_string(seed) +
-               " TIPD_CRASH_KILLS=" + std::to_string(kills));
+               " TIPD_CRASH_KILLS=" + std::to_string(kills) +
+               (close_victim_.empty() ? "" : " TIPD_CRASH_CLOSE_VICTIM=" + close_victim_));
   std::cout << "[ seed ] TIPD_TEST_SEED=" << seed << " TIPD_CRASH_KILLS=" << kills << std::endl;
   std::mt19937_64 rng(seed);
   const auto start = std::chrono::steady_clock::now();
@@ -791,11 +794,27 @@ TEST_F(CrashCampaign, KillsAtRandomMomentsLoseNothingAndNeverSignANonceTwice) {
     std::ifstream in(dir_.path() / name);
     for (std::string line; std::getline(in, line);) resubmitted += Contains(line, "close again");
   }
-  std::cout << "[ figures ] closes submitted again after the sequencer lost them: " << resubmitted
-            << std::endl;
+  std::cout << "[ figures ] closes submitted again (the ledger did not show them a block later, or "
+               "after a restart): "
+            << resubmitted << std::endl;
   std::cout << "[ figures ] answers by status:";
   for (const auto& [status, n] : answers_) std::cout << " " << status << "=" << n;
   std::cout << std::endl;
+}
+
+TEST_F(CrashCampaign, KillsAtRandomMomentsLoseNothingAndNeverSignANonceTwice) {
+  // TIPD_CRASH_CLOSE_VICTIM=a|b|ledger picks who dies right after the closes.
+  close_victim_ = TestEnv("TIPD_CRASH_CLOSE_VICTIM");
+  Run(TestSeed(), EnvInt("TIPD_CRASH_KILLS", 20));
+}
+
+// Regression (the seed and victim that found it): the sequencer SIGKILLed
+// right after it accepted the unilateral closes, before it sealed them. The
+// nodes stayed `closing`, the ledger showed the channels open, nothing was
+// ever submitted again, and the test timed out waiting for the settle.
+TEST_F(CrashCampaign, RegressionSequencerKilledRightAfterItAcceptedTheCloses) {
+  close_victim_ = "ledger";
+  Run(13263946107012396326u, 1);
 }
 
 }  // namespace
