@@ -1,11 +1,15 @@
 #include "node/channel_manager.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 
 #include "channel/codec.h"
 #include "ledger/codec.h"
@@ -102,9 +106,22 @@ ChannelManager::ChannelManager(boost::asio::io_context& io, const crypto::KeyPai
                   log_),
       alive_(std::make_shared<bool>(true)) {}
 
-ChannelManager::~ChannelManager() { *alive_ = false; }
+ChannelManager::~ChannelManager() {
+  *alive_ = false;
+  if (proof_log_fd_ >= 0) ::close(proof_log_fd_);
+}
 
 Status ChannelManager::Start() {
+  if (!options_.debug_proof_log.empty() && proof_log_fd_ < 0) {
+    proof_log_fd_ =
+        ::open(options_.debug_proof_log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (proof_log_fd_ < 0) {
+      return Status::InvalidArgument("cannot open debug-proof-log " + options_.debug_proof_log +
+                                     ": " + std::strerror(errno));
+    }
+    log_->warn("debug: appending every balance proof this node sends to {}",
+               options_.debug_proof_log);
+  }
   TIPD_ASSIGN_OR_RETURN(std::vector<v1::StoredChannel> stored, chdb_.ListChannels());
   for (v1::StoredChannel& rec : stored) {
     TIPD_ASSIGN_OR_RETURN(crypto::PublicKey remote,
@@ -117,6 +134,16 @@ Status ChannelManager::Start() {
     auto live = std::make_unique<LiveChannel>(rec, std::move(ch), remote);
     if (rec.phase() == v1::STORED_CHANNEL_PHASE_CLOSING) live->close_requested = true;
     live->known_since_height = ledger_.chain().height();
+    if (rec.phase() == v1::STORED_CHANNEL_PHASE_CLOSING && rec.unilateral_close_requested()) {
+      // We closed unilaterally before the restart: still frozen, and the
+      // close is submitted again unless the ledger shows it (Reconcile).
+      live->close_submitted = true;
+      v1::Transaction body;
+      v1::UnilateralCloseTx& u = *body.mutable_unilateral_close();
+      u.set_channel_id(rec.channel_id());
+      if (live->partner_proof().nonce() > 0) *u.mutable_partner_proof() = live->partner_proof();
+      live->pending_close = LiveChannel::PendingClose{std::move(body)};
+    }
     std::string id = rec.channel_id();
     channels_.emplace(id, std::move(live));
   }
@@ -186,7 +213,29 @@ ChannelManager::LiveChannel* ChannelManager::FindForPeer(p2p::PeerId peer,
   return live;
 }
 
+void ChannelManager::LogSentProof(const v1::TipUpdate& update) {
+  const v1::BalanceProof& p = update.proof();
+  std::string line = "proof " + HexEncode(AsSpan(p.channel_id())) + " " +
+                     std::to_string(p.nonce()) + " " + std::to_string(p.transferred()) + " " +
+                     std::to_string(p.locked()) + " " + HexEncode(AsSpan(p.locks_root())) + " " +
+                     HexEncode(AsSpan(p.tips_root())) + " " + HexEncode(AsSpan(p.signature())) +
+                     " " + std::to_string(update.tips_size()) + "\n";
+  // One write(2) per line with O_APPEND: whole lines, in the kernel once it
+  // returns (a SIGKILL cannot lose them).
+  size_t done = 0;
+  while (done < line.size()) {
+    ssize_t n = ::write(proof_log_fd_, line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      log_->error("debug-proof-log write failed: {}", std::strerror(errno));
+      return;
+    }
+    done += static_cast<size_t>(n);
+  }
+}
+
 void ChannelManager::Send(p2p::PeerId peer, const v1::Envelope& env) {
+  if (proof_log_fd_ >= 0 && env.has_tip_update()) LogSentProof(env.tip_update());
   Status s = peers_.Send(peer, env);
   if (s.ok()) return;
   // A message that did not leave (queue full, session gone) must not be lost

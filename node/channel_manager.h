@@ -83,6 +83,12 @@ struct ChannelManagerOptions {
   OpenPolicy open;
   // How long SendTip waits for the ack before answering "pending".
   std::chrono::milliseconds ack_wait{30'000};
+  // Test/debug only (`--debug-proof-log`): when set, every balance proof this
+  // node signed is appended to this file as one text line right before the
+  // TipUpdate carrying it is handed to the transport, with write(2) (no user
+  // buffer, so a SIGKILLed node's lines survive). Format in
+  // docs/configuration.md. Empty: off.
+  std::string debug_proof_log;
 };
 
 class ChannelManager {
@@ -178,9 +184,18 @@ class ChannelManager {
   void PeerBrokeRule(LiveChannel& live, p2p::PeerId peer, const channel::ChannelError& e,
                      uint64_t nonce);
   void ForceClose(LiveChannel& live, const std::string& why, ChannelCallback done);
+  // Submits `tx` (its body a close) and keeps it as the channel's pending
+  // close; `answer` gets the ledger's first answer.
+  void SubmitClose(LiveChannel& live, v1::Transaction tx,
+                   std::function<void(const ledger::SubmitOutcome&)> answer);
+  // The ledger still shows open a channel this node closed: submit the close
+  // again if the last submission had its chance (Reconcile, every block).
+  void ResubmitLostClose(LiveChannel& live);
   // The channel will take no further update: a close was submitted or seen.
   void Freeze(LiveChannel& live);
   void Send(p2p::PeerId peer, const v1::Envelope& env);
+  // Appends the proof of an outgoing TipUpdate to the debug proof log.
+  void LogSentProof(const v1::TipUpdate& update);
   void EnterReadOnly(const std::string& what, const Status& why);
 
   // Ledger.
@@ -215,6 +230,7 @@ class ChannelManager {
   EventSink* events_ = nullptr;
   Status health_;
   std::shared_ptr<bool> alive_;
+  int proof_log_fd_ = -1;  // the debug proof log, -1 when off
 
   std::map<std::string, std::unique_ptr<LiveChannel>> channels_;  // by channel id bytes
   // Channel events SetPhase staged; the next CommitThen takes them.

@@ -174,7 +174,7 @@ void ChannelManager::HandleCloseSigned(p2p::PeerId peer, const v1::CloseSigned& 
   c.set_signature_a(a ? Str(*ours) : m.signature());
   c.set_signature_b(a ? m.signature() : Str(*ours));
   LiveChannel* lp = live;
-  txs_.Submit(std::move(tx), [this, lp](const ledger::SubmitOutcome& out) {
+  SubmitClose(*live, std::move(tx), [this, lp](const ledger::SubmitOutcome& out) {
     if (out.refused(ledger::TxRule::kChannelNotOpen)) return;  // settled already
     if (!out.accepted()) {
       // Both signatures exist: a resubmission (or the peer's) may still land.
@@ -214,6 +214,7 @@ void ChannelManager::ForceClose(LiveChannel& live, const std::string& why, Chann
   }
   Freeze(live);
   live.record.set_close_reason(why);
+  live.record.set_unilateral_close_requested(true);
   storage::WriteBatch batch;
   SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSING, &batch);
   LiveChannel* lp = &live;
@@ -223,7 +224,7 @@ void ChannelManager::ForceClose(LiveChannel& live, const std::string& why, Chann
     v1::UnilateralCloseTx& u = *tx.mutable_unilateral_close();
     u.set_channel_id(lp->id);
     if (lp->partner_proof().nonce() > 0) *u.mutable_partner_proof() = lp->partner_proof();
-    txs_.Submit(std::move(tx), [this, lp](const ledger::SubmitOutcome& out) {
+    SubmitClose(*lp, std::move(tx), [this, lp](const ledger::SubmitOutcome& out) {
       auto waiters = std::move(lp->close_waiters);
       if (!out.accepted()) {
         // Stays frozen (CLOSING): the caller may close again; the watcher
@@ -239,6 +240,59 @@ void ChannelManager::ForceClose(LiveChannel& live, const std::string& why, Chann
                  HexEncode(out.tx_id).substr(0, 16));
       for (auto& w : waiters) w(ToApi(*lp), HexEncode(out.tx_id));
     });
+  });
+}
+
+void ChannelManager::SubmitClose(LiveChannel& live, v1::Transaction tx,
+                                 std::function<void(const ledger::SubmitOutcome&)> answer) {
+  LiveChannel::PendingClose& pending = live.pending_close.emplace();
+  pending.body = tx;
+  pending.in_flight = true;
+  pending.sent_height = ledger_.chain().height();
+  LiveChannel* lp = &live;
+  txs_.Submit(std::move(tx), [lp, answer = std::move(answer)](const ledger::SubmitOutcome& out) {
+    if (lp->pending_close) {
+      lp->pending_close->in_flight = false;
+      lp->pending_close->accepted = out.accepted();
+      // Refused by a rule: the same close would be refused again (a nonce
+      // the sequencer lost with its pending block is drawn afresh next time).
+      if (out.kind == ledger::SubmitOutcome::Kind::kRefused &&
+          !out.refused(ledger::TxRule::kBadNonce)) {
+        lp->pending_close.reset();
+      }
+    }
+    if (answer) answer(out);
+  });
+}
+
+void ChannelManager::ResubmitLostClose(LiveChannel& live) {
+  if (!live.pending_close || live.pending_close->in_flight) return;
+  // Accepted into the pending block: the next block gets the chance to hold it.
+  if (live.pending_close->accepted &&
+      ledger_.chain().height() <= live.pending_close->sent_height + 1) {
+    return;
+  }
+  const v1::Transaction body = live.pending_close->body;
+  v1::Transaction tx = txs_.NewTx();
+  if (body.has_unilateral_close()) {
+    *tx.mutable_unilateral_close() = body.unilateral_close();
+  } else if (body.has_cooperative_close()) {
+    *tx.mutable_cooperative_close() = body.cooperative_close();
+  } else {
+    live.pending_close.reset();
+    return;
+  }
+  const char* kind = body.has_unilateral_close() ? "unilateral" : "cooperative";
+  log_->warn("channel {}: the ledger still shows it open; submitting its {} close again",
+             Short(live.id), kind);
+  const std::string id = live.id;
+  SubmitClose(live, std::move(tx), [this, id, kind](const ledger::SubmitOutcome& out) {
+    if (out.accepted()) {
+      log_->info("channel {}: {} close submitted again (tx {})", Short(id), kind,
+                 HexEncode(out.tx_id).substr(0, 16));
+    } else {
+      log_->warn("channel {}: {} close not taken again: {}", Short(id), kind, out.ToString());
+    }
   });
 }
 

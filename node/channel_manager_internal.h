@@ -61,6 +61,17 @@ struct ChannelManager::LiveChannel {
   // restored) the channel: the deadline of an unfunded open counts from it.
   uint64_t known_since_height = 0;
   std::vector<ChannelCallback> close_waiters;
+  // The close transaction this node submitted (its body), kept until the
+  // ledger shows the channel closing or settled: a sequencer that crashes
+  // loses what it had not sealed, so Reconcile submits it again once it had
+  // a block to land (or at once after no answer).
+  struct PendingClose {
+    v1::Transaction body;  // unilateral_close or cooperative_close set
+    bool in_flight = false;
+    bool accepted = false;
+    uint64_t sent_height = 0;  // followed height when it was sent
+  };
+  std::optional<PendingClose> pending_close;
 
   LiveChannel(v1::StoredChannel r, channel::Channel c, crypto::PublicKey p)
       : record(std::move(r)), ch(std::move(c)), peer(p), id(record.channel_id()) {}

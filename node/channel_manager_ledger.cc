@@ -217,8 +217,12 @@ void ChannelManager::Reconcile(LiveChannel& live) {
         SetPhase(live, v1::STORED_CHANNEL_PHASE_OPEN, &batch);  // reestablish follows
         write = true;
       }
+      // A close we submitted that has not landed (the sequencer may have
+      // lost it with its pending block): submit it again.
+      if (live.phase() == v1::STORED_CHANNEL_PHASE_CLOSING) ResubmitLostClose(live);
       break;
     case ledger::ChannelPhase::kClosing: {
+      live.pending_close.reset();
       if (live.phase() != v1::STORED_CHANNEL_PHASE_CLOSING) {
         live.record.set_close_reason(onchain->closer == key_.XOnly()
                                          ? "closed unilaterally by this node"
@@ -236,6 +240,7 @@ void ChannelManager::Reconcile(LiveChannel& live) {
       break;
     }
     case ledger::ChannelPhase::kSettled:
+      live.pending_close.reset();
       if (live.record.close_reason().empty()) live.record.set_close_reason("settled");
       SetPhase(live, v1::STORED_CHANNEL_PHASE_CLOSED, &batch);
       watcher_.Forget(live.id);

@@ -433,6 +433,8 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
     s.push_back(Spec("max-inbound-per-address", OptionType::kUint64, "8",
                      "inbound p2p connections accepted from one IP address, handshaking ones "
                      "included; loopback counts too (0: no limit)"));
+    s.push_back(Spec("debug-proof-log", OptionType::kPath, "",
+                     "test/debug only: append every balance proof this node sends to this file"));
     return s;
   }();
   return specs;
@@ -788,6 +790,7 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   c.max_inbound_per_address = o.GetUint("max-inbound-per-address");
   c.settle_timeout = o.GetUint("settle-timeout");
   c.max_accept_deposit = o.GetUint("max-accept-deposit");
+  if (o.Has("debug-proof-log")) c.debug_proof_log = o.GetString("debug-proof-log");
   c.min_settle_seconds = o.GetUint("min-settle-seconds");
   const uint64_t in_flight = o.GetUint("max-updates-in-flight");
   const uint64_t per_update = o.GetUint("max-tips-per-update");

@@ -248,6 +248,8 @@ struct NodeConfig {
   uint32_t max_updates_in_flight = 16;
   uint32_t max_tips_per_update = 256;
   size_t max_queued_tips = 4096;
+  // Test/debug only: every balance proof sent is appended here (empty: off).
+  std::filesystem::path debug_proof_log;
 };
 
 struct LedgerConfig {

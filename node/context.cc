@@ -156,6 +156,7 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   channel_options.open.max_updates_in_flight = config.max_updates_in_flight;
   channel_options.open.max_tips_per_update = config.max_tips_per_update;
   channel_options.open.max_queued_tips = config.max_queued_tips;
+  channel_options.debug_proof_log = config.debug_proof_log.string();
   // The minimum window in blocks of this ledger (rounded up).
   const uint64_t interval = std::max<uint64_t>(1, params.block_interval_ms);
   const uint64_t seconds = std::min<uint64_t>(config.min_settle_seconds, UINT64_MAX / 1000 - 1);

@@ -185,6 +185,12 @@ ledger::SubmitOutcome ChannelNet::SubmitToSequencer(const v1::Transaction& tx) {
       return ledger::SubmitOutcome::Unknown("the test dropped the answer", id);
     case LedgerMode::kRefuse:
       return ledger::SubmitOutcome::Refused(refuse_rule, "the test refused it", id);
+    case LedgerMode::kLose: {
+      ledger::SubmitOutcome lost;
+      lost.kind = ledger::SubmitOutcome::Kind::kAccepted;
+      lost.tx_id = id;
+      return lost;
+    }
     case LedgerMode::kInclude:
       break;
   }

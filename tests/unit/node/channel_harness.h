@@ -46,6 +46,8 @@ enum class LedgerMode {
   kInclude,  // accept into the pending block (Seal includes it)
   kDrop,     // no answer reaches the node: outcome unknown, nothing included
   kRefuse,   // refuse with `refuse_rule` (nothing included)
+  kLose,     // answer "accepted", then lose it, as a sequencer killed before
+             // it sealed its pending block does (nothing included)
 };
 
 // One node's follower view of the fake ledger: its own Chain in the node's

@@ -3,6 +3,7 @@
 // (channel_harness.h). Each test drives one part of a channel's life, or
 // one attack, through the real manager and its parts.
 #include <gtest/gtest.h>
+#include <algorithm>
 
 #include <random>
 
@@ -274,6 +275,89 @@ TEST_F(ChannelManagerTest, UnilateralCloseWatcherSubmitsTheProofAndSettles) {
   EXPECT_EQ(onchain->payout_a, 9'600u);
   EXPECT_EQ(net_.Channel(*a_, id).state(), "closed");
   EXPECT_EQ(net_.Channel(*b_, id).state(), "closed");
+  EXPECT_TRUE(net_.ledger().state().CheckSupply().ok());
+}
+
+// Issue 10 (crash campaign): a close the sequencer accepted and lost (it was
+// killed before sealing its pending block) was never submitted again: the
+// node stayed frozen in `closing`, the ledger showed the channel open, and
+// the funds stayed locked. Now a close that has not landed a block after it
+// was accepted is submitted again, cooperative or unilateral, and a
+// unilateral one also after a restart.
+bool SealUntilPhase(ChannelNet& net, const std::string& id, ledger::ChannelPhase phase,
+                    int blocks) {
+  for (int i = 0; i < blocks; ++i) {
+    const ledger::Channel* onchain = OnLedger(net, id);
+    if (onchain != nullptr && onchain->phase == phase) return true;
+    net.Seal();
+    net.Settle();
+  }
+  const ledger::Channel* onchain = OnLedger(net, id);
+  return onchain != nullptr && onchain->phase == phase;
+}
+
+TEST_F(ChannelManagerTest, AUnilateralCloseTheSequencerLostIsSubmittedAgain) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000, 0, 5);
+  ASSERT_TRUE(net_.Tip(*a_, id, 400, "paid").ok());
+  ASSERT_TRUE(net_.Tip(*b_, id, 30, "back").ok());
+  net_.mode = LedgerMode::kLose;
+  auto closing = std::make_optional(
+      net_.Await([&](node::ChannelCallback done) { a_->manager->Close(id, true, 1000ms, done); }));
+  ASSERT_TRUE(closing->ok()) << closing->status().ToString();
+  EXPECT_EQ((*closing)->state(), "closing");
+  net_.mode = LedgerMode::kInclude;
+  net_.Seal();  // the block that should have held it
+  EXPECT_EQ(OnLedger(net_, id)->phase, ledger::ChannelPhase::kOpen);
+  ASSERT_TRUE(SealUntilPhase(net_, id, ledger::ChannelPhase::kClosing, 6))
+      << "the lost close was never submitted again";
+  // It carries B's latest proof; B's watcher adds A's; the settle pays both.
+  ASSERT_TRUE(SealUntilPhase(net_, id, ledger::ChannelPhase::kSettled, 12));
+  EXPECT_EQ(OnLedger(net_, id)->payout_a, 10'000u - 400 + 30);
+  EXPECT_EQ(OnLedger(net_, id)->payout_b, 400u - 30);
+  EXPECT_TRUE(net_.ledger().state().CheckSupply().ok());
+}
+
+TEST_F(ChannelManagerTest, AUnilateralCloseTheSequencerLostIsSubmittedAgainAfterARestart) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000, 0, 5);
+  ASSERT_TRUE(net_.Tip(*a_, id, 400, "a pays b").ok());
+  ASSERT_TRUE(net_.Tip(*b_, id, 30, "b pays a").ok());
+  net_.mode = LedgerMode::kLose;
+  auto closing = std::make_optional(
+      net_.Await([&](node::ChannelCallback done) { a_->manager->Close(id, true, 1000ms, done); }));
+  ASSERT_TRUE(closing->ok()) << closing->status().ToString();
+  net_.mode = LedgerMode::kInclude;
+  net_.Restart(*a_, *b_);  // before any block: memory of the submission is gone
+  // Still frozen across the restart: an update of B is refused, never acked.
+  auto late = net_.TipAsync(*b_, id, 5, "after A's close");
+  net_.Settle();
+  EXPECT_FALSE(late->ok());
+  ASSERT_TRUE(SealUntilPhase(net_, id, ledger::ChannelPhase::kClosing, 6))
+      << "the lost close was never submitted again after the restart";
+  EXPECT_EQ(OnLedger(net_, id)->closer, a_->key.XOnly());
+  EXPECT_EQ(OnLedger(net_, id)->proof_b_to_a.transferred, 30u);
+  ASSERT_TRUE(SealUntilPhase(net_, id, ledger::ChannelPhase::kSettled, 12));
+  EXPECT_EQ(OnLedger(net_, id)->payout_a, 10'000u - 400 + 30);
+  EXPECT_TRUE(net_.ledger().state().CheckSupply().ok());
+}
+
+TEST_F(ChannelManagerTest, ACooperativeCloseTheSequencerLostIsSubmittedAgain) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000);
+  ASSERT_TRUE(net_.Tip(*a_, id, 300, "a to b").ok());
+  net_.mode = LedgerMode::kLose;
+  std::optional<Result<v1::ChannelApi>> closed;
+  a_->manager->Close(id, false, 60'000ms,
+                     [&](Result<v1::ChannelApi> r, std::string) { closed = std::move(r); });
+  net_.Settle();
+  ASSERT_TRUE(std::any_of(a_->link->submitted.begin(), a_->link->submitted.end(),
+                          [](const v1::Transaction& tx) { return tx.has_cooperative_close(); }))
+      << "the cooperative close was not submitted";
+  net_.mode = LedgerMode::kInclude;
+  ASSERT_TRUE(SealUntilPhase(net_, id, ledger::ChannelPhase::kSettled, 6))
+      << "the lost cooperative close was never submitted again";
+  ASSERT_TRUE(net_.RunUntil([&] { return closed.has_value(); }));
+  ASSERT_TRUE(closed->ok()) << closed->status().ToString();
+  EXPECT_EQ((*closed)->state(), "closed");
+  EXPECT_EQ(OnLedger(net_, id)->payout_b, 300u);
   EXPECT_TRUE(net_.ledger().state().CheckSupply().ok());
 }
 
