@@ -11,8 +11,9 @@
 //   o.env = &env;
 //   auto db = storage::Database::Open(dir, o);
 //   env.FailNth(storage::FaultOp::kSync, 3, storage::FileKind::kLog);  // the 3rd log sync from now
-//   env.FailFromNow(storage::FaultOp::kAppend);                         // every write, until Clear()
-//   env.SetDiskFull(true);                                              // ENOSPC on every write
+//   env.FailFromNow(storage::FaultOp::kAppend);                         // every write, until
+//   Clear() env.SetDiskFull(true);                                              // ENOSPC on every
+//   write
 //
 // What can fail, and how it fails:
 //  - kAppend: WritableFile::Append (data reaching the file). With `torn`, the
@@ -113,7 +114,8 @@ class FaultEnv final : public leveldb::EnvWrapper {
   void ResetCounters();
 
   // leveldb::Env
-  leveldb::Status NewWritableFile(const std::string& fname, leveldb::WritableFile** result) override;
+  leveldb::Status NewWritableFile(const std::string& fname,
+                                  leveldb::WritableFile** result) override;
   leveldb::Status NewAppendableFile(const std::string& fname,
                                     leveldb::WritableFile** result) override;
   leveldb::Status RenameFile(const std::string& src, const std::string& target) override;
@@ -133,9 +135,9 @@ class FaultEnv final : public leveldb::EnvWrapper {
   };
 
   mutable std::mutex mu_;
-  std::vector<Armed> rules_;   // guarded by mu_
-  bool disk_full_ = false;     // guarded by mu_
-  FaultCounters counters_;     // guarded by mu_
+  std::vector<Armed> rules_;  // guarded by mu_
+  bool disk_full_ = false;    // guarded by mu_
+  FaultCounters counters_;    // guarded by mu_
 };
 
 }  // namespace tipd::storage

@@ -90,8 +90,7 @@ struct BlockFault {
 
 std::vector<BlockFault> BlockFaults() {
   return {
-      {"failed log sync", [](FaultEnv& e) { e.FailFromNow(FaultOp::kSync, FileKind::kLog); },
-       true},
+      {"failed log sync", [](FaultEnv& e) { e.FailFromNow(FaultOp::kSync, FileKind::kLog); }, true},
       {"torn log append",
        [](FaultEnv& e) {
          storage::FaultRule r;
@@ -312,8 +311,7 @@ TEST_F(LedgerDiskFaultTest, SequencerNeverAnnouncesABlockItCouldNotPersist) {
     ASSERT_NO_FATAL_FAILURE(StartSequencer());
     ASSERT_NO_FATAL_FAILURE(StartFollower());
     for (int b = 0; b < 3; ++b) ASSERT_NO_FATAL_FAILURE(SealWithTransfers(2));
-    ASSERT_TRUE(Run([&] { return follower_->chain->height() == 3; }))
-        << follower_->chain->height();
+    ASSERT_TRUE(Run([&] { return follower_->chain->height() == 3; })) << follower_->chain->height();
     Probe& probe = Subscribe();
 
     // Block 4 fails to persist.

@@ -188,10 +188,10 @@ TEST_F(FaultEnvTest, BackgroundCompactionFaultsReachTheNextWrite) {
     FaultOp op;
     FileKind kind;
   };
-  for (Case c : {Case{FaultOp::kCreate, FileKind::kTable}, Case{FaultOp::kAppend, FileKind::kTable},
-                 Case{FaultOp::kSync, FileKind::kTable},
-                 Case{FaultOp::kAppend, FileKind::kManifest},
-                 Case{FaultOp::kSync, FileKind::kManifest}}) {
+  for (Case c :
+       {Case{FaultOp::kCreate, FileKind::kTable}, Case{FaultOp::kAppend, FileKind::kTable},
+        Case{FaultOp::kSync, FileKind::kTable}, Case{FaultOp::kAppend, FileKind::kManifest},
+        Case{FaultOp::kSync, FileKind::kManifest}}) {
     SCOPED_TRACE(std::string(FaultOpName(c.op)) + " " + std::string(FileKindName(c.kind)));
     testing::TempDir dir("tipd-faultenv-compaction");
     auto opened = Database::Open(dir.path(), WithEnv(&env_));
@@ -212,8 +212,7 @@ TEST_F(FaultEnvTest, BackgroundCompactionFaultsReachTheNextWrite) {
     }
     ASSERT_FALSE(first_error.ok()) << "no write failed";
     EXPECT_EQ(first_error.code(), StatusCode::kIOError) << first_error.ToString();
-    EXPECT_NE(first_error.message().find("injected"), std::string::npos)
-        << first_error.ToString();
+    EXPECT_NE(first_error.message().find("injected"), std::string::npos) << first_error.ToString();
     EXPECT_GT(env_.counters().Injected(c.op, c.kind), before);
     env_.Clear();
     db.reset();
