@@ -85,8 +85,8 @@ class Sequencer {
     ledger::LedgerServerOptions opts;
     opts.block_interval_ms = genesis.block_interval_ms();
     opts.seal_on_submit = true;
-    server_ = std::make_unique<ledger::LedgerServer>(io_, *host_, *chain_, key_, crypto::SystemRng(),
-                                                     clock, opts, spdlog::default_logger());
+    server_ = std::make_unique<ledger::LedgerServer>(
+        io_, *host_, *chain_, key_, crypto::SystemRng(), clock, opts, spdlog::default_logger());
     server_->Start();
     thread_ = std::thread([this] { io_.run(); });
   }
@@ -138,7 +138,7 @@ class NodeDiskFaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::vector<std::pair<ledger::AccountId, uint64_t>> alloc = {{a_.key.XOnly(), 1'000'000},
-                                                                  {b_.key.XOnly(), 100'000}};
+                                                                 {b_.key.XOnly(), 100'000}};
     genesis_ = ledger::MakeDevnetGenesis(kChain, seq_key_.XOnly(), alloc, clock_.NowMs());
     genesis_.set_block_interval_ms(1000);
     ASSERT_TRUE(ledger::WriteGenesisFile(dir_.path() / "genesis.json", genesis_).ok());
@@ -150,10 +150,12 @@ class NodeDiskFaultTest : public ::testing::Test {
     Stop(a_);
     Stop(b_);
     sequencer_.reset();
-    std::printf("[faults] %s: %llu injected into node a (%s)\n",
+    std::printf("[faults] %s: %llu injected into node a (%s), %llu into node b (%s)\n",
                 ::testing::UnitTest::GetInstance()->current_test_info()->name(),
                 static_cast<unsigned long long>(env_.counters().TotalInjected()),
-                env_.counters().InjectedSummary().c_str());
+                env_.counters().InjectedSummary().c_str(),
+                static_cast<unsigned long long>(b_env_.counters().TotalInjected()),
+                b_env_.counters().InjectedSummary().c_str());
   }
 
   void Configure(RunningNode& n, const std::string& name) {
@@ -224,8 +226,8 @@ class NodeDiskFaultTest : public ::testing::Test {
   }
 
   // Two nodes connected, a channel a -> b open.
-  void OpenNetwork() {
-    ASSERT_NO_FATAL_FAILURE(Start(b_, nullptr));
+  void OpenNetwork(FaultEnv* b_env = nullptr) {
+    ASSERT_NO_FATAL_FAILURE(Start(b_, b_env));
     ASSERT_NO_FATAL_FAILURE(Start(a_, &env_));
     auto r = a_.Call("POST", "/v1/peers",
                      R"({"node_id":")" + b_.key.public_key().Hex() + R"(","address":"127.0.0.1:)" +
@@ -377,7 +379,8 @@ class NodeDiskFaultTest : public ::testing::Test {
   crypto::KeyPair seq_key_ = crypto::KeyPair::Generate(crypto::SystemRng());
   v1::GenesisParams genesis_;
   std::unique_ptr<Sequencer> sequencer_;
-  FaultEnv env_;  // node a's disk
+  FaultEnv env_;    // node a's disk
+  FaultEnv b_env_;  // node b's disk (the receiver test)
   RunningNode a_, b_;
   std::string channel_;
 };
@@ -391,6 +394,71 @@ TEST_F(NodeDiskFaultTest, SyncFailureMidStreamNeverAnswers200AndRestartKeepsWhat
 TEST_F(NodeDiskFaultTest, DiskFullMidStreamNeverAnswers200AndRestartKeepsWhatWasAcked) {
   SCOPED_TRACE("TIPD_TEST_SEED=" + std::to_string(seed_));
   RunScenario([&] { env_.SetDiskFull(true); }, /*sync_may_persist=*/false);
+}
+
+// The receiver's disk fails: it must not acknowledge what it could not
+// persist, so the sender never answers 200 for those tips (202 once its ack
+// wait ends: durable on the sender, not acknowledged). After the receiver
+// restarts on the same data (same p2p port, so the sender redials it),
+// reestablish delivers them, and every key retried answers 200 exactly once.
+TEST_F(NodeDiskFaultTest, ReceiverDiskFailureNeverLetsTheSenderAnswer200ForWhatItLost) {
+  SCOPED_TRACE("TIPD_TEST_SEED=" + std::to_string(seed_));
+  ASSERT_NO_FATAL_FAILURE(OpenNetwork(&b_env_));
+  std::vector<Answer> before;
+  for (int i = 0; i < 5; ++i) {
+    Answer a{"before-" + std::to_string(i), "tip before " + std::to_string(i),
+             1 + static_cast<uint64_t>((seed_ + i) % 7), 0, ""};
+    auto r = a_.Call("POST", "/v1/tips", TipBody(channel_, a));
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  b_env_.FailFromNow(FaultOp::kSync, FileKind::kLog);
+  // Eight tips at once: none can be acknowledged by b.
+  std::vector<Answer> during(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    during[i] = Answer{"during-" + std::to_string(i), "tip during " + std::to_string(i),
+                       1 + static_cast<uint64_t>((seed_ + i) % 5), 0, ""};
+    threads.emplace_back([&, i] {
+      HttpResult r = a_.Call("POST", "/v1/tips", TipBody(channel_, during[i]));
+      during[i].status = r.status;
+      during[i].body = r.body;
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto b_info = FromJson<v1::InfoResponse>(b_.Call("GET", "/v1/info").body);
+  EXPECT_TRUE(b_info.read_only());
+  int pending = 0;
+  for (const Answer& a : during) {
+    // 200 only if b acknowledged before its first failed write; never a
+    // refusal from a healthy sender with an open channel.
+    EXPECT_TRUE(a.status == 200 || a.status == 202) << a.key << ": " << a.status << " " << a.body;
+    if (a.status == 202) ++pending;
+  }
+  EXPECT_GT(pending, 0) << "b acknowledged everything: the fault never fired";
+
+  // b restarts on the same data dir and port with a healthy disk.
+  const uint16_t b_port = b_.ctx->p2p_port();
+  Stop(b_);
+  b_env_.Clear();
+  b_.config.listen = {"127.0.0.1", b_port};
+  ASSERT_NO_FATAL_FAILURE(Start(b_, &b_env_));
+  ASSERT_TRUE(WaitFor([&] { return Connected(a_, b_); }));
+  ASSERT_TRUE(WaitFor([&] {
+    v1::ChannelApi ca = Channel(a_), cb = Channel(b_);
+    return ca.tips_sent() == cb.tips_received() && ca.balance_local() == cb.balance_remote() &&
+           History(a_, "sent").size() == History(b_, "received").size() &&
+           History(b_, "received").size() == 13;
+  })) << Channel(a_).DebugString()
+      << Channel(b_).DebugString();
+  // Every key retried: 200 (acknowledged now), nothing paid twice.
+  for (const Answer& a : during) {
+    auto retry = a_.Call("POST", "/v1/tips", TipBody(channel_, a));
+    EXPECT_EQ(retry.status, 200) << a.key << ": " << retry.body;
+  }
+  std::map<std::string, int> at_b;
+  for (const auto& [index, tip] : History(b_, "received")) ++at_b[tip.tip().message()];
+  for (const Answer& a : during) EXPECT_EQ(at_b[a.message], 1) << a.key;
+  EXPECT_EQ(at_b.size(), 13u);
 }
 
 }  // namespace

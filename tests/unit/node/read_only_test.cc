@@ -37,8 +37,7 @@ TEST(ReadOnlyAnswersTest, TipsWaitingForAnAckAreAnsweredWhenTheNodeTurnsReadOnly
   ASSERT_TRUE(net.RunUntil([&] { return !a.manager->health().ok(); }));
   // Answered without the clock moving: pending (not acked, not refused).
   ASSERT_TRUE(net.RunUntil([&] { return waiting->answered; }));
-  EXPECT_FALSE(waiting->outcome.refusal.has_value())
-      << waiting->outcome.refusal->message;
+  EXPECT_FALSE(waiting->outcome.refusal.has_value()) << waiting->outcome.refusal->message;
   EXPECT_FALSE(waiting->outcome.acked);
   EXPECT_EQ(waiting->outcome.response.tip().tip().message(), "durable, ack held");
   EXPECT_GT(waiting->outcome.response.tip().nonce(), 0u);
