@@ -461,5 +461,24 @@ TEST_F(NodeDiskFaultTest, ReceiverDiskFailureNeverLetsTheSenderAnswer200ForWhatI
   EXPECT_EQ(at_b.size(), 13u);
 }
 
+// The first write to fail is the ledger follower's (a block arrives every
+// second), not a channel's: the database refuses every later write, so the
+// node is read-only from then on and /v1/info must say so before any tip
+// finds out the hard way.
+TEST_F(NodeDiskFaultTest, AFailedBlockWriteShowsTheNodeReadOnly) {
+  ASSERT_NO_FATAL_FAILURE(Start(a_, &env_));
+  ASSERT_TRUE(WaitFor([&] {
+    return FromJson<v1::InfoResponse>(a_.Call("GET", "/v1/info").body).ledger_height() >= 1;
+  }));
+  env_.FailFromNow(FaultOp::kSync, FileKind::kLog);
+  ASSERT_TRUE(WaitFor([&] {
+    auto info = FromJson<v1::InfoResponse>(a_.Call("GET", "/v1/info").body);
+    return info.read_only();
+  })) << a_.Call("GET", "/v1/info").body;
+  auto info = FromJson<v1::InfoResponse>(a_.Call("GET", "/v1/info").body);
+  EXPECT_NE(info.read_only_reason().find("injected sync failure"), std::string::npos)
+      << info.read_only_reason();
+}
+
 }  // namespace
 }  // namespace tipd::node
