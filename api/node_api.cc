@@ -98,11 +98,14 @@ ApiResponse NodeApi::Info(const ApiRequest&) {
   out.set_ledger_height(s_.chain.height());
   out.set_peers_count(static_cast<uint32_t>(s_.host.Peers().size()));
   out.set_channels_count(s_.channels ? static_cast<uint32_t>(s_.channels->channel_count()) : 0);
-  if (s_.channels) {
-    out.set_read_only(!s_.channels->health().ok());
-    if (!s_.channels->health().ok()) out.set_read_only_reason(s_.channels->health().message());
-    out.set_fee_reserve(s_.channels->FeeReserve());
-  }
+  // Read-only once any write failed: a channel's (the manager stops), or
+  // another's, such as the ledger follower's block (the database then
+  // refuses every later write, so the next tip would fail too).
+  Status read_only = s_.db.write_health();
+  if (s_.channels && !s_.channels->health().ok()) read_only = s_.channels->health();
+  out.set_read_only(!read_only.ok());
+  if (!read_only.ok()) out.set_read_only_reason(read_only.message());
+  if (s_.channels) out.set_fee_reserve(s_.channels->FeeReserve());
   return ApiResponse::Json(out);
 }
 

@@ -162,12 +162,25 @@ void LedgerClient::ApplyBlock(const v1::Block& block) {
 
 void LedgerClient::Halt(const Status& why) {
   halted_ = why;
-  log_->critical(
-      "STOPPED FOLLOWING THE LEDGER at height {}: {}. The sequencer sent a block this node "
-      "cannot verify or re-execute; no further block will be applied. Investigate, then restart.",
-      chain_.height(), why.ToString());
+  // A block this node could not write is its own disk's fault, not the
+  // sequencer's: say so, since the operator's remedy differs.
+  const bool disk = why.code() == StatusCode::kIOError;
+  if (disk) {
+    log_->critical(
+        "STOPPED FOLLOWING THE LEDGER at height {}: {}. This node could not write the block to "
+        "its database; no further block will be applied. Fix the disk (space, permissions, "
+        "hardware), then restart: the node resumes from the last block it wrote.",
+        chain_.height(), why.ToString());
+  } else {
+    log_->critical(
+        "STOPPED FOLLOWING THE LEDGER at height {}: {}. The sequencer sent a block this node "
+        "cannot verify or re-execute; no further block will be applied. Investigate, then "
+        "restart.",
+        chain_.height(), why.ToString());
+  }
   if (peer_) {
-    Status s = host_.Disconnect(*peer_, "invalid block: " + why.message());
+    Status s = host_.Disconnect(
+        *peer_, (disk ? "cannot write block: " : "invalid block: ") + why.message());
     (void)s;
   }
   Status s = host_.RemovePersistentPeer(sequencer_);

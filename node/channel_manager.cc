@@ -250,6 +250,9 @@ void ChannelManager::EnterReadOnly(const std::string& what, const Status& why) {
   health_ = Status(why.code(), what + ": " + why.message() +
                                    "; the node refuses new tips and opens until it is restarted");
   log_->critical("{}", health_.message());
+  // Nothing can be acknowledged from now on: answer every waiting caller now
+  // rather than at the end of its ack wait.
+  for (const auto& [id, live] : channels_) requests_.AnswerReadOnly(id, health_.message());
 }
 
 void ChannelManager::CommitThen(LiveChannel* live, storage::WriteBatch batch,
@@ -693,9 +696,18 @@ void ChannelManager::Pump(LiveChannel& live) {
                    // Never sent, never paid; the restart forgets the update.
                    std::vector<uint64_t> lost;
                    for (uint64_t i = first; i <= last; ++i) lost.push_back(i);
+                   // A failed sync may still have left the write on disk:
+                   // then the restart sends it. Only a write never made is
+                   // certainly unpaid.
+                   const std::string outcome =
+                       s.code() == StatusCode::kIOError
+                           ? "; it was not sent to the peer, but the disk may have kept it (then "
+                             "the node sends it after its restart): retry with the same "
+                             "idempotency key after the restart to learn the outcome"
+                           : "; nothing was paid";
                    requests_.RefuseIndexes(
                        lp->id, lost, TipError::kNodeReadOnly,
-                       "the payment could not be written: " + s.message() + "; nothing was paid");
+                       "the payment could not be written: " + s.message() + outcome);
                    return;
                  }
                  requests_.MarkDurable(lp->id, first, last);

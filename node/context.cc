@@ -91,7 +91,7 @@ NodeContext::NodeContext() = default;
 NodeContext::~NodeContext() = default;
 
 Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& config,
-                                                         const Clock& clock) {
+                                                         const Clock& clock, leveldb::Env* db_env) {
   TIPD_ASSIGN_OR_RETURN(crypto::KeyPair key, crypto::LoadOrCreateKeyFile(
                                                  config.datadir / "node.key", crypto::SystemRng()));
   TIPD_ASSIGN_OR_RETURN(v1::GenesisParams genesis, ledger::LoadGenesisFile(config.genesis));
@@ -112,7 +112,9 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   p.clock = &clock;
   p.log = Logger("main");
   p.params = params;
-  TIPD_ASSIGN_OR_RETURN(p.db, storage::Database::Open(config.datadir / "db"));
+  storage::Options db_options;
+  db_options.env = db_env;
+  TIPD_ASSIGN_OR_RETURN(p.db, storage::Database::Open(config.datadir / "db", db_options));
   TIPD_ASSIGN_OR_RETURN(p.chain, ledger::Chain::Open(p.db.get(), params));
   p.timers = std::make_unique<AsioTimers>(p.io);
 

@@ -21,6 +21,9 @@
 #include "util/clock.h"
 #include "util/status.h"
 
+namespace leveldb {
+class Env;
+}
 namespace tipd::ledger {
 class Chain;
 class LedgerClient;
@@ -46,7 +49,11 @@ class NodeContext {
  public:
   // Opens the key, genesis, database and chain and builds every subsystem;
   // nothing listens or connects yet. `clock` must outlive the context.
-  static Result<std::unique_ptr<NodeContext>> Create(const NodeConfig& config, const Clock& clock);
+  // `db_env` is for tests only: every file access of the node's database goes
+  // through it (storage/fault_env.h injects disk faults); nullptr = the real
+  // filesystem. It must outlive the context.
+  static Result<std::unique_ptr<NodeContext>> Create(const NodeConfig& config, const Clock& clock,
+                                                     leveldb::Env* db_env = nullptr);
   ~NodeContext();
   NodeContext(const NodeContext&) = delete;
   NodeContext& operator=(const NodeContext&) = delete;

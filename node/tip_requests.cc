@@ -255,6 +255,29 @@ void TipRequests::RefuseUnsigned(const std::string& channel_id, TipError error,
   RefuseIndexes(channel_id, unsigned_tips, error, why);
 }
 
+void TipRequests::AnswerReadOnly(const std::string& channel_id, const std::string& why) {
+  std::vector<uint64_t> unsigned_tips;
+  std::vector<uint64_t> durable;
+  std::vector<std::pair<std::vector<TipCallback>, TipOutcome>> answers;
+  if (auto c = waiting_.find(channel_id); c != waiting_.end()) {
+    for (auto& [index, p] : c->second) {
+      if (!p.folded) {
+        unsigned_tips.push_back(index);
+      } else if (p.durable) {
+        TipOutcome r;
+        r.response = p.response;
+        answers.emplace_back(std::move(p.done), std::move(r));
+        durable.push_back(index);
+      }
+    }
+  }
+  RefuseIndexes(channel_id, unsigned_tips, TipError::kNodeReadOnly, why);
+  for (uint64_t index : durable) Forget(channel_id, index);
+  for (auto& [callbacks, r] : answers) {
+    for (auto& d : callbacks) d(r);
+  }
+}
+
 void TipRequests::Release(const std::string& channel_id, const std::string& why) {
   RefuseUnsigned(channel_id, TipError::kChannelNotOpen, why);
   auto c = waiting_.find(channel_id);

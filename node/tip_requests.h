@@ -118,6 +118,13 @@ class TipRequests {
   // Answers every waiting tip of the channel as it stands (signed tips as
   // pending with their nonce, unsigned ones refused) and forgets them.
   void Release(const std::string& channel_id, const std::string& why);
+  // The node can write nothing more (read-only), so no waiting tip of the
+  // channel can be acknowledged in this run: answers those whose update is
+  // durable as pending (202 with their nonce; a keyed retry after the
+  // restart gets the final answer), refuses those never signed with
+  // kNodeReadOnly and `why`, and forgets both. Tips whose write is still in
+  // flight are left to its completion.
+  void AnswerReadOnly(const std::string& channel_id, const std::string& why);
 
   size_t waiting() const;
   size_t keys_in_progress() const { return by_key_.size(); }

@@ -5,6 +5,7 @@
 #include <leveldb/options.h>
 #include <leveldb/write_batch.h>
 
+#include <mutex>
 #include <string>
 
 #include "storage/storage.h"
@@ -137,11 +138,31 @@ Status Database::ScanPrefix(std::string_view prefix, size_t limit, const ScanVis
 }
 
 Status Database::Write(const WriteBatch& batch) {
+  {
+    std::lock_guard<std::mutex> lock(write_error_mu_);
+    if (!write_error_.ok()) return write_error_;
+  }
   leveldb::WriteOptions wo;
   wo.sync = true;
   leveldb::Status s = db_->Write(wo, batch.rep_.get());
-  if (!s.ok()) return FromLevelDb(s, path_, "synced write failed");
-  return Status::Ok();
+  if (s.ok()) return Status::Ok();
+  Status failed = FromLevelDb(s, path_, "synced write failed");
+  // LevelDB stops writing after a failed sync, but not after a failed log
+  // append: a record appended after a torn one would make the log unreadable
+  // at the next open (paranoid checks refuse it). So no write follows a
+  // failed one through this handle; reopening recovers what was written.
+  std::lock_guard<std::mutex> lock(write_error_mu_);
+  if (write_error_.ok()) {
+    write_error_ = Status(failed.code(), failed.message() +
+                                             "; this database accepts no more writes until it "
+                                             "is reopened");
+  }
+  return write_error_;
+}
+
+Status Database::write_health() const {
+  std::lock_guard<std::mutex> lock(write_error_mu_);
+  return write_error_;
 }
 
 }  // namespace tipd::storage

@@ -122,7 +122,13 @@ class Database {
 
   // Applies `batch` atomically and returns once it is synced to disk. Prefer
   // a GroupCommitter when many writers commit concurrently.
+  // A failed write is sticky: it and every later Write on this handle fail
+  // (the first error, saying so), since the log's tail is then undefined.
+  // Reads keep working; reopening the database recovers every write that
+  // returned OK, and the failed one entirely or not at all.
   Status Write(const WriteBatch& batch);
+  // OK, or the error every Write now fails with.
+  Status write_health() const;
 
   // A read view of the whole database frozen at the moment it was taken:
   // writes made later (by any thread) are invisible to scans through it. Cheap
@@ -161,6 +167,8 @@ class Database {
   // Declared before db_ so it is destroyed after it.
   std::unique_ptr<Owned> owned_;
   std::unique_ptr<leveldb::DB> db_;
+  mutable std::mutex write_error_mu_;
+  Status write_error_;  // guarded by write_error_mu_; sticky once set
 };
 
 // ---------------------------------------------------------------------------
