@@ -627,6 +627,57 @@ TEST_F(ChannelManagerTest, ASendThatCannotLeaveDropsTheSessionAndReestablishRese
   EXPECT_EQ(Received(*b_, id).size(), 1u);
 }
 
+// A nonce gap on the wire: A's update 2 is lost in transit and update 3
+// arrives. B refuses it (TIP_INDEX_GAP: its tips do not continue B's count),
+// holds nothing of it and drops the session; reestablish then resends 2 and
+// 3 in order and the channel goes on.
+TEST_F(ChannelManagerTest, ANonceGapIsRefusedWithoutChangeAndReestablishFillsIt) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000);
+  ASSERT_TRUE(net_.Tip(*a_, id, 1, "first").ok());
+  bool held_one = false;
+  net_.hold_if = [&](const TestNode& from, const v1::Envelope& env) {
+    if (from.name != "a" || !env.has_tip_update() || held_one) return false;
+    held_one = true;  // nonce 2: lost in transit
+    return true;
+  };
+  const size_t b_sent = b_->sent.size();
+  auto second = net_.TipAsync(*a_, id, 2, "second");
+  net_.Settle();
+  auto third = net_.TipAsync(*a_, id, 3, "third");
+  net_.Settle();
+  ASSERT_EQ(a_->sent_updates.size(), 3u);
+  ASSERT_EQ(a_->sent_updates[2].proof().nonce(), 3u);
+
+  bool refused = false;
+  for (size_t i = b_sent; i < b_->sent.size(); ++i) {
+    const v1::Envelope& e = b_->sent[i];
+    EXPECT_FALSE(e.has_ack()) << "B acknowledged across a gap: " << e.ShortDebugString();
+    if (e.has_update_rejected()) {
+      EXPECT_EQ(e.update_rejected().code(), "TIP_INDEX_GAP");
+      EXPECT_EQ(e.update_rejected().nonce(), 3u);
+      refused = true;
+    }
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_FALSE(net_.connected(*a_, *b_));  // disconnect is the rule's consequence
+  EXPECT_EQ(Received(*b_, id).size(), 1u);
+  EXPECT_EQ(net_.Channel(*b_, id).balance_local(), 1u);
+  EXPECT_EQ(net_.Channel(*b_, id).state(), "open");
+  EXPECT_FALSE(second->answered);
+  EXPECT_FALSE(third->answered);
+
+  net_.FlushMessages();  // the held update belongs to the ended session
+  net_.Connect(*a_, *b_);
+  ASSERT_TRUE(net_.RunUntil([&] { return second->answered && third->answered; }));
+  EXPECT_TRUE(second->ok());
+  EXPECT_TRUE(third->ok());
+  auto got = Received(*b_, id);
+  ASSERT_EQ(got.size(), 3u);
+  for (uint64_t i = 0; i < 3; ++i) EXPECT_EQ(got[i].tip().index(), i + 1);
+  EXPECT_EQ(net_.Channel(*b_, id).balance_local(), 6u);
+  EXPECT_TRUE(net_.Tip(*a_, id, 4, "fourth").ok());
+}
+
 // Reestablish branches that close the channel (docs/protocol.md,
 // "Reestablish"; docs/channels.md, "Unilateral close"). Both directions hold
 // proofs; the session drops and comes back with A's Reestablish rewritten in
