@@ -16,6 +16,7 @@ GroupCommitter::~GroupCommitter() { Stop(); }
 
 void GroupCommitter::Submit(WriteBatch batch, Completion on_durable) {
   assert(on_durable);
+  std::string why;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
@@ -24,9 +25,12 @@ void GroupCommitter::Submit(WriteBatch batch, Completion on_durable) {
       work_cv_.notify_one();
       return;
     }
+    // Name the failure a stop after a failed write follows, so the refusal
+    // says why the node stopped writing, not only that it did.
+    if (!sticky_error_.ok()) why = " after a failed write (" + sticky_error_.ToString() + ")";
   }
   on_durable(Status::FailedPrecondition("group committer for database " + db_->path().string() +
-                                        " is stopped; write not accepted"));
+                                        " is stopped" + why + "; write not accepted"));
 }
 
 Status GroupCommitter::SubmitAndWait(WriteBatch batch) {

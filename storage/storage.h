@@ -237,8 +237,9 @@ class GroupCommitter {
   // Queues `batch`. `on_durable` is called exactly once: on the writer thread
   // with OK once the batch is synced, or with the write's error (or the
   // earlier sticky error). If Stop() has already begun, it is instead called
-  // before Submit returns, with kFailedPrecondition — so a caller must not
-  // hold a lock the completion needs when it calls Submit.
+  // before Submit returns, with kFailedPrecondition (naming the sticky error
+  // too, if a write had failed) — so a caller must not hold a lock the
+  // completion needs when it calls Submit.
   // Completions run on the writer thread and delay later writes: keep them
   // short, and never call SubmitAndWait or Stop from one.
   void Submit(WriteBatch batch, Completion on_durable);

@@ -291,6 +291,71 @@ TEST_F(ReceiverRules, ApplyRefusesAStaleValidation) {
   EXPECT_EQ(pair.b.Snapshot(), after);
 }
 
+// A nonce gap: A's update 4 reaches B while update 3 is missing (lost or
+// reordered). It cannot be applied — its tip indices do not continue B's
+// count — so it is refused (TIP_INDEX_GAP, disconnect, after which
+// reestablish resends in order), B's state does not move, and the channel
+// goes on: update 3 and then 4 are accepted and one ack releases both.
+TEST_F(ReceiverRules, NonceGapIsRejectedStateUnchangedAndTheChannelContinues) {
+  ASSERT_TRUE(pair.a.QueueTip(Draft(7, "fourth")).ok());
+  auto fourth = pair.a.TakeNextUpdate(pair.key_a, pair.rng);
+  ASSERT_TRUE(fourth.has_value());
+  ASSERT_EQ(fourth->nonce(), 4u);
+  ASSERT_EQ(next.proof().nonce(), 3u);
+
+  ExpectRejected(fourth->update, ChannelRule::kTipIndexGap);
+  EXPECT_EQ(ConsequenceOf(ChannelRule::kTipIndexGap), Consequence::kDisconnect);
+  // The same gap where the tips would chain on (a re-signed copy numbered
+  // 3..4 from B's count) still cannot skip update 3: the proof's transferred
+  // and root cover update 3's tip, which B does not have.
+  v1::TipUpdate forged = fourth->update;
+  forged.mutable_tips(0)->set_index(3);
+  Resign(&forged, pair.key_a);
+  auto r = pair.b.CheckUpdate(forged);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.rule(), ChannelRule::kTransferredMismatch) << r.error().ToString();
+  EXPECT_EQ(pair.b.Snapshot(), before);
+
+  // Delivered in order, both are accepted and one ack releases both.
+  for (const v1::TipUpdate* u : {&next, &fourth->update}) {
+    auto v = pair.b.CheckUpdate(*u);
+    ASSERT_TRUE(v.ok()) << v.error().ToString();
+    ASSERT_TRUE(pair.b.ApplyUpdate(*v).ok());
+  }
+  EXPECT_EQ(pair.b.Snapshot().received_nonce, 4u);
+  EXPECT_EQ(pair.b.Snapshot().received_tip_count, 4u);
+  EXPECT_EQ(pair.b.Snapshot().received_transferred, 42u);
+  auto ack = pair.b.MakeAck(pair.key_b, pair.rng);
+  ASSERT_TRUE(ack.has_value());
+  auto released = pair.a.OnAck(*ack);
+  ASSERT_TRUE(released.ok()) << released.error().ToString();
+  EXPECT_EQ(released->updates_acked, 2u);
+  EXPECT_EQ(pair.a.updates_in_flight(), 0u);
+  pair.TipAtoB(1);  // and the stream goes on
+  EXPECT_EQ(pair.b.Snapshot().received_nonce, 5u);
+}
+
+// The nonce rule is "greater than", not "exactly one more" (docs/protocol.md,
+// "Nonce rule"): a proof that skips nonce numbers but whose tips continue
+// exactly from what B holds is accepted.
+TEST_F(ReceiverRules, SkippedNonceNumbersWithContinuousTipsAreAccepted) {
+  v1::TipUpdate u = next;
+  u.mutable_proof()->set_nonce(9);
+  Resign(&u, pair.key_a);
+  auto v = pair.b.CheckUpdate(u);
+  ASSERT_TRUE(v.ok()) << v.error().ToString();
+  ASSERT_TRUE(pair.b.ApplyUpdate(*v).ok());
+  EXPECT_EQ(pair.b.Snapshot().received_nonce, 9u);
+  EXPECT_EQ(pair.b.Snapshot().received_tip_count, 3u);
+  auto ack = pair.b.MakeAck(pair.key_b, pair.rng);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_EQ(ack->nonce(), 9u);
+  // Nothing below it is accepted any more.
+  auto old = pair.b.CheckUpdate(next);
+  ASSERT_FALSE(old.ok());
+  EXPECT_EQ(old.rule(), ChannelRule::kNonceNotIncreasing);
+}
+
 TEST(Rules, EveryRuleHasADistinctCodeAndAConsequence) {
   std::set<std::string> codes;
   for (int r = 0; r <= static_cast<int>(ChannelRule::kUpdatesInFlight); ++r) {

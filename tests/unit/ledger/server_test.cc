@@ -10,6 +10,7 @@
 #include <boost/asio.hpp>
 #include <chrono>
 #include <functional>
+#include <iostream>
 #include <memory>
 
 #include <spdlog/spdlog.h>
@@ -61,7 +62,7 @@ bool RunUntil(std::vector<asio::io_context*> ios, const std::function<bool()>& p
 
 class LedgerServerTest : public ::testing::Test {
  protected:
-  LedgerServerTest() : seq_(Key(9)), rng_(tipd::testing::TestSeed()) {
+  LedgerServerTest() : seed_(tipd::testing::TestSeed()), seq_(Key(9)), rng_(seed_) {
     genesis_.set_chain_id(kChain);
     genesis_.set_sequencer_key(std::string(AsStringView(seq_.XOnly())));
     auto* a = genesis_.add_allocations();
@@ -152,6 +153,12 @@ class LedgerServerTest : public ::testing::Test {
     return host_->Stats(peers[0].id);
   }
 
+  // Replays with TIPD_TEST_SEED; printed when a test fails.
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "TIPD_TEST_SEED=" << seed_ << "\n";
+  }
+
+  const uint64_t seed_;
   tipd::testing::TempDir dir_;
   crypto::KeyPair seq_;
   CountingRandom rng_;
@@ -175,7 +182,7 @@ TEST_F(LedgerServerTest, FollowerCatchesUpFromZeroThroughTheBudget) {
   ASSERT_GT(chain_->height(), 0u);
 
   auto follower_chain = OpenChain("follower");
-  CountingRandom frng(tipd::testing::TestSeed() + 1);
+  CountingRandom frng(seed_ + 1);
   p2p::HostOptions ho;
   ho.chain_id = kChain;
   p2p::Host fhost(io_, Key(3), frng, ho);

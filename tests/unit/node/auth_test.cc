@@ -262,6 +262,49 @@ TEST_F(SpendLimiterTest, CorruptSpendRecordIsAnErrorNamingTheKey) {
   EXPECT_NE(r.status().message().find("spend record"), std::string::npos);
 }
 
+// The cap is per UTC day (docs/api.md): a spend at 23:59:59 and one at
+// 00:00:00 count against different days, a cap used up before midnight
+// allows spending right after it, and the new day's total survives a restart
+// while the old day's stays what it was.
+TEST_F(SpendLimiterTest, DailyCapResetsAtUtcMidnight) {
+  constexpr int64_t kDayMs = 86'400'000;
+  const int64_t midnight = (clock_.NowMs() / kDayMs + 1) * kDayMs;  // 00:00:00.000 UTC
+  const uint64_t day_before = SpendLimiter::DayOf(midnight - 1000);
+  ASSERT_EQ(SpendLimiter::DayOf(midnight), day_before + 1);
+  {
+    SpendLimiter lim(db_.get(), clock_);
+    clock_.SetNowMs(midnight - 1000);  // 23:59:59.000
+    auto late = lim.Reserve(claims_, 70);
+    ASSERT_TRUE(late.ok()) << late.status().ToString();
+    ASSERT_TRUE(lim.Commit(std::move(*late)).ok());
+    clock_.SetNowMs(midnight - 1);  // 23:59:59.999: still the same day
+    auto rest = lim.Reserve(claims_, 30);
+    ASSERT_TRUE(rest.ok());
+    ASSERT_TRUE(lim.Commit(std::move(*rest)).ok());
+    EXPECT_EQ(lim.SpentToday(claims_.id).value(), 100u);
+    auto over = lim.Reserve(claims_, 1);
+    EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted);  // cap reached
+
+    clock_.SetNowMs(midnight);  // 00:00:00.000: a new day, a fresh cap
+    EXPECT_EQ(lim.SpentToday(claims_.id).value(), 0u);
+    auto early = lim.Reserve(claims_, 60);
+    ASSERT_TRUE(early.ok()) << early.status().ToString();
+    EXPECT_EQ(early->day(), day_before + 1);
+    ASSERT_TRUE(lim.Commit(std::move(*early)).ok());
+    EXPECT_EQ(lim.SpentToday(claims_.id).value(), 60u);
+    auto too_much = lim.Reserve(claims_, 41);  // 60 + 41 > 100
+    EXPECT_EQ(too_much.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_NE(too_much.status().message().find("spent 60"), std::string::npos)
+        << too_much.status().ToString();
+  }
+  Open();  // restart: each day's total is read back from its own records
+  SpendLimiter lim(db_.get(), clock_);
+  EXPECT_EQ(lim.SpentToday(claims_.id).value(), 60u);
+  clock_.SetNowMs(midnight - 1);
+  EXPECT_EQ(lim.SpentToday(claims_.id).value(), 100u);
+  EXPECT_EQ(lim.Reserve(claims_, 1).status().code(), StatusCode::kResourceExhausted);
+}
+
 TEST(SpendKeyTest, LayoutIsFamilyIdDaySeq) {
   TokenId id;
   id.fill(0xab);

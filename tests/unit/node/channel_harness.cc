@@ -77,6 +77,7 @@ Status MemoryTransport::Send(p2p::PeerId peer, const v1::Envelope& env) {
   if (!net_.PeerKey(self_, peer)) return Status::NotFound("no session " + std::to_string(peer));
   if (self_.refuse_sends) return Status::ResourceExhausted("send queue full (test)");
   if (env.has_tip_update()) self_.sent_updates.push_back(env.tip_update());
+  self_.sent.push_back(env);
   net_.Deliver(self_, peer, env);
   return Status::Ok();
 }
@@ -337,6 +338,11 @@ void ChannelNet::Deliver(TestNode& from, p2p::PeerId peer, const v1::Envelope& e
   const p2p::PeerId id_at_to = s->a == &from ? s->id_at_b : s->id_at_a;
   // Through the bytes, as on the wire.
   std::string bytes = env.SerializeAsString();
+  if (tamper) {
+    v1::Envelope changed = env;
+    tamper(from, &changed);
+    bytes = changed.SerializeAsString();
+  }
   auto deliver = [this, to, id_at_to, bytes, from_ptr = &from] {
     // Dropped if the session ended meanwhile.
     if (!FindPeer(*to, from_ptr->key.public_key()) ||

@@ -133,6 +133,8 @@ class TestNode {
   std::unique_ptr<node::ChannelManager> manager;
   // Every TipUpdate this node ever put on the wire, for audits.
   std::vector<v1::TipUpdate> sent_updates;
+  // Every message this node put on the wire, in order (before any tamper).
+  std::vector<v1::Envelope> sent;
   // While set, Send refuses as a full p2p queue does (kResourceExhausted).
   bool refuse_sends = false;
 
@@ -208,6 +210,9 @@ class ChannelNet {
   // both).
   bool hold_messages = false;
   std::function<bool(const TestNode& from, const v1::Envelope& env)> hold_if;
+  // While set, rewrites every message in transit (a dishonest peer's node):
+  // called for each message before it is held or delivered.
+  std::function<void(const TestNode& from, v1::Envelope* env)> tamper;
   void FlushMessages();
 
   // Internal: used by the seams.

@@ -7,6 +7,7 @@
 
 #include <random>
 
+#include "channel/codec.h"
 #include "ledger/codec.h"
 #include "tests/unit/node/channel_harness.h"
 
@@ -543,6 +544,64 @@ TEST_F(ChannelManagerTest, EachNodeEnforcesItsOwnMinimumSettleWindow) {
   EXPECT_FALSE(net_.OpenChannel(*a_, *b_, 1000, 0, 20).empty());
 }
 
+// The genesis bounds the settle window (the harness's genesis: 3..1000
+// blocks). Exactly at either bound an open goes through on both sides and on
+// the ledger; one block beyond either is refused before anything is signed,
+// by the opener (kInvalidArgument naming the bounds) and, for a proposal
+// rewritten in transit, by the peer (BAD_SETTLE_TIMEOUT).
+TEST_F(ChannelManagerTest, SettleTimeoutsAtTheGenesisBoundsOpenAndOneBeyondIsRefused) {
+  const ledger::Params& params = net_.params();
+  ASSERT_EQ(params.min_settle_timeout, 3u);
+  ASSERT_EQ(params.max_settle_timeout, 1000u);
+  for (uint64_t timeout : {params.min_settle_timeout, params.max_settle_timeout}) {
+    const std::string id = net_.OpenChannel(*a_, *b_, 1000, 0, timeout);
+    ASSERT_FALSE(id.empty()) << "settle_timeout " << timeout;
+    EXPECT_EQ(net_.Channel(*a_, id).settle_timeout(), timeout);
+    EXPECT_EQ(net_.Channel(*b_, id).settle_timeout(), timeout);
+    const ledger::Channel* onchain = OnLedger(net_, id);
+    ASSERT_NE(onchain, nullptr);
+    EXPECT_EQ(onchain->settle_timeout, timeout);
+    EXPECT_TRUE(net_.Tip(*a_, id, 1, "usable").ok());
+  }
+  const size_t a_channels = a_->manager->channel_count();
+  const size_t b_channels = b_->manager->channel_count();
+  const size_t a_sent = a_->sent.size();
+  for (uint64_t timeout : {params.min_settle_timeout - 1, params.max_settle_timeout + 1}) {
+    auto answer = net_.Await([&](node::ChannelCallback done) {
+      a_->manager->Open(b_->key.public_key(), 1000, 0, timeout, 1000ms, done);
+    });
+    ASSERT_FALSE(answer.ok()) << "settle_timeout " << timeout;
+    EXPECT_EQ(answer.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(answer.status().message().find("settle_timeout " + std::to_string(timeout) +
+                                             " is outside the ledger's bounds [3, 1000]"),
+              std::string::npos)
+        << answer.status().ToString();
+  }
+  EXPECT_EQ(a_->sent.size(), a_sent);  // nothing was proposed
+  EXPECT_EQ(a_->manager->channel_count(), a_channels);
+
+  // The peer checks the same bounds on what reaches it.
+  for (uint64_t timeout : {params.min_settle_timeout - 1, params.max_settle_timeout + 1}) {
+    net_.tamper = [timeout](const TestNode& from, v1::Envelope* env) {
+      if (from.name == "a" && env->has_open_channel()) {
+        env->mutable_open_channel()->set_settle_timeout(timeout);
+      }
+    };
+    const size_t b_sent = b_->sent.size();
+    auto answer = net_.Await([&](node::ChannelCallback done) {
+      a_->manager->Open(b_->key.public_key(), 1000, 0, 10, 1000ms, done);
+    });
+    net_.tamper = nullptr;
+    ASSERT_FALSE(answer.ok()) << "settle_timeout " << timeout;
+    EXPECT_NE(answer.status().message().find("BAD_SETTLE_TIMEOUT"), std::string::npos)
+        << answer.status().ToString();
+    ASSERT_EQ(b_->sent.size(), b_sent + 1);
+    ASSERT_TRUE(b_->sent.back().has_reject_channel());
+    EXPECT_EQ(b_->sent.back().reject_channel().code(), "BAD_SETTLE_TIMEOUT");
+    EXPECT_EQ(b_->manager->channel_count(), b_channels);
+  }
+}
+
 // Issue 9, defect 2: a peer could make the node fund a channel with its
 // whole ledger balance, leaving nothing to pay the fees of its defence.
 TEST_F(ChannelManagerTest, DefaultPolicyNeverFundsAChannelAPeerOpens) {
@@ -679,6 +738,214 @@ TEST_F(ChannelManagerTest, ASendThatCannotLeaveDropsTheSessionAndReestablishRese
   EXPECT_EQ(Received(*b_, id).size(), 1u);
 }
 
+// A nonce gap on the wire: A's update 2 is lost in transit and update 3
+// arrives. B refuses it (TIP_INDEX_GAP: its tips do not continue B's count),
+// holds nothing of it and drops the session; reestablish then resends 2 and
+// 3 in order and the channel goes on.
+TEST_F(ChannelManagerTest, ANonceGapIsRefusedWithoutChangeAndReestablishFillsIt) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000);
+  ASSERT_TRUE(net_.Tip(*a_, id, 1, "first").ok());
+  bool held_one = false;
+  net_.hold_if = [&](const TestNode& from, const v1::Envelope& env) {
+    if (from.name != "a" || !env.has_tip_update() || held_one) return false;
+    held_one = true;  // nonce 2: lost in transit
+    return true;
+  };
+  const size_t b_sent = b_->sent.size();
+  auto second = net_.TipAsync(*a_, id, 2, "second");
+  net_.Settle();
+  auto third = net_.TipAsync(*a_, id, 3, "third");
+  net_.Settle();
+  ASSERT_EQ(a_->sent_updates.size(), 3u);
+  ASSERT_EQ(a_->sent_updates[2].proof().nonce(), 3u);
+
+  bool refused = false;
+  for (size_t i = b_sent; i < b_->sent.size(); ++i) {
+    const v1::Envelope& e = b_->sent[i];
+    EXPECT_FALSE(e.has_ack()) << "B acknowledged across a gap: " << e.ShortDebugString();
+    if (e.has_update_rejected()) {
+      EXPECT_EQ(e.update_rejected().code(), "TIP_INDEX_GAP");
+      EXPECT_EQ(e.update_rejected().nonce(), 3u);
+      refused = true;
+    }
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_FALSE(net_.connected(*a_, *b_));  // disconnect is the rule's consequence
+  EXPECT_EQ(Received(*b_, id).size(), 1u);
+  EXPECT_EQ(net_.Channel(*b_, id).balance_local(), 1u);
+  EXPECT_EQ(net_.Channel(*b_, id).state(), "open");
+  EXPECT_FALSE(second->answered);
+  EXPECT_FALSE(third->answered);
+
+  net_.FlushMessages();  // the held update belongs to the ended session
+  net_.Connect(*a_, *b_);
+  ASSERT_TRUE(net_.RunUntil([&] { return second->answered && third->answered; }));
+  EXPECT_TRUE(second->ok());
+  EXPECT_TRUE(third->ok());
+  auto got = Received(*b_, id);
+  ASSERT_EQ(got.size(), 3u);
+  for (uint64_t i = 0; i < 3; ++i) EXPECT_EQ(got[i].tip().index(), i + 1);
+  EXPECT_EQ(net_.Channel(*b_, id).balance_local(), 6u);
+  EXPECT_TRUE(net_.Tip(*a_, id, 4, "fourth").ok());
+}
+
+// Reestablish branches that close the channel (docs/protocol.md,
+// "Reestablish"; docs/channels.md, "Unilateral close"). Both directions hold
+// proofs; the session drops and comes back with A's Reestablish rewritten in
+// transit. B must answer naming the rule, close on the ledger with A's latest
+// proof and reason "peer showed irreconcilable state: CODE", drop the
+// session, and sign nothing after: no ack, no update, no close signature,
+// also not when A reconnects and keeps sending.
+class ReestablishCloseTest : public ChannelManagerTest {
+ protected:
+  void SetUp() override {
+    ChannelManagerTest::SetUp();
+    id_ = net_.OpenChannel(*a_, *b_, 10'000, 500);
+    ASSERT_FALSE(id_.empty());
+    ASSERT_TRUE(net_.Tip(*a_, id_, 100, "a1").ok());
+    ASSERT_TRUE(net_.Tip(*a_, id_, 50, "a2").ok());
+    ASSERT_TRUE(net_.Tip(*b_, id_, 10, "b1").ok());
+    ASSERT_TRUE(net_.Tip(*b_, id_, 20, "b2").ok());
+    net_.Disconnect(*a_, *b_);
+  }
+
+  // B's latest proof as A holds it, to build claims about B's direction.
+  v1::BalanceProof BLatest() const { return b_->sent_updates.back().proof(); }
+
+  // Reconnects with A's Reestablish rewritten by `edit`, then checks that B
+  // closed for `code` and said why in an UpdateRejected containing `reason`.
+  void ReconnectTamperedAndExpectClose(const std::function<void(v1::Reestablish*)>& edit,
+                                       const std::string& code, const std::string& reason) {
+    const size_t b_sent = b_->sent.size();
+    const size_t b_updates = b_->sent_updates.size();
+    const size_t b_txs = b_->link->submitted.size();
+    std::vector<std::string> acks_before;  // B's signed receipts so far
+    for (const v1::Envelope& e : b_->sent) {
+      if (e.has_ack()) acks_before.push_back(e.ack().SerializeAsString());
+    }
+    net_.tamper = [&edit](const TestNode& from, v1::Envelope* env) {
+      if (from.name == "a" && env->has_reestablish()) edit(env->mutable_reestablish());
+    };
+    net_.Connect(*a_, *b_);
+    net_.Settle();
+    net_.tamper = nullptr;
+
+    const v1::ChannelApi ch = net_.Channel(*b_, id_);
+    EXPECT_EQ(ch.state(), "closing");
+    EXPECT_EQ(ch.close_reason(), "peer showed irreconcilable state: " + code);
+    EXPECT_FALSE(net_.connected(*a_, *b_));
+    // The answer names the rule and the reason.
+    bool rejected = false;
+    for (size_t i = b_sent; i < b_->sent.size(); ++i) {
+      const v1::Envelope& e = b_->sent[i];
+      if (e.has_update_rejected() && e.update_rejected().code() == code) {
+        rejected = true;
+        EXPECT_NE(e.update_rejected().message().find(reason), std::string::npos)
+            << e.update_rejected().message();
+      }
+    }
+    EXPECT_TRUE(rejected) << "B never answered " << code;
+    // B closed on the ledger with A's latest proof.
+    ASSERT_EQ(b_->link->submitted.size(), b_txs + 1);
+    const v1::Transaction& close = b_->link->submitted.back();
+    ASSERT_TRUE(close.has_unilateral_close());
+    EXPECT_EQ(close.unilateral_close().channel_id(), id_);
+    EXPECT_EQ(close.unilateral_close().partner_proof().SerializeAsString(),
+              a_->sent_updates.back().proof().SerializeAsString());
+    // Only B follows the close block: A does not know yet and keeps tipping.
+    net_.SealFor({b_});
+    const ledger::Channel* onchain = OnLedger(net_, id_);
+    ASSERT_NE(onchain, nullptr);
+    EXPECT_EQ(onchain->phase, ledger::ChannelPhase::kClosing);
+    EXPECT_EQ(onchain->closer, b_->key.XOnly());
+
+    // Nothing signed after the close: B's own tip is refused unsigned; A,
+    // honest again and unaware of the close, reconnects and sends a tip, which
+    // B neither applies nor acknowledges.
+    TipAnswer mine = net_.Tip(*b_, id_, 1, "after the close");
+    ASSERT_TRUE(mine.answered);
+    EXPECT_TRUE(mine.outcome.refusal.has_value());
+    net_.Connect(*a_, *b_);
+    auto theirs = net_.TipAsync(*a_, id_, 5, "after the close");
+    net_.Settle();
+    ASSERT_EQ(net_.Channel(*a_, id_).state(), "open");  // A really sent it
+    EXPECT_GT(a_->sent_updates.size(), 2u);
+    EXPECT_FALSE(theirs->answered && theirs->outcome.acked);
+    EXPECT_EQ(Received(*b_, id_).size(), 2u);
+    EXPECT_EQ(b_->sent_updates.size(), b_updates);
+    for (size_t i = b_sent; i < b_->sent.size(); ++i) {
+      const v1::Envelope& e = b_->sent[i];
+      EXPECT_FALSE(e.has_tip_update() || e.has_close_signed() ||
+                   (e.has_close_request() && !e.close_request().signature().empty()))
+          << "B signed after the close: " << e.ShortDebugString();
+      if (e.has_ack()) {
+        EXPECT_NE(std::find(acks_before.begin(), acks_before.end(), e.ack().SerializeAsString()),
+                  acks_before.end())
+            << "B signed a new receipt after the close: " << e.ShortDebugString();
+      }
+    }
+  }
+
+  std::string id_;
+};
+
+// A's nonce as B holds it, with another root.
+TEST_F(ReestablishCloseTest, ConflictingRootClosesTheChannel) {
+  ReconnectTamperedAndExpectClose(
+      [](v1::Reestablish* r) { r->set_sent_tips_root(std::string(32, '\x5a')); },
+      "CONFLICTING_STATE", "has root");
+}
+
+// A claims a newer proof of B's direction that B never signed (here signed by
+// A's key): B, seemingly behind, must not adopt it.
+TEST_F(ReestablishCloseTest, ForgedProofOfOurOwnDirectionClosesTheChannel) {
+  v1::BalanceProof forged = BLatest();
+  forged.set_nonce(forged.nonce() + 1);
+  forged.set_transferred(forged.transferred() + 500);
+  forged.set_tips_root(std::string(32, '\x6b'));
+  ASSERT_TRUE(channel::SignBalanceProof(&forged, a_->key, net_.rng()).ok());
+  ReconnectTamperedAndExpectClose(
+      [forged](v1::Reestablish* r) {
+        r->set_received_nonce(forged.nonce());
+        r->set_received_tips_root(forged.tips_root());
+        *r->mutable_received_proof() = forged;
+        r->set_received_tip_count(r->received_tip_count() + 1);
+      },
+      "FORGED_PROOF", "is not signed by us");
+}
+
+// A shows a proof of B's direction that does verify under B's key and is
+// newer than B's latest, but with a lower transferred: adopting it would let
+// B's spendable grow back, so B refuses it as conflicting and closes.
+TEST_F(ReestablishCloseTest, AdoptedProofWithLowerTransferredClosesTheChannel) {
+  v1::BalanceProof lower = BLatest();
+  ASSERT_EQ(lower.transferred(), 30u);
+  lower.set_nonce(lower.nonce() + 1);
+  lower.set_transferred(lower.transferred() - 1);
+  lower.set_tips_root(std::string(32, '\x7c'));
+  ASSERT_TRUE(channel::SignBalanceProof(&lower, b_->key, net_.rng()).ok());
+  ReconnectTamperedAndExpectClose(
+      [lower](v1::Reestablish* r) {
+        r->set_received_nonce(lower.nonce());
+        r->set_received_tips_root(lower.tips_root());
+        *r->mutable_received_proof() = lower;
+        r->set_received_tip_count(r->received_tip_count() + 1);
+      },
+      "CONFLICTING_STATE", "cannot follow our nonce");
+}
+
+// A says it holds fewer of B's updates than it already acknowledged.
+TEST_F(ReestablishCloseTest, PeerThatLostAcknowledgedUpdatesClosesTheChannel) {
+  const v1::BalanceProof latest = BLatest();
+  ReconnectTamperedAndExpectClose(
+      [latest](v1::Reestablish* r) {
+        r->set_received_nonce(latest.nonce() - 1);
+        r->set_acked_received_nonce(latest.nonce() - 1);
+        r->set_received_tip_count(r->received_tip_count() - 1);
+      },
+      "PEER_LOST_ACKED_UPDATES", "acknowledged");
+}
+
 // Many random runs: tips both ways, lost sessions, restarts and held
 // messages, then a cooperative close. After every run: every tip answered
 // 200 is at the receiver exactly once and byte-identical, no nonce was ever
@@ -691,7 +958,7 @@ TEST(ChannelManagerCampaign, RandomRunsLoseNothingAcknowledged) {
   const uint64_t seed = TestSeed();
   std::mt19937_64 rng(seed);
   for (int run = 0; run < runs; ++run) {
-    SCOPED_TRACE("seed " + std::to_string(seed) + " run " + std::to_string(run));
+    SCOPED_TRACE("TIPD_TEST_SEED=" + std::to_string(seed) + " run " + std::to_string(run));
     ChannelNet net;
     TestNode& a = net.AddNode("a", 1'000'000);
     TestNode& b = net.AddNode("b", 1'000'000);

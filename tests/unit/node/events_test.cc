@@ -756,6 +756,42 @@ TEST_F(EventRoutesTest, ResetWhenTheResumePointWasPruned) {
   }
 }
 
+// The edge of the retained window for ?from=: from exactly the oldest
+// retained id is served from that id (no reset, no gap) and then live; from
+// the id just below it sends the documented reset first.
+TEST_F(EventRoutesTest, FromExactlyTheFirstRetainedIdIsServedWithoutReset) {
+  EventLogOptions log_options;
+  log_options.retain = 5;
+  log_options.prune_every = 1;
+  Start({}, {}, log_options);
+  OnIo([&] {
+    for (int i = 0; i < 20; ++i) Commit(MakeEvent(kEventAck));
+  });
+  const uint64_t first = OnIo([&] { return log_->first_id(); });
+  ASSERT_EQ(first, 16u);
+  {
+    SseClient c(port_);
+    ASSERT_EQ(c.Get("/v1/events?from=" + std::to_string(first - 1), ReadToken()), 200);
+    auto ev = c.Next();
+    ASSERT_TRUE(ev);
+    EXPECT_EQ(ev->id + ev->event, "15reset");  // events up to 15 are gone
+    EXPECT_EQ(ParseData(*ev).type(), "reset");
+    EXPECT_EQ(ReadIdsThrough(c, 20), Range(16, 20));
+  }
+  ASSERT_TRUE(WaitFor([&] { return log_->subscriber_count() == 0; }));
+  {
+    SseClient c(port_);
+    ASSERT_EQ(c.Get("/v1/events?from=" + std::to_string(first), ReadToken()), 200);
+    // 16..20 exactly: a reset (id 15) or a missing id would show here.
+    EXPECT_EQ(ReadIdsThrough(c, 20), Range(16, 20));
+    ASSERT_TRUE(WaitFor([&] { return log_->subscriber_count() == 1; }));
+    PublishOnIo({kEventPeer});
+    auto ev = c.Next();
+    ASSERT_TRUE(ev);
+    EXPECT_EQ(ev->id + ev->event, "21peer");
+  }
+}
+
 TEST_F(EventRoutesTest, NeedsATokenWithReadScope) {
   Start();
   {

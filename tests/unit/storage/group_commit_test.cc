@@ -1,5 +1,6 @@
 #include <leveldb/env.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -329,6 +330,218 @@ TEST(GroupCommitTest, SyncFailureIsStickyAndFailsEveryLaterSubmission) {
   ASSERT_EQ(infos.size(), 2u);
   EXPECT_TRUE(infos[0].ok);
   EXPECT_FALSE(infos[1].ok);
+}
+
+// Submission order is the order in which Submit calls return; the test makes
+// it observable by numbering each submission under a lock held across its
+// Submit call. Completions must then run in exactly that order, across
+// threads and across the boundaries of merged writes, and each completion
+// must find its own write already readable.
+TEST(GroupCommitTest, CompletionsRunInSubmissionOrderAcrossThreads) {
+  constexpr int kThreads = 6;
+  constexpr int kPerThread = 300;
+  constexpr int kTotal = kThreads * kPerThread;
+  tipd::testing::TempDir dir;
+  auto db = OpenOrDie(dir.path());
+  ASSERT_NE(db, nullptr);
+  FirstBatchGate gate;
+  GroupCommitOptions options;
+  options.max_writes_per_batch = 7;  // many merged writes, many boundaries
+  options.on_batch = [&](const CommitBatchInfo& info) { gate.OnBatch(info); };
+  GroupCommitter committer(db.get(), options);
+
+  std::mutex order_mu;
+  std::vector<uint64_t> order;  // sequence numbers, in completion order
+  int not_ok = 0;
+  int not_readable = 0;
+  std::atomic<uint64_t> next_seq{1};
+  std::mutex submit_mu;  // makes "submission order" = sequence order
+  CompletionCounter all(kTotal + 1);
+  auto submit_one = [&] {
+    std::lock_guard<std::mutex> lock(submit_mu);
+    const uint64_t seq = next_seq.fetch_add(1);
+    std::string key = "s";
+    AppendBigEndian64(&key, seq);
+    committer.Submit(OnePut(key, std::to_string(seq)), [&, seq, key](Status s) {
+      // On the writer thread: the write must already be visible.
+      auto v = db->Get(key);
+      {
+        std::lock_guard<std::mutex> olock(order_mu);
+        order.push_back(seq);
+        if (!s.ok()) ++not_ok;
+        if (!v.ok() || !v->has_value()) ++not_readable;
+      }
+      all.Fire(s);
+    });
+  };
+  // Sequence 0: the write the gate holds, so the first submissions queue up.
+  committer.Submit(OnePut("first", "0"), [&](Status s) {
+    {
+      std::lock_guard<std::mutex> olock(order_mu);
+      order.push_back(0);
+    }
+    all.Fire(s);
+  });
+  gate.WaitEntered();
+  std::atomic<int> submitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        submit_one();
+        submitted.fetch_add(1);
+      }
+    });
+  }
+  // Release the writer while the threads are still submitting, so later
+  // submissions race with merged writes in progress.
+  while (submitted.load() < kTotal / 4) std::this_thread::yield();
+  gate.Release();
+  for (auto& th : threads) th.join();
+  all.Wait();
+
+  std::lock_guard<std::mutex> olock(order_mu);
+  ASSERT_EQ(order.size(), size_t{kTotal + 1});
+  for (size_t i = 0; i < order.size(); ++i) {
+    ASSERT_EQ(order[i], i) << "completion " << i << " ran out of submission order";
+  }
+  EXPECT_EQ(not_ok, 0);
+  EXPECT_EQ(not_readable, 0);
+  // Writes really were merged (at least the ones queued behind the gate).
+  const std::vector<size_t> sizes = gate.sizes();
+  EXPECT_GT(*std::max_element(sizes.begin(), sizes.end()), size_t{1});
+  EXPECT_LT(sizes.size(), size_t{kTotal + 1});
+}
+
+// One synced write that carries submissions from several threads fails: every
+// one of them gets the error, none is reported durable.
+TEST(GroupCommitTest, AFailedSyncFailsEveryMergedSubmission) {
+  tipd::testing::TempDir dir;
+  FailingSyncEnv env;
+  Options o;
+  o.env = &env;
+  auto db = OpenOrDie(dir.path(), o);
+  ASSERT_NE(db, nullptr);
+  FirstBatchGate gate;
+  std::vector<CommitBatchInfo> infos;  // writer thread only until Stop
+  GroupCommitOptions options;
+  options.on_batch = [&](const CommitBatchInfo& info) {
+    infos.push_back(info);
+    gate.OnBatch(info);
+  };
+  GroupCommitter committer(db.get(), options);
+
+  CompletionCounter first(1);
+  committer.Submit(OnePut("first", "1"), [&](Status s) { first.Fire(s); });
+  gate.WaitEntered();  // "first" is synced; the writer waits in the hook
+
+  constexpr int kThreads = 3;
+  constexpr int kPerThread = 20;
+  std::mutex mu;
+  std::vector<Status> results;
+  CompletionCounter merged(kThreads * kPerThread);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        committer.Submit(OnePut(Key(t, i), "v"), [&](Status s) {
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            results.push_back(s);
+          }
+          merged.Fire(s);
+        });
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(merged.fired(), 0);
+  env.fail_sync = true;  // the next synced write fails
+  gate.Release();
+  first.Wait();
+  merged.Wait();
+  EXPECT_EQ(first.failed(), 0);
+  EXPECT_EQ(merged.failed(), kThreads * kPerThread);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const Status& s : results) {
+      EXPECT_EQ(s.code(), StatusCode::kIOError) << s.ToString();
+      EXPECT_NE(s.message().find("injected sync failure"), std::string::npos) << s.ToString();
+    }
+  }
+  committer.Stop();  // joins the writer: `infos` is ours to read
+  ASSERT_EQ(infos.size(), 2u);
+  EXPECT_TRUE(infos[0].ok);
+  EXPECT_FALSE(infos[1].ok);
+  EXPECT_EQ(infos[1].submissions, size_t{kThreads * kPerThread});  // one write, all merged
+  CommitStats stats = committer.stats();
+  EXPECT_EQ(stats.submissions, 1u);
+  EXPECT_EQ(stats.failed_submissions, uint64_t{kThreads * kPerThread});
+  EXPECT_EQ(stats.writes, 1u);
+}
+
+// Stop() while a failed write is being reported and more submissions wait
+// behind it: Stop returns only once every one of them has completed (with
+// the sticky error, none written), and what comes after Stop is refused with
+// kFailedPrecondition naming both the stop and the failure that preceded it.
+TEST(GroupCommitTest, StopAfterAFailureCompletesEverythingOutstandingAndRefusesLater) {
+  tipd::testing::TempDir dir;
+  FailingSyncEnv env;
+  Options o;
+  o.env = &env;
+  auto db = OpenOrDie(dir.path(), o);
+  ASSERT_NE(db, nullptr);
+  FirstBatchGate gate;
+  GroupCommitOptions options;
+  options.max_writes_per_batch = 10;
+  options.on_batch = [&](const CommitBatchInfo& info) { gate.OnBatch(info); };
+  GroupCommitter committer(db.get(), options);
+
+  env.fail_sync = true;
+  Status first;
+  committer.Submit(OnePut("first", "1"), [&](Status s) { first = s; });
+  gate.WaitEntered();          // the failed write's hook: its completion has not run
+  constexpr int kQueued = 35;  // 4 merged writes' worth; none may be written
+  std::mutex mu;
+  std::vector<Status> results;
+  for (int i = 0; i < kQueued; ++i) {
+    committer.Submit(OnePut(Key(0, i), "v"), [&](Status s) {
+      std::lock_guard<std::mutex> lock(mu);
+      results.push_back(s);
+    });
+  }
+  EXPECT_EQ(committer.outstanding(), size_t{kQueued + 1});
+  env.fail_sync = false;  // a healthy disk again changes nothing: the error is sticky
+  std::thread stopper([&] { committer.Stop(); });
+  gate.Release();
+  stopper.join();
+
+  EXPECT_EQ(first.code(), StatusCode::kIOError) << first.ToString();
+  EXPECT_EQ(committer.outstanding(), 0u);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(results.size(), size_t{kQueued});
+    for (const Status& s : results) {
+      EXPECT_EQ(s.code(), StatusCode::kIOError) << s.ToString();
+      EXPECT_EQ(s.message(), first.message());
+    }
+  }
+  CommitStats stats = committer.stats();
+  EXPECT_EQ(stats.batches, 1u);  // only the failed write reached the disk
+  EXPECT_EQ(stats.failed_submissions, uint64_t{kQueued + 1});
+  EXPECT_EQ(gate.sizes(), (std::vector<size_t>{1}));
+
+  Status late;
+  committer.Submit(OnePut("late", "x"), [&](Status s) { late = s; });
+  EXPECT_EQ(late.code(), StatusCode::kFailedPrecondition) << late.ToString();
+  EXPECT_NE(late.message().find("stopped"), std::string::npos) << late.ToString();
+  EXPECT_NE(late.message().find("injected sync failure"), std::string::npos) << late.ToString();
+  Status waited = committer.SubmitAndWait(OnePut("late", "x"));
+  EXPECT_EQ(waited.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(waited.message(), late.message());
+  EXPECT_EQ(committer.health().code(), StatusCode::kIOError);
+  committer.Stop();  // idempotent
+  EXPECT_EQ(committer.stats().batches, 1u);
 }
 
 TEST(GroupCommitTest, ObserverSeesBatchSizesAndLatency) {
