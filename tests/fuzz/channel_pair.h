@@ -3,6 +3,7 @@
 // deterministic (fixed keys, zero aux randomness), so a crash replays exactly.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -80,7 +81,8 @@ struct FuzzPair {
   // both ways, some acknowledged and some still in flight.
   static FuzzPair FromInput(FuzzInput& in) {
     const uint64_t deposit_a = in.U8() % 4 == 0 ? in.Amount() : 100 + in.U8();
-    const uint64_t deposit_b = in.U8() % 4 == 0 ? in.Amount() : in.U8();
+    uint64_t deposit_b = in.U8() % 4 == 0 ? in.Amount() : in.U8();
+    deposit_b = std::min(deposit_b, UINT64_MAX - deposit_a);  // the ledger's bound
     const uint32_t window = 1 + in.Below(4);
     const uint32_t max_tips = 1 + in.Below(4);
     FuzzPair pair(deposit_a, deposit_b, window, max_tips);

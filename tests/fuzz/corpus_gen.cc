@@ -221,6 +221,8 @@ void Envelope(const Traffic& tr, const LedgerTraffic& lt) {
   e.mutable_ping()->set_pong_bytes(16);
   put("ping", e);
   put("ping-before-init", e, true);
+  e.mutable_ping()->set_pong_bytes(4000);
+  put("ping-pong-over-frame-limit", e);
   e.mutable_ping()->set_pong_bytes(65001);
   put("ping-too-big", e);
   e.Clear();

@@ -17,9 +17,10 @@
 //    INCOMPATIBLE_VERSION; anything else but Error: INIT_REQUIRED;
 //  - after Init: a second Init: UNEXPECTED_INIT; a Ping within the Pong limit
 //    is answered with its nonce and the asked padding, above it ignored; an
-//    unsolicited Pong is ignored; an Error without channel id ends the
-//    session (kRemoteError), with one it is reported (on_error) and the
-//    session stays; every other message reaches on_message exactly once,
+//    unsolicited Pong is ignored; the Host never sends a frame over its own
+//    max_message_size (a Pong that would be is not sent); an Error without
+//    channel id ends the session (kRemoteError), with one it is reported
+//    (on_error) and the session stays; every other message reaches on_message exactly once,
 //    equal to the frame's own decoding;
 //  - every disconnect is reported once through on_disconnected, and nothing
 //    is handed to the owner after it.
@@ -30,6 +31,9 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -92,6 +96,9 @@ struct Victim {
   std::thread thread;
 
   Victim() {
+    // The Host logs every disconnect; millions of them say nothing here.
+    spdlog::register_logger(
+        std::make_shared<spdlog::logger>("p2p", std::make_shared<spdlog::sinks::null_sink_mt>()));
     p2p::HostOptions o;
     o.chain_id = kChain;
     o.handshake_timeout = std::chrono::seconds(60);
@@ -191,6 +198,7 @@ class RawPeer {
     if (!ReadAll(header)) return std::nullopt;
     auto len = transport_->DecryptLength(header);
     Require(len.ok(), "the victim's frame header decrypts");
+    Require(*len <= kMaxMessage, "the victim never sends a frame over its own limit");
     Bytes body(crypto::NoiseTransport::BodySize(*len));
     Require(ReadAll(body), "the victim's frame body arrives");
     auto plain = transport_->DecryptBody(body);
@@ -334,10 +342,11 @@ Expect Predict(const std::string& body, bool active, v1::Envelope* env) {
       return Refused(p2p::error_code::kUnexpectedInit);
     case v1::Envelope::kPing:
       if (env->ping().pong_bytes() <= p2p::kMaxPongBytes) {
-        v1::Pong pong;
-        pong.set_nonce(env->ping().nonce());
-        pong.set_padding(std::string(env->ping().pong_bytes(), '\0'));
-        e.pong = pong;
+        v1::Envelope reply;
+        reply.mutable_pong()->set_nonce(env->ping().nonce());
+        reply.mutable_pong()->set_padding(std::string(env->ping().pong_bytes(), '\0'));
+        // A Pong over the Host's own frame limit is not sent (not answered).
+        if (reply.ByteSizeLong() <= kMaxMessage) e.pong = reply.pong();
       }
       return e;
     case v1::Envelope::kPong:
@@ -420,6 +429,8 @@ void Run(const uint8_t* data, size_t size) {
         if (m.has_pong() && MessageDifferencer::Equals(m.pong(), *expect.pong)) found = true;
       }
       Require(found, "a Ping is answered with its nonce and padding");
+    } else {
+      for (const auto& m : received) Require(!m.has_pong(), "no Pong for what is not answered");
     }
   }
 

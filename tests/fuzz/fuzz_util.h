@@ -14,10 +14,16 @@
 #include <span>
 #include <string>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include "crypto/crypto.h"
 #include "util/bytes.h"
 
 namespace tipd::fuzz {
+
+// Protobuf logs every string field with invalid UTF-8 it parses; the fuzzer
+// makes millions. Silenced once per process (the parse result is what counts).
+inline const bool kProtobufLogsSilenced = (google::protobuf::SetLogHandler(nullptr), true);
 
 // Aborts with `what` unless `condition` holds: an invariant of the code under
 // test is broken. libFuzzer keeps the input as a crash artifact.

@@ -203,7 +203,7 @@ class Run {
         const ledger::Channel* ch = state_.FindChannel(id);
         const uint64_t total = ch ? ch->deposit_a + ch->deposit_b : in_.Amount();
         const uint64_t a_share =
-            in_.U8() % 4 == 0 ? in_.Amount() : (total ? in_.U64() % (total + 1) : 0);
+            in_.U8() % 4 == 0 || total == UINT64_MAX ? in_.Amount() : in_.U64() % (total + 1);
         c->set_balance_a(a_share);
         c->set_balance_b(in_.U8() % 8 == 0 ? in_.Amount() : total - a_share);
         const crypto::KeyPair* pa = &Key();
