@@ -11,10 +11,11 @@
 //  - the route-level checks of the fields (hex ids, node keys, host:port,
 //    scopes, tip content) never crash, and what they accept round-trips
 //    (a node id through its hex, a scope through its name);
-//  - a token verifies only if it is exactly what the authority issues for
-//    its claims (one text per token), and never once expired.
+//  - a token verifies only if it is what the authority issues for its
+//    claims (up to the case of its hex), and never once expired.
 #include <google/protobuf/util/message_differencer.h>
 
+#include <cctype>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -144,7 +145,11 @@ void Token(const std::string& text, uint64_t now_ms) {
             "a bad token is kInvalidArgument or kPermissionDenied");
     return;
   }
-  Require(authority.Issue(*claims) == text, "a token verifies only in its issued form");
+  // The hex is read case-insensitively (docs/api.md issues lower case), so
+  // the only other texts of a token are its case variants.
+  std::string lower = text;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  Require(authority.Issue(*claims) == lower, "a token verifies only in its issued form");
   Require(claims->expires_at_ms == 0 || claims->expires_at_ms > (now_ms >> 1),
           "an expired token never verifies");
 }
