@@ -124,6 +124,14 @@ std::string AddressKey(const asio::ip::address& a) {
   return a.to_string();
 }
 
+// The serialized size of the Envelope holding Pong{nonce, `padding` bytes}.
+size_t PongSize(uint64_t nonce, uint32_t padding) {
+  v1::Envelope env;
+  env.mutable_pong()->set_nonce(nonce);
+  env.mutable_pong()->mutable_padding()->resize(padding);
+  return env.ByteSizeLong();
+}
+
 bool IsEof(const boost::system::error_code& ec) {
   return ec == asio::error::eof || ec == asio::error::connection_reset ||
          ec == asio::error::broken_pipe;
@@ -625,7 +633,10 @@ void Host::Impl::HandleEnvelope(const PeerPtr& p, const v1::Envelope& env) {
       return;
     case v1::Envelope::kPing: {
       const v1::Ping& ping = env.ping();
-      if (ping.pong_bytes() > kMaxPongBytes) {
+      // A Pong we may not send (over kMaxPongBytes, or over our own
+      // max_message_size, which bounds what we send too) is not answered.
+      if (ping.pong_bytes() > kMaxPongBytes ||
+          PongSize(ping.nonce(), ping.pong_bytes()) > opts_.max_message_size) {
         log_->debug("{} ping asks for {} pong bytes; not answered", p->Label(), ping.pong_bytes());
         return;
       }

@@ -49,8 +49,9 @@ const char* DirectionName(Direction d);
 // The protocol_version this build speaks and the lowest one it accepts.
 inline constexpr uint32_t kProtocolVersion = 1;
 inline constexpr uint32_t kMinProtocolVersion = 1;
-// Largest Pong padding a Host will produce; a Ping asking for more is not
-// answered (as BOLT 1 does), so the pinger sees a ping timeout.
+// Largest Pong padding a Host will produce; a Ping asking for more, or for a
+// Pong larger than the Host's own max_message_size, is not answered (as BOLT 1
+// does), so the pinger sees a ping timeout.
 inline constexpr uint32_t kMaxPongBytes = 65000;
 // What one Pong costs beyond its padding when charged against the Pong budget
 // (HostOptions::pong_budget_*): a flood of padding-free Pings is not free.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds tipd, and runs every test: first a normal
 # build (warnings are errors), then again under AddressSanitizer and
-# UndefinedBehaviorSanitizer. Usage: scripts/test.sh [--no-sanitize]
+# UndefinedBehaviorSanitizer; last, a libFuzzer smoke run of every fuzz target
+# (scripts/fuzz.sh, if clang is installed). Usage: scripts/test.sh [--no-sanitize]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +30,6 @@ if [ $sanitize -eq 1 ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j "$JOBS"
 fi
+# libFuzzer smoke run (about a minute; skipped without clang): tests/fuzz/README.md.
+JOBS=$JOBS scripts/fuzz.sh
 echo "== all tests passed"

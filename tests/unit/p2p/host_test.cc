@@ -490,6 +490,31 @@ TEST_F(HostTest, ProtocolViolationsGetErrorAndDisconnect) {
   ASSERT_TRUE(RunUntil(io_, [&] { return a.messages.size() == 1; }));
 }
 
+// Found by fuzz_envelope: a Ping asking for a Pong larger than the Host's own
+// max_message_size was answered with a frame its peer (with the same limit)
+// refuses as FRAME_TOO_LARGE. Such a Ping is not answered, like one over
+// kMaxPongBytes; the session stays up.
+TEST_F(HostTest, PongOverOwnMaxMessageSizeIsNotSent) {
+  HostOptions opts;
+  opts.max_message_size = 4096;
+  TestNode a(io_, Seed(1), opts);
+  uint16_t port = a.Listen();
+  RawPeer raw(io_, port);
+  ASSERT_TRUE(raw.Handshake(a.key.public_key()));
+  raw.SendInit(kChain);
+  raw.SendPing(1, 5000);  // the Pong would be over 4096 bytes
+  raw.SendPing(2, 100);
+  std::vector<uint64_t> pongs;
+  for (int i = 0; i < 10 && pongs.size() < 1; ++i) {
+    auto env = raw.ReadEnvelope();
+    ASSERT_TRUE(env.has_value());
+    ASSERT_FALSE(env->has_error()) << env->error().code();
+    if (env->has_pong()) pongs.push_back(env->pong().nonce());
+  }
+  EXPECT_EQ(pongs, std::vector<uint64_t>{2});
+  EXPECT_TRUE(a.disconnected.empty());
+}
+
 TEST_F(HostTest, PingPongKeepsIdleConnectionOpen) {
   // The keepalive timer sends the next Ping no sooner than ping_timeout
   // after the previous one, so b receiving kPongs Pongs proves that
