@@ -248,6 +248,12 @@ struct NodeConfig {
   uint32_t max_updates_in_flight = 16;
   uint32_t max_tips_per_update = 256;
   size_t max_queued_tips = 4096;
+  // HTTP API bounds (api::RpcLimits; docs/api.md "Limits").
+  uint64_t rpc_read_timeout_ms = 15'000;
+  uint64_t rpc_write_timeout_ms = 15'000;
+  uint64_t rpc_max_connections = 256;
+  uint64_t rpc_max_event_streams = 64;
+  uint64_t rpc_max_stream_buffer = 1 << 20;
 };
 
 struct LedgerConfig {
