@@ -153,7 +153,10 @@ struct RpcServer::Shared {
   // Out of file descriptors (or memory): accepting again at once would spin,
   // so the next accept waits on this timer.
   net::steady_timer accept_retry;
-  bool accept_failing = false;  // logged once per streak of failures
+  // Out-of-descriptor failures are logged at most once per 10 s (with the
+  // count since), not once per attempt.
+  std::chrono::steady_clock::time_point accept_warned;
+  uint64_t accept_failures = 0;
 
   void Accept(const std::shared_ptr<Shared>& self);
   // Closes the connection that has waited longest for its client (a closing
@@ -724,15 +727,22 @@ void RpcServer::Shared::Accept(const std::shared_ptr<Shared>& self) {
       if (ec == net::error::operation_aborted) return;
       if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space ||
           ec == net::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system) {
-        // The connection waits in the listen backlog. Free a descriptor if
-        // an idle connection holds one, and try again shortly: accepting at
-        // once would fail again and spin.
-        if (!self->accept_failing) {
-          self->log->warn("accept failed: {} ({} connections open); retrying", ec.message(),
-                          self->connections);
+        // The connection waits in the listen backlog. If an idle connection
+        // holds a descriptor, free it and accept again at once; otherwise
+        // wait: accepting at once would fail again and spin.
+        ++self->accept_failures;
+        const auto now = std::chrono::steady_clock::now();
+        if (self->accept_warned.time_since_epoch().count() == 0 ||
+            now - self->accept_warned >= std::chrono::seconds(10)) {
+          self->log->warn(
+              "accept failed: {} ({} API connections open, {} failures); closing idle "
+              "connections, check the descriptor limit (ulimit -n) against "
+              "rpc-max-connections",
+              ec.message(), self->connections, self->accept_failures);
+          self->accept_warned = now;
+          self->accept_failures = 0;
         }
-        self->accept_failing = true;
-        self->EvictIdle();
+        if (self->EvictIdle()) return self->Accept(self);
         self->accept_retry.expires_after(std::chrono::milliseconds(50));
         self->accept_retry.async_wait([self](const beast::error_code& wec) {
           if (!wec) self->Accept(self);
@@ -741,7 +751,6 @@ void RpcServer::Shared::Accept(const std::shared_ptr<Shared>& self) {
       }
       self->log->warn("accept failed: {}", ec.message());
     } else {
-      self->accept_failing = false;
       if (self->connections >= self->limits.max_connections) self->EvictIdle();
       const bool over = self->connections >= self->limits.max_connections;
       if (over && self->connections >= 2 * self->limits.max_connections) {
