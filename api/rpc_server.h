@@ -124,7 +124,8 @@ std::string ToJson(const google::protobuf::Message& message);
 
 // A long-lived `text/event-stream` response. Writes are queued and sent in
 // order. Once the client disconnects (or Close is called, or the buffer
-// limit is hit) `closed()` turns true, later sends return false, and the
+// limit is hit, or a chunk waits longer than write_timeout; those two reset
+// the connection) `closed()` turns true, later sends return false, and the
 // on_close callback runs once (on the io thread).
 class EventStream {
  public:
