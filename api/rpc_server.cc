@@ -18,6 +18,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -135,7 +136,7 @@ class StreamImpl;
 struct RpcServer::Shared {
   Shared(net::io_context& io_in, const TokenAuthority& auth_in, const Clock& clock_in,
          RpcLimits limits_in)
-      : io(io_in), authority(auth_in), clock(clock_in), limits(limits_in) {}
+      : io(io_in), authority(auth_in), clock(clock_in), limits(limits_in), accept_retry(io_in) {}
   net::io_context& io;
   const TokenAuthority& authority;
   const Clock& clock;
@@ -145,11 +146,23 @@ struct RpcServer::Shared {
   std::vector<Route> routes;
   std::optional<tcp::acceptor> acceptor;
   bool stopped = false;
-  size_t connections = 0;
+  size_t connections = 0;  // open (not yet closed) sessions
+  size_t streams = 0;      // open event streams among them
   std::map<Session*, std::weak_ptr<Session>> sessions;
   std::shared_ptr<spdlog::logger> log = node::Logger("rpc");
+  // Out of file descriptors (or memory): accepting again at once would spin,
+  // so the next accept waits on this timer.
+  net::steady_timer accept_retry;
+  // Out-of-descriptor failures are logged at most once per 10 s (with the
+  // count since), not once per attempt.
+  std::chrono::steady_clock::time_point accept_warned;
+  uint64_t accept_failures = 0;
 
   void Accept(const std::shared_ptr<Shared>& self);
+  // Closes the connection that has waited longest for its client (a closing
+  // one first, then the oldest still reading its request); false if every
+  // connection is busy (handler running or event stream).
+  bool EvictIdle();
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -164,9 +177,14 @@ class Session : public std::enable_shared_from_this<Session> {
     ++shared_->connections;
   }
   ~Session() {
-    --shared_->connections;
+    Release();
     shared_->sessions.erase(this);
   }
+
+  // What the connection waits for; decides which one EvictIdle closes.
+  enum class Phase { kReading, kBusy, kStream, kClosing };
+  Phase phase() const { return phase_; }
+  std::chrono::steady_clock::time_point phase_since() const { return phase_since_; }
 
   void Start(bool over_limit) {
     shared_->sessions[this] = weak_from_this();
@@ -186,6 +204,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool QueueStreamWrite(std::string data);
   size_t stream_buffered_bytes() const { return sse_bytes_; }
   void Close();
+  // Closes with a reset (SO_LINGER 0): the unsent data of a client that
+  // does not read is dropped at once instead of lingering in the kernel.
+  void Abort();
   bool closed() const { return closed_; }
 
  private:
@@ -203,6 +224,16 @@ class Session : public std::enable_shared_from_this<Session> {
   void WriteNextStreamChunk();
   void WatchStreamClose();
   void RecordMetrics(int status);
+  void SetPhase(Phase p) {
+    phase_ = p;
+    phase_since_ = std::chrono::steady_clock::now();
+  }
+  // Stops counting this connection (and its event stream). Idempotent.
+  void Release() {
+    if (counted_) --shared_->connections;
+    if (stream_counted_) --shared_->streams;
+    counted_ = stream_counted_ = false;
+  }
 
   std::shared_ptr<RpcServer::Shared> shared_;
   beast::tcp_stream stream_;
@@ -220,6 +251,12 @@ class Session : public std::enable_shared_from_this<Session> {
   std::deque<std::string> sse_queue_;
   size_t sse_bytes_ = 0;
   bool sse_writing_ = false;
+  uint64_t sse_write_gen_ = 0;
+  net::steady_timer sse_timer_{stream_.get_executor()};
+  Phase phase_ = Phase::kBusy;
+  std::chrono::steady_clock::time_point phase_since_ = std::chrono::steady_clock::now();
+  bool counted_ = true;          // in shared_->connections
+  bool stream_counted_ = false;  // in shared_->streams
 };
 
 class StreamImpl final : public EventStream {
@@ -304,6 +341,7 @@ void Session::ReadHeader() {
   parser_->header_limit(static_cast<std::uint32_t>(shared_->limits.max_header_bytes));
   parser_->body_limit(shared_->limits.max_body_bytes);
   route_label_ = "unmatched";
+  SetPhase(Phase::kReading);
   stream_.expires_after(shared_->limits.read_timeout);
   http::async_read_header(
       stream_, buffer_, *parser_,
@@ -377,6 +415,7 @@ void Session::OnBody(beast::error_code ec) {
   }
   // No timeout while the handler works; the write sets its own.
   stream_.expires_never();
+  SetPhase(Phase::kBusy);
   Dispatch();
 }
 
@@ -547,6 +586,7 @@ void Session::Answer(ApiResponse r) {
 }
 
 void Session::GracefulClose() {
+  SetPhase(Phase::kClosing);
   beast::error_code ec;
   stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
   if (ec) return Close();
@@ -567,28 +607,49 @@ void Session::Drain() {
 void Session::Close() {
   if (closed_) return;
   closed_ = true;
+  Release();
   beast::error_code ec;
   stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
   stream_.socket().close(ec);
   sse_queue_.clear();
   sse_bytes_ = 0;
+  sse_timer_.cancel();
   if (sse_) {
     auto s = std::move(sse_);
     s->MarkClosed();
   }
 }
 
+void Session::Abort() {
+  if (closed_) return;
+  beast::error_code ec;
+  stream_.socket().set_option(net::socket_base::linger(true, 0), ec);
+  stream_.socket().close(ec);  // before Close's shutdown, which would send FIN
+  Close();
+}
+
 std::shared_ptr<EventStream> Session::StartStream() {
   if (closed_ || shared_->stopped) return nullptr;
+  if (shared_->streams >= shared_->limits.max_event_streams) {
+    keep_alive_ = false;
+    Answer(ApiResponse::Error(503, "unavailable",
+                              "too many event streams (" +
+                                  std::to_string(shared_->limits.max_event_streams) +
+                                  "); retry later or raise rpc-max-event-streams"));
+    return nullptr;
+  }
+  ++shared_->streams;
+  stream_counted_ = true;
+  SetPhase(Phase::kStream);
   RecordMetrics(200);
-  stream_.expires_never();
+  stream_.expires_never();  // each chunk write has its own deadline (sse_timer_)
   sse_ = std::make_shared<StreamImpl>(weak_from_this());
   auto keep = sse_;
+  WatchStreamClose();
   // No Content-Length: the body runs until the connection closes.
   QueueStreamWrite(
       "HTTP/1.1 200 OK\r\nServer: tipd\r\nContent-Type: text/event-stream\r\n"
       "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n");
-  WatchStreamClose();
   return keep;
 }
 
@@ -603,8 +664,9 @@ void Session::WatchStreamClose() {
 bool Session::QueueStreamWrite(std::string data) {
   if (closed_) return false;
   if (sse_bytes_ + data.size() > shared_->limits.max_stream_buffer_bytes) {
-    shared_->log->warn("closing event stream to {}: client reads too slowly", remote_);
-    Close();
+    shared_->log->warn("closing event stream to {}: client reads too slowly ({} bytes unsent)",
+                       remote_, sse_bytes_);
+    Abort();
     return false;
   }
   sse_bytes_ += data.size();
@@ -616,9 +678,22 @@ bool Session::QueueStreamWrite(std::string data) {
 void Session::WriteNextStreamChunk() {
   if (closed_ || sse_queue_.empty()) return;
   sse_writing_ = true;
+  // A client that does not take this chunk within write_timeout is reset.
+  // (Not the stream's own timeout: that would close without a reset and
+  // share its timer with the pending read.)
+  const uint64_t gen = ++sse_write_gen_;
+  sse_timer_.expires_after(shared_->limits.write_timeout);
+  sse_timer_.async_wait([weak = weak_from_this(), gen](const beast::error_code& ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->closed_ || !self->sse_writing_ || self->sse_write_gen_ != gen) return;
+    self->shared_->log->warn("closing event stream to {}: client took nothing for {} ms",
+                             self->remote_, self->shared_->limits.write_timeout.count());
+    self->Abort();
+  });
   net::async_write(stream_, net::buffer(sse_queue_.front()),
                    [self = shared_from_this()](beast::error_code ec, size_t) {
                      self->sse_writing_ = false;
+                     self->sse_timer_.cancel();
                      if (ec || self->closed_) return self->Close();
                      self->sse_bytes_ -= self->sse_queue_.front().size();
                      self->sse_queue_.pop_front();
@@ -650,14 +725,68 @@ void RpcServer::Shared::Accept(const std::shared_ptr<Shared>& self) {
     if (self->stopped) return;
     if (ec) {
       if (ec == net::error::operation_aborted) return;
+      if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space ||
+          ec == net::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system) {
+        // The connection waits in the listen backlog. If an idle connection
+        // holds a descriptor, free it and accept again at once; otherwise
+        // wait: accepting at once would fail again and spin.
+        ++self->accept_failures;
+        const auto now = std::chrono::steady_clock::now();
+        if (self->accept_warned.time_since_epoch().count() == 0 ||
+            now - self->accept_warned >= std::chrono::seconds(10)) {
+          self->log->warn(
+              "accept failed: {} ({} API connections open, {} failures); closing idle "
+              "connections, check the descriptor limit (ulimit -n) against "
+              "rpc-max-connections",
+              ec.message(), self->connections, self->accept_failures);
+          self->accept_warned = now;
+          self->accept_failures = 0;
+        }
+        if (self->EvictIdle()) return self->Accept(self);
+        self->accept_retry.expires_after(std::chrono::milliseconds(50));
+        self->accept_retry.async_wait([self](const beast::error_code& wec) {
+          if (!wec) self->Accept(self);
+        });
+        return;
+      }
       self->log->warn("accept failed: {}", ec.message());
     } else {
+      if (self->connections >= self->limits.max_connections) self->EvictIdle();
       const bool over = self->connections >= self->limits.max_connections;
-      auto session = std::make_shared<Session>(self, std::move(socket));
-      session->Start(over);
+      if (over && self->connections >= 2 * self->limits.max_connections) {
+        // Even the 503 answers are at their bound: drop without an answer.
+        beast::error_code cec;
+        socket.close(cec);
+      } else {
+        auto session = std::make_shared<Session>(self, std::move(socket));
+        session->Start(over);
+      }
     }
     self->Accept(self);
   });
+}
+
+bool RpcServer::Shared::EvictIdle() {
+  std::shared_ptr<Session> victim;
+  for (auto& [p, w] : sessions) {
+    auto s = w.lock();
+    if (!s || s->closed()) continue;
+    const Session::Phase ph = s->phase();
+    if (ph != Session::Phase::kClosing && ph != Session::Phase::kReading) continue;
+    if (!victim) {
+      victim = std::move(s);
+      continue;
+    }
+    const bool s_closing = ph == Session::Phase::kClosing;
+    const bool v_closing = victim->phase() == Session::Phase::kClosing;
+    if ((s_closing && !v_closing) ||
+        (s_closing == v_closing && s->phase_since() < victim->phase_since())) {
+      victim = std::move(s);
+    }
+  }
+  if (!victim) return false;
+  victim->Close();
+  return true;
 }
 
 RpcServer::RpcServer(net::io_context& io, const TokenAuthority& authority, const Clock& clock,
@@ -734,6 +863,7 @@ void RpcServer::Stop() {
     beast::error_code ec;
     shared_->acceptor->close(ec);
   }
+  shared_->accept_retry.cancel();
   std::vector<std::shared_ptr<Session>> live;
   for (auto& [p, w] : shared_->sessions) {
     if (auto s = w.lock()) live.push_back(std::move(s));

@@ -18,9 +18,11 @@
 // after Stop its calls do nothing.
 //
 // Per connection: requests are read one at a time (no pipelining overlap),
-// each within `read_timeout` (headers + body; also the keep-alive idle time),
-// else the connection is closed. While a handler has not answered, no
-// timeout applies: the handler owns that wait.
+// the header and then the body each within `read_timeout` (also the
+// keep-alive idle time), else the connection is closed. While a handler has
+// not answered, no timeout applies: the handler owns that wait. Memory per
+// connection is bounded by the header and body limits (and, for an event
+// stream, max_stream_buffer_bytes); connections by max_connections.
 #pragma once
 
 #include <chrono>
@@ -52,12 +54,24 @@ class MetricsRegistry;
 
 namespace tipd::api {
 
+// The bounds one hostile client runs into (docs/api.md, "Limits").
 struct RpcLimits {
   size_t max_body_bytes = 64 * 1024;   // larger: 413
   size_t max_header_bytes = 8 * 1024;  // larger: 431
+  // Header and body of one request must each arrive within this (a deadline
+  // from the start of the read, not an idle time: a byte every second does
+  // not extend it); also the keep-alive idle time.
   std::chrono::milliseconds read_timeout{15'000};
-  std::chrono::milliseconds write_timeout{15'000};  // one response write
-  size_t max_connections = 256;                     // more: answered 503 and closed
+  // One response write, or one event stream chunk the client must accept.
+  std::chrono::milliseconds write_timeout{15'000};
+  // Open connections. At the limit a new connection takes the place of the
+  // one that has waited longest for its request (idle keep-alive, slow
+  // header or body, or closing); only if every connection is busy (handler
+  // running or event stream) is it answered 503 and closed.
+  size_t max_connections = 256;
+  // Open event streams (GET /v1/events); more are answered 503, so streams
+  // can never take every connection.
+  size_t max_event_streams = 64;
   // An event stream whose unsent data exceeds this is closed (slow reader).
   size_t max_stream_buffer_bytes = 1 << 20;
 };
@@ -110,7 +124,8 @@ std::string ToJson(const google::protobuf::Message& message);
 
 // A long-lived `text/event-stream` response. Writes are queued and sent in
 // order. Once the client disconnects (or Close is called, or the buffer
-// limit is hit) `closed()` turns true, later sends return false, and the
+// limit is hit, or a chunk waits longer than write_timeout; those two reset
+// the connection) `closed()` turns true, later sends return false, and the
 // on_close callback runs once (on the io thread).
 class EventStream {
  public:
@@ -191,6 +206,8 @@ class RpcServer {
   // Idempotent.
   void Stop();
 
+  // Open connections (closed ones no longer count, even before their
+  // pending operations have finished).
   size_t connection_count() const;
 
   struct Shared;  // defined in rpc_server.cc

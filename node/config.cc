@@ -435,6 +435,19 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
                      "included; loopback counts too (0: no limit)"));
     s.push_back(Spec("debug-proof-log", OptionType::kPath, "",
                      "test/debug only: append every balance proof this node sends to this file"));
+    s.push_back(Spec("rpc-read-timeout", OptionType::kDurationMs, "15s",
+                     "API: an HTTP request's header, then its body, must arrive within this; "
+                     "also the keep-alive idle time"));
+    s.push_back(Spec("rpc-write-timeout", OptionType::kDurationMs, "15s",
+                     "API: a client must take a response (or an event stream chunk) within this"));
+    s.push_back(Spec("rpc-max-connections", OptionType::kUint64, "256",
+                     "API: open connections; at the limit the longest-idle one makes room, and "
+                     "if all are busy the newcomer gets 503 (1..100000)"));
+    s.push_back(Spec("rpc-max-event-streams", OptionType::kUint64, "64",
+                     "API: open GET /v1/events streams; more get 503 (1..rpc-max-connections)"));
+    s.push_back(Spec("rpc-max-stream-buffer", OptionType::kUint64, "1048576",
+                     "API: bytes an event stream may have unsent before it is closed as too slow "
+                     "(65536..1073741824)"));
     return s;
   }();
   return specs;
@@ -810,6 +823,24 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   c.max_updates_in_flight = static_cast<uint32_t>(in_flight);
   c.max_tips_per_update = static_cast<uint32_t>(per_update);
   c.max_queued_tips = static_cast<size_t>(queued);
+  TIPD_ASSIGN_OR_RETURN(c.rpc_read_timeout_ms, PositiveDuration(o, "rpc-read-timeout"));
+  TIPD_ASSIGN_OR_RETURN(c.rpc_write_timeout_ms, PositiveDuration(o, "rpc-write-timeout"));
+  c.rpc_max_connections = o.GetUint("rpc-max-connections");
+  c.rpc_max_event_streams = o.GetUint("rpc-max-event-streams");
+  c.rpc_max_stream_buffer = o.GetUint("rpc-max-stream-buffer");
+  if (c.rpc_max_connections < 1 || c.rpc_max_connections > 100'000) {
+    return Status::InvalidArgument("rpc-max-connections must be 1..100000, got " +
+                                   std::to_string(c.rpc_max_connections));
+  }
+  if (c.rpc_max_event_streams < 1 || c.rpc_max_event_streams > c.rpc_max_connections) {
+    return Status::InvalidArgument("rpc-max-event-streams must be 1..rpc-max-connections (" +
+                                   std::to_string(c.rpc_max_connections) + "), got " +
+                                   std::to_string(c.rpc_max_event_streams));
+  }
+  if (c.rpc_max_stream_buffer < 65536 || c.rpc_max_stream_buffer > (uint64_t{1} << 30)) {
+    return Status::InvalidArgument("rpc-max-stream-buffer must be 65536..1073741824, got " +
+                                   std::to_string(c.rpc_max_stream_buffer));
+  }
   return c;
 }
 

@@ -250,6 +250,12 @@ struct NodeConfig {
   size_t max_queued_tips = 4096;
   // Test/debug only: every balance proof sent is appended here (empty: off).
   std::filesystem::path debug_proof_log;
+  // HTTP API bounds (api::RpcLimits; docs/api.md "Limits").
+  uint64_t rpc_read_timeout_ms = 15'000;
+  uint64_t rpc_write_timeout_ms = 15'000;
+  uint64_t rpc_max_connections = 256;
+  uint64_t rpc_max_event_streams = 64;
+  uint64_t rpc_max_stream_buffer = 1 << 20;
 };
 
 struct LedgerConfig {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "api/auth.h"
 #include "api/events.h"
 #include "api/node_api.h"
@@ -183,13 +185,23 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
     height_gauge.Set(static_cast<double>(p.chain->height()));
     peers_gauge.Set(static_cast<double>(p.host->Peers().size()));
   });
-  p.rpc = std::make_unique<RpcServer>(p.io, *p.tokens, clock, RpcLimits{}, &p.metrics);
+  RpcLimits rpc_limits;
+  rpc_limits.read_timeout = std::chrono::milliseconds(config.rpc_read_timeout_ms);
+  rpc_limits.write_timeout = std::chrono::milliseconds(config.rpc_write_timeout_ms);
+  rpc_limits.max_connections = static_cast<size_t>(config.rpc_max_connections);
+  rpc_limits.max_event_streams = static_cast<size_t>(config.rpc_max_event_streams);
+  rpc_limits.max_stream_buffer_bytes = static_cast<size_t>(config.rpc_max_stream_buffer);
+  p.rpc = std::make_unique<RpcServer>(p.io, *p.tokens, clock, rpc_limits, &p.metrics);
   NodeServices services{
       p.io,      p.key, *p.chain,  *p.ledger,           *p.host,          *p.db,        *p.tokens,
       p.metrics, clock, *p.timers, crypto::SystemRng(), p.channels.get(), p.spend.get()};
   p.api = std::make_unique<NodeApi>(services);
   p.api->Register(*p.rpc);
-  RegisterEventRoutes(*p.rpc, *p.events);
+  api::EventRouteOptions event_options;
+  // Replay pauses well below the stream buffer bound (docs/api.md "Limits").
+  event_options.replay_high_water_bytes =
+      std::min(event_options.replay_high_water_bytes, rpc_limits.max_stream_buffer_bytes / 2);
+  RegisterEventRoutes(*p.rpc, *p.events, event_options);
 
   // Host events, routed to the follower first and then to the channels.
   p2p::Callbacks cb;

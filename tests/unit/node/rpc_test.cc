@@ -403,16 +403,88 @@ TEST_F(RpcServerTest, SlowClientTimesOut) {
   EXPECT_TRUE(idle.ReadUntilClosed());  // keep-alive idle also times out
 }
 
-TEST_F(RpcServerTest, ConnectionLimitAnswers503) {
+TEST_F(RpcServerTest, ConnectionLimitAnswers503WhenEveryConnectionIsBusy) {
   RpcLimits limits;
   limits.max_connections = 1;
   Start(limits);
   Client first(port_);
-  EXPECT_EQ(first.Do(http::verb::get, "/health").result_int(), 200);
-  Client second(port_);
+  first.WriteRaw("POST /v1/later HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    ASSERT_TRUE(cv_.wait_for(l, std::chrono::seconds(10), [&] { return !pending_.empty(); }));
+  }
+  Client second(port_);  // the only slot is busy in a handler: 503
   auto res = second.Read();
   EXPECT_EQ(res.result_int(), 503);
   EXPECT_EQ(ErrorCode(res.body()), "unavailable");
+  net::post(io_, [this] { pending_[0].Send(ApiResponse::Text(200, "text/plain", "late")); });
+  auto late = first.Read();
+  EXPECT_EQ(late.result_int(), 200);
+  EXPECT_EQ(late.body(), "late");
+}
+
+TEST_F(RpcServerTest, AtTheLimitTheLongestIdleConnectionMakesRoom) {
+  RpcLimits limits;
+  limits.max_connections = 2;
+  Start(limits);
+  Client idle(port_);  // keep-alive idle after one request
+  EXPECT_EQ(idle.Do(http::verb::get, "/health").result_int(), 200);
+  Client slow(port_);  // a header that never ends
+  slow.WriteRaw("GET /health HTTP/1.1\r\nX-Slow: a");
+  Client third(port_);  // takes the idle one's place, then the slow one's
+  EXPECT_EQ(third.Do(http::verb::get, "/health").result_int(), 200);
+  EXPECT_TRUE(idle.ReadUntilClosed());  // closed well before the 15 s read timeout
+  Client fourth(port_);
+  EXPECT_EQ(fourth.Do(http::verb::get, "/health").result_int(), 200);
+  EXPECT_TRUE(slow.ReadUntilClosed());
+}
+
+// A second stream route that takes whatever StartEventStream gives.
+class RpcStreamLimitTest : public RpcServerTest {
+ protected:
+  void AddRoutes() override {
+    server_->HandleAsync(HttpMethod::kGet, "/v1/events2", RouteAuth::Public(),
+                         [this](ApiRequest, Responder r) {
+                           auto s = r.StartEventStream();
+                           std::lock_guard<std::mutex> l(mu_);
+                           second_ = s;
+                           second_answered_ = true;
+                           cv_.notify_all();
+                         });
+  }
+  std::shared_ptr<EventStream> second_;
+  bool second_answered_ = false;
+};
+
+TEST_F(RpcStreamLimitTest, EventStreamsBeyondTheLimitAnswer503) {
+  RpcLimits limits;
+  limits.max_event_streams = 1;
+  Start(limits);
+  Client c(port_);
+  c.WriteRaw("GET /v1/events HTTP/1.1\r\nAuthorization: Bearer " + Token(kRead) + "\r\n\r\n");
+  EXPECT_EQ(c.ReadLine(), "HTTP/1.1 200 OK\r\n");
+  Client d(port_);
+  d.WriteRaw("GET /v1/events2 HTTP/1.1\r\n\r\n");
+  auto res = d.Read();
+  EXPECT_EQ(res.result_int(), 503);
+  EXPECT_NE(ErrorMessage(res.body()).find("too many event streams"), std::string::npos);
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    ASSERT_TRUE(cv_.wait_for(l, std::chrono::seconds(10), [&] { return second_answered_; }));
+    EXPECT_EQ(second_, nullptr);
+  }
+  c.Close();  // frees the slot
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    ASSERT_TRUE(cv_.wait_for(l, std::chrono::seconds(10), [&] { return stream_closed_; }));
+  }
+  Client e(port_);
+  e.WriteRaw("GET /v1/events2 HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(e.ReadLine(), "HTTP/1.1 200 OK\r\n");
+  net::post(io_, [this] {
+    std::lock_guard<std::mutex> l(mu_);
+    second_.reset();
+  });
 }
 
 TEST_F(RpcServerTest, EventStreamDeliversInOrderAndDetectsDisconnect) {
