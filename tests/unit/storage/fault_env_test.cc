@@ -306,6 +306,8 @@ TEST_F(FaultEnvTest, GroupCommitterFailsEverySubmissionOfAFailedGroup) {
     std::mutex mu;
     std::vector<Status> results(21);
     std::vector<int> calls(21, 0);
+    std::condition_variable cv;
+    int completed = 0;
     committer.Submit(MakeBatch(0, 3), [&](Status s) {
       std::lock_guard<std::mutex> lock(mu);
       results[0] = s;
@@ -317,10 +319,18 @@ TEST_F(FaultEnvTest, GroupCommitterFailsEverySubmissionOfAFailedGroup) {
         std::lock_guard<std::mutex> lock(mu);
         results[i] = s;
         ++calls[i];
+        ++completed;
+        cv.notify_all();
       });
     }
     env_.FailNth(op, 1, FileKind::kLog);
     gate.Release();
+    {
+      // The failed group has completed before the next submission, so that
+      // one cannot join it.
+      std::unique_lock<std::mutex> lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return completed == 20; }));
+    }
     // Later submissions fail with the same sticky error, without a write.
     Status after = committer.SubmitAndWait(MakeBatch(99, 3));
     committer.Stop();
