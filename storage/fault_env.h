@@ -10,10 +10,12 @@
 //   storage::Options o;
 //   o.env = &env;
 //   auto db = storage::Database::Open(dir, o);
-//   env.FailNth(storage::FaultOp::kSync, 3, storage::FileKind::kLog);  // the 3rd log sync from now
-//   env.FailFromNow(storage::FaultOp::kAppend);                         // every write, until
-//   Clear() env.SetDiskFull(true);                                              // ENOSPC on every
-//   write
+//   // the 3rd log sync from now fails:
+//   env.FailNth(storage::FaultOp::kSync, 3, storage::FileKind::kLog);
+//   // every append fails, until Clear():
+//   env.FailFromNow(storage::FaultOp::kAppend);
+//   // ENOSPC on every write, until SetDiskFull(false):
+//   env.SetDiskFull(true);
 //
 // What can fail, and how it fails:
 //  - kAppend: WritableFile::Append (data reaching the file). With `torn`, the

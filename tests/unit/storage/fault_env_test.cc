@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "storage/storage.h"
 #include "tests/support/test_support.h"
+#include "tests/unit/storage/first_batch_gate.h"
 
 namespace tipd::storage {
 namespace {
@@ -260,34 +261,6 @@ TEST_F(FaultEnvTest, OpenFailsCleanlyOnEveryManifestAndCurrentFault) {
   }
 }
 
-// Holds the committer's writer inside its first on_batch hook until Release().
-class WriterGate {
- public:
-  void OnBatch() {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (++batches_ > 1) return;
-    entered_ = true;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return released_; });
-  }
-  void WaitEntered() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return entered_; });
-  }
-  void Release() {
-    std::lock_guard<std::mutex> lock(mu_);
-    released_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int batches_ = 0;
-  bool entered_ = false;
-  bool released_ = false;
-};
-
 // Many submissions merged into one failed write all fail with its error, and
 // after reopen the group is entirely present or entirely absent.
 TEST_F(FaultEnvTest, GroupCommitterFailsEverySubmissionOfAFailedGroup) {
@@ -297,9 +270,9 @@ TEST_F(FaultEnvTest, GroupCommitterFailsEverySubmissionOfAFailedGroup) {
     auto opened = Database::Open(dir.path(), WithEnv(&env_));
     ASSERT_TRUE(opened.ok()) << opened.status().ToString();
     std::unique_ptr<Database> db = std::move(opened).value();
-    WriterGate gate;
+    FirstBatchGate gate;
     GroupCommitOptions options;
-    options.on_batch = [&gate](const CommitBatchInfo&) { gate.OnBatch(); };
+    options.on_batch = [&gate](const CommitBatchInfo& info) { gate.OnBatch(info); };
     GroupCommitter committer(db.get(), options);
     // The first write holds the writer; 20 submissions queue behind it and
     // become one merged write, which fails.

@@ -9,8 +9,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "storage/fault_env.h"
 #include "storage/storage.h"
 #include "tests/support/test_support.h"
+#include "tests/unit/storage/first_batch_gate.h"
 
 namespace tipd::storage {
 namespace {
@@ -62,40 +64,6 @@ class CompletionCounter {
   const int expected_;
   int fired_ = 0;
   int failed_ = 0;
-};
-
-// Holds the writer thread inside the on_batch hook of its first write until
-// Release(), so that everything submitted meanwhile must queue up.
-class FirstBatchGate {
- public:
-  void OnBatch(const CommitBatchInfo& info) {
-    std::unique_lock<std::mutex> lock(mu_);
-    sizes_.push_back(info.writes);
-    if (sizes_.size() > 1) return;
-    entered_ = true;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return released_; });
-  }
-  void WaitEntered() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return entered_; });
-  }
-  void Release() {
-    std::lock_guard<std::mutex> lock(mu_);
-    released_ = true;
-    cv_.notify_all();
-  }
-  std::vector<size_t> sizes() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return sizes_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool entered_ = false;
-  bool released_ = false;
-  std::vector<size_t> sizes_;
 };
 
 TEST(GroupCommitTest, ManyThreadsEveryCompletionOnceAndAllDataPersists) {
@@ -259,45 +227,9 @@ TEST(GroupCommitTest, SubmitAndWaitAndEmptyBatches) {
   EXPECT_TRUE(committer.health().ok());
 }
 
-// An Env whose files fail Sync() once `fail_sync` is set: the honest way to
-// make LevelDB's synced write fail.
-class FailingSyncEnv : public leveldb::EnvWrapper {
- public:
-  FailingSyncEnv() : EnvWrapper(leveldb::Env::Default()) {}
-  std::atomic<bool> fail_sync{false};
-
-  leveldb::Status NewWritableFile(const std::string& f, leveldb::WritableFile** r) override {
-    leveldb::Status s = target()->NewWritableFile(f, r);
-    if (s.ok()) *r = new File(*r, this);
-    return s;
-  }
-  leveldb::Status NewAppendableFile(const std::string& f, leveldb::WritableFile** r) override {
-    leveldb::Status s = target()->NewAppendableFile(f, r);
-    if (s.ok()) *r = new File(*r, this);
-    return s;
-  }
-
- private:
-  class File : public leveldb::WritableFile {
-   public:
-    File(leveldb::WritableFile* base, FailingSyncEnv* env) : base_(base), env_(env) {}
-    leveldb::Status Append(const leveldb::Slice& data) override { return base_->Append(data); }
-    leveldb::Status Close() override { return base_->Close(); }
-    leveldb::Status Flush() override { return base_->Flush(); }
-    leveldb::Status Sync() override {
-      if (env_->fail_sync) return leveldb::Status::IOError("injected sync failure");
-      return base_->Sync();
-    }
-
-   private:
-    std::unique_ptr<leveldb::WritableFile> base_;
-    FailingSyncEnv* env_;
-  };
-};
-
 TEST(GroupCommitTest, SyncFailureIsStickyAndFailsEveryLaterSubmission) {
   tipd::testing::TempDir dir;
-  FailingSyncEnv env;
+  FaultEnv env;  // storage/fault_env.h
   Options o;
   o.env = &env;
   auto db = OpenOrDie(dir.path(), o);
@@ -308,14 +240,14 @@ TEST(GroupCommitTest, SyncFailureIsStickyAndFailsEveryLaterSubmission) {
   GroupCommitter committer(db.get(), options);
 
   ASSERT_TRUE(committer.SubmitAndWait(OnePut("before", "1")).ok());
-  env.fail_sync = true;
+  env.FailFromNow(FaultOp::kSync);
   Status failed = committer.SubmitAndWait(OnePut("during", "2"));
   EXPECT_EQ(failed.code(), StatusCode::kIOError) << failed.ToString();
   EXPECT_NE(failed.message().find("injected sync failure"), std::string::npos);
   EXPECT_NE(failed.message().find(dir.path().string()), std::string::npos);
 
   // Even with the disk healthy again, nothing more is accepted.
-  env.fail_sync = false;
+  env.Clear();
   Status later = committer.SubmitAndWait(OnePut("after", "3"));
   EXPECT_EQ(later.code(), StatusCode::kIOError);
   EXPECT_EQ(later.message(), failed.message());
@@ -417,7 +349,7 @@ TEST(GroupCommitTest, CompletionsRunInSubmissionOrderAcrossThreads) {
 // one of them gets the error, none is reported durable.
 TEST(GroupCommitTest, AFailedSyncFailsEveryMergedSubmission) {
   tipd::testing::TempDir dir;
-  FailingSyncEnv env;
+  FaultEnv env;  // storage/fault_env.h
   Options o;
   o.env = &env;
   auto db = OpenOrDie(dir.path(), o);
@@ -456,7 +388,7 @@ TEST(GroupCommitTest, AFailedSyncFailsEveryMergedSubmission) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(merged.fired(), 0);
-  env.fail_sync = true;  // the next synced write fails
+  env.FailFromNow(FaultOp::kSync);  // the next synced write fails
   gate.Release();
   first.Wait();
   merged.Wait();
@@ -486,7 +418,7 @@ TEST(GroupCommitTest, AFailedSyncFailsEveryMergedSubmission) {
 // kFailedPrecondition naming both the stop and the failure that preceded it.
 TEST(GroupCommitTest, StopAfterAFailureCompletesEverythingOutstandingAndRefusesLater) {
   tipd::testing::TempDir dir;
-  FailingSyncEnv env;
+  FaultEnv env;  // storage/fault_env.h
   Options o;
   o.env = &env;
   auto db = OpenOrDie(dir.path(), o);
@@ -497,7 +429,7 @@ TEST(GroupCommitTest, StopAfterAFailureCompletesEverythingOutstandingAndRefusesL
   options.on_batch = [&](const CommitBatchInfo& info) { gate.OnBatch(info); };
   GroupCommitter committer(db.get(), options);
 
-  env.fail_sync = true;
+  env.FailFromNow(FaultOp::kSync);
   Status first;
   committer.Submit(OnePut("first", "1"), [&](Status s) { first = s; });
   gate.WaitEntered();          // the failed write's hook: its completion has not run
@@ -511,7 +443,7 @@ TEST(GroupCommitTest, StopAfterAFailureCompletesEverythingOutstandingAndRefusesL
     });
   }
   EXPECT_EQ(committer.outstanding(), size_t{kQueued + 1});
-  env.fail_sync = false;  // a healthy disk again changes nothing: the error is sticky
+  env.Clear();  // a healthy disk again changes nothing: the error is sticky
   std::thread stopper([&] { committer.Stop(); });
   gate.Release();
   stopper.join();
