@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -198,12 +199,27 @@ constexpr size_t kRssMarginKb = 256 * 1024;
 constexpr size_t kRssMarginKb = 96 * 1024;
 #endif
 
+// Appends `option` to the sanitizer options variable `var` that the nodes
+// this test starts inherit.
+void AppendSanitizerOption(const char* var, const std::string& option) {
+  const char* old = std::getenv(var);
+  std::string value = old && *old ? std::string(old) + ":" + option : option;
+  ::setenv(var, value.c_str(), 1);
+}
+
 class HostileApiTest : public ChannelFixture {
  protected:
   // A ledger, node "a" with short API bounds (plus `flags`) and node "b",
   // connected, and a channel a -> b.
   void SetUpNetwork(const std::vector<std::string>& flags = {},
                     const std::string& read_timeout = "1s") {
+#if defined(__SANITIZE_ADDRESS__)
+    // ASan keeps freed memory in a quarantine (256 MiB by default) before it
+    // reuses it; a node that churns through event buffers fills it, and its
+    // RSS would measure the quarantine, not the node. A small one keeps
+    // every check and lets RSS mean what it means in a normal build.
+    AppendSanitizerOption("ASAN_OPTIONS", "quarantine_size_mb=16");
+#endif
     InitLedger(/*block_interval_ms=*/50);
     StartLedger();
     std::vector<std::string> a_flags = {"--rpc-read-timeout", read_timeout, "--rpc-write-timeout",
@@ -501,6 +517,16 @@ TEST_F(HostileApiTest, ThousandsOfIdleConnectionsCannotLockOutHonestClients) {
 // connection limit): it neither spins on accept nor stops serving; idle
 // connections make room, and the warning is logged once, not per attempt.
 TEST_F(HostileApiTest, OutOfDescriptorsTheNodeEvictsIdleConnectionsInsteadOfSpinning) {
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizer build is ASan+UBSan. UBSan's vptr check probes memory
+  // through a pipe(2) (sanitizer_common's IsAccessibleMemoryRange); in a
+  // process out of descriptors the pipe fails, every virtual call on a
+  // protobuf message is reported as "invalid vptr" and the node halts, and
+  // such a report cannot be suppressed (it has no type to match). This test
+  // exhausts the node's descriptors on purpose, so it runs in the normal and
+  // the ThreadSanitizer builds only.
+  GTEST_SKIP() << "UBSan's vptr check needs a free descriptor in the node";
+#endif
   ASSERT_NO_FATAL_FAILURE(SetUpNetwork({"--rpc-max-connections", "1000"}, "30s"));
   ASSERT_GE(RaiseFdLimit(4096), 1024u);
   Peaks peaks(pid_);
