@@ -199,6 +199,7 @@ constexpr size_t kRssMarginKb = 256 * 1024;
 constexpr size_t kRssMarginKb = 96 * 1024;
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
 // Appends `option` to the sanitizer options variable `var` that the nodes
 // this test starts inherit.
 void AppendSanitizerOption(const char* var, const std::string& option) {
@@ -206,6 +207,7 @@ void AppendSanitizerOption(const char* var, const std::string& option) {
   std::string value = old && *old ? std::string(old) + ":" + option : option;
   ::setenv(var, value.c_str(), 1);
 }
+#endif
 
 class HostileApiTest : public ChannelFixture {
  protected:
