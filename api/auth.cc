@@ -192,6 +192,15 @@ std::string TokenAuthority::Issue(const TokenClaims& claims) const {
 }
 
 Result<TokenClaims> TokenAuthority::Verify(std::string_view token, int64_t now_ms) const {
+  TIPD_ASSIGN_OR_RETURN(TokenClaims c, VerifySignature(token));
+  if (c.ExpiredAt(now_ms)) {
+    return Status::PermissionDenied("token expired at " + std::to_string(c.expires_at_ms) +
+                                    " ms (Unix); create a new one");
+  }
+  return c;
+}
+
+Result<TokenClaims> TokenAuthority::VerifySignature(std::string_view token) const {
   if (token.substr(0, kTokenPrefix.size()) != kTokenPrefix) {
     return Status::InvalidArgument("token is malformed: it must start with \"tipd1_\"");
   }
@@ -218,10 +227,6 @@ Result<TokenClaims> TokenAuthority::Verify(std::string_view token, int64_t now_m
              static_cast<uint32_t>(p[19]) << 8 | p[20];
   c.expires_at_ms = GetU64(p + 21);
   c.daily_cap = GetU64(p + 29);
-  if (c.expires_at_ms != 0 && now_ms >= 0 && static_cast<uint64_t>(now_ms) >= c.expires_at_ms) {
-    return Status::PermissionDenied("token expired at " + std::to_string(c.expires_at_ms) +
-                                    " ms (Unix); create a new one");
-  }
   return c;
 }
 
@@ -270,13 +275,16 @@ Result<std::string> ReadTokenFile(const std::filesystem::path& path) {
 
 Result<std::string> EnsureAdminToken(const std::filesystem::path& datadir,
                                      const TokenAuthority& authority, crypto::RandomSource& rng,
-                                     int64_t now_ms) {
+                                     int64_t now_ms,
+                                     const std::function<bool(const TokenClaims&)>& usable) {
   const std::filesystem::path path = datadir / "admin.token";
   Result<std::string> existing = ReadTokenFile(path);
   if (existing.ok()) {
     Result<TokenClaims> claims = authority.Verify(*existing, now_ms);
-    if (claims.ok() && claims->Allows(Scope::kAdmin)) return existing;
-    // Issued under an older rpc.key (or edited): replace it below.
+    if (claims.ok() && claims->Allows(Scope::kAdmin) && (!usable || usable(*claims))) {
+      return existing;
+    }
+    // Issued under an older rpc.key, edited, or revoked: replace it below.
   } else if (existing.status().code() != StatusCode::kNotFound) {
     return existing.status();
   }

@@ -15,14 +15,16 @@
 // where tag = HMAC-SHA256(root_key, "tipd/rpc-token/v1" || the 37 bytes
 // before it). 144 characters in all.
 //
-// Tokens are stateless: one stays valid until it expires or the root key is
-// replaced (delete rpc.key and restart: every token, including
-// admin.token, is then reissued/invalidated).
+// A token stays valid until it expires, its record is revoked
+// (api/token_registry.h: DELETE /v1/tokens/{id}), or the root key is
+// replaced (delete rpc.key and restart: every token, including admin.token,
+// is then reissued/invalidated).
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -72,6 +74,10 @@ struct TokenClaims {
     return (scopes & (static_cast<uint32_t>(scope) | static_cast<uint32_t>(Scope::kAdmin))) != 0;
   }
   std::string IdHex() const;
+  // True once `now_ms` has reached a set expiry.
+  bool ExpiredAt(int64_t now_ms) const {
+    return expires_at_ms != 0 && now_ms >= 0 && static_cast<uint64_t>(now_ms) >= expires_at_ms;
+  }
 };
 
 // kPermissionDenied "token lacks scope 'tip' (it has: read)" unless
@@ -104,6 +110,9 @@ class TokenAuthority {
   // ("token signature does not verify") or an expired token. Compares the
   // tag in constant time.
   Result<TokenClaims> Verify(std::string_view token, int64_t now_ms) const;
+  // The same checks but the expiry: the claims of any token this authority
+  // issued (the caller compares expires_at_ms with its clock).
+  Result<TokenClaims> VerifySignature(std::string_view token) const;
 
  private:
   crypto::Key32 key_{};
@@ -119,9 +128,12 @@ Status WriteFileAtomic0600(const std::filesystem::path& path, const std::string&
 // older root key) writes a fresh admin token (no expiry, no cap) atomically
 // (temporary file, fsync, rename) and returns it. Refuses an existing file
 // group or others can access (kPermissionDenied, naming the mode).
+// `usable` (optional) may refuse a token that verifies (e.g. one whose record
+// is revoked): it is then replaced too.
 Result<std::string> EnsureAdminToken(const std::filesystem::path& datadir,
                                      const TokenAuthority& authority, crypto::RandomSource& rng,
-                                     int64_t now_ms);
+                                     int64_t now_ms,
+                                     const std::function<bool(const TokenClaims&)>& usable = {});
 // Reads a token file (admin.token) for clients such as tipctl, with the same
 // mode check. Trailing whitespace is dropped.
 Result<std::string> ReadTokenFile(const std::filesystem::path& path);

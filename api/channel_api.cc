@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "api/node_api.h"
+#include "api/token_registry.h"
 #include "tipd/api.pb.h"
 
 namespace tipd::api {
@@ -15,7 +16,7 @@ using node::TipRequestIn;
 
 namespace {
 
-// A token's daily cap as the budget a tip is charged to.
+// A token's daily cap as the budget a tip is charged to (no registry).
 class TokenCapCharge final : public TipCharge {
  public:
   TokenCapCharge(SpendLimiter& limiter, TokenClaims token) : limiter_(limiter), token_(token) {}
@@ -33,6 +34,44 @@ class TokenCapCharge final : public TipCharge {
   SpendLimiter& limiter_;
   TokenClaims token_;
   Reservation reservation_;  // released on destruction unless committed
+};
+
+// A token's record (its largest tip, channels and peers, rate) and then its
+// daily cap, checked once the manager has resolved the channel.
+class TokenRecordCharge final : public TipCharge {
+ public:
+  TokenRecordCharge(TokenRegistry& registry, TokenClaims token)
+      : registry_(registry), token_(token) {}
+  Status Reserve(uint64_t) override {
+    return Status::Internal("TokenRecordCharge is admitted with Admit");
+  }
+  std::optional<node::ChargeRefusal> Admit(const std::string& channel_id,
+                                           const crypto::PublicKey& peer,
+                                           uint64_t amount) override {
+    TokenRefusal refusal;
+    auto admitted = registry_.AdmitTip(token_, channel_id, peer.Hex(), amount, &refusal);
+    if (admitted.ok()) {
+      admission_ = std::move(*admitted);
+      return std::nullopt;
+    }
+    node::ChargeRefusal out;
+    out.kind = refusal.http_status == 429 && refusal.code == "TOKEN_RATE_LIMITED"
+                   ? node::ChargeRefusal::Kind::kRateLimited
+               : refusal.http_status == 429 ? node::ChargeRefusal::Kind::kBudget
+                                            : node::ChargeRefusal::Kind::kNotAllowed;
+    out.code = refusal.code == "SPEND_CAP_EXCEEDED" ? std::string() : refusal.code;
+    out.message = refusal.message.empty() ? admitted.status().message() : refusal.message;
+    out.retry_after_ms = refusal.retry_after_ms;
+    return out;
+  }
+  void CommitToBatch(storage::WriteBatch* batch) override {
+    if (admission_) admission_->CommitToBatch(batch);
+  }
+
+ private:
+  TokenRegistry& registry_;
+  TokenClaims token_;
+  std::unique_ptr<TokenRegistry::TipAdmission> admission_;  // gives back unless committed
 };
 
 // The one place a tip refusal becomes an HTTP status and code.
@@ -54,6 +93,10 @@ int TipRefusalStatus(TipError error) {
       return 503;
     case TipError::kInternal:
       return 500;
+    case TipError::kNotAllowed:
+      return 403;
+    case TipError::kRateLimited:
+      return 429;
   }
   return 500;
 }
@@ -67,7 +110,7 @@ Result<std::string> ParseChannelId(const std::string& hex) {
 }
 
 Result<TipRequestIn> ToTipRequest(const v1::TipRequest& in, const ApiRequest& req,
-                                  SpendLimiter& spend) {
+                                  SpendLimiter& spend, TokenRegistry* registry) {
   TipRequestIn out;
   if (in.channel_id().empty() == in.peer_node_id().empty()) {
     return Status::InvalidArgument("give exactly one of channel_id and peer_node_id");
@@ -88,22 +131,33 @@ Result<TipRequestIn> ToTipRequest(const v1::TipRequest& in, const ApiRequest& re
   out.idempotency_key = in.idempotency_key();
   // Keys belong to the token that used them.
   out.key_owner = req.token ? req.token->IdHex() : "-";
-  // Tokens with a daily cap are charged; admin tokens have none unless set.
-  if (req.token && req.token->daily_cap != 0) {
-    out.charge = std::make_shared<TokenCapCharge>(spend, *req.token);
-  }
+  if (req.token) out.charge = MakeTokenCharge(registry, spend, *req.token);
   return out;
 }
 
 ApiResponse TipAnswer(const TipOutcome& r) {
   if (r.refusal) {
-    return ApiResponse::Error(TipRefusalStatus(r.refusal->error), r.refusal->code(),
-                              r.refusal->message);
+    ApiResponse res = ApiResponse::Error(TipRefusalStatus(r.refusal->error), r.refusal->code(),
+                                         r.refusal->message);
+    if (r.refusal->retry_after_ms > 0) {
+      res.headers.emplace_back("Retry-After",
+                               std::to_string((r.refusal->retry_after_ms + 999) / 1000));
+    }
+    return res;
   }
   return ApiResponse::Json(r.response, r.acked ? 200 : 202);
 }
 
 }  // namespace
+
+std::shared_ptr<node::TipCharge> MakeTokenCharge(TokenRegistry* registry, SpendLimiter& spend,
+                                                 const TokenClaims& token) {
+  // Every token's record is checked (restrictions, rate, cap); without a
+  // registry, tokens with a daily cap are charged.
+  if (registry != nullptr) return std::make_shared<TokenRecordCharge>(*registry, token);
+  if (token.daily_cap != 0) return std::make_shared<TokenCapCharge>(spend, token);
+  return nullptr;
+}
 
 void NodeApi::RegisterChannelRoutes(RpcServer& server) {
   auto sync = [this](ApiResponse (NodeApi::*fn)(const ApiRequest&)) {
@@ -204,7 +258,7 @@ void NodeApi::SendTip(ApiRequest req, Responder responder) {
   if (Status st = ParseJson(req.body, &in); !st.ok()) {
     return responder.Send(ApiResponse::FromStatus(st));
   }
-  auto tip = ToTipRequest(in, req, *s_.spend);
+  auto tip = ToTipRequest(in, req, *s_.spend, s_.registry);
   if (!tip.ok()) return responder.Send(ApiResponse::FromStatus(tip.status()));
   s_.channels->SendTip(std::move(*tip),
                        [responder](TipOutcome r) { responder.Send(TipAnswer(r)); });
@@ -222,7 +276,7 @@ void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
   // Every tip is checked before any is queued: a bad one refuses the batch.
   std::vector<TipRequestIn> tips;
   for (int i = 0; i < in.tips_size(); ++i) {
-    auto tip = ToTipRequest(in.tips(i), req, *s_.spend);
+    auto tip = ToTipRequest(in.tips(i), req, *s_.spend, s_.registry);
     if (!tip.ok()) {
       return responder.Send(ApiResponse::Error(
           400, "invalid_argument", "tips[" + std::to_string(i) + "]: " + tip.status().message()));

@@ -80,8 +80,19 @@ void NodeApi::Register(RpcServer& server) {
                 sync(&NodeApi::ConnectPeer));
   server.Handle(HttpMethod::kGet, "/v1/ledger/blocks/{height}", RouteAuth::Needs(Scope::kRead),
                 sync(&NodeApi::GetBlock));
+  server_ = &server;
   server.Handle(HttpMethod::kPost, "/v1/tokens", RouteAuth::Needs(Scope::kAdmin),
                 sync(&NodeApi::CreateToken));
+  if (s_.registry != nullptr) {
+    server.Handle(HttpMethod::kGet, "/v1/tokens", RouteAuth::Needs(Scope::kAdmin),
+                  sync(&NodeApi::ListTokens));
+    server.Handle(HttpMethod::kDelete, "/v1/tokens/{id}", RouteAuth::Needs(Scope::kAdmin),
+                  sync(&NodeApi::RevokeToken));
+    server.Handle(HttpMethod::kGet, "/v1/tokens/self", RouteAuth::AnyToken(),
+                  sync(&NodeApi::TokenSelf));
+  }
+  server.Handle(HttpMethod::kGet, "/healthz", RouteAuth::Public(), sync(&NodeApi::Healthz));
+  server.Handle(HttpMethod::kGet, "/readyz", RouteAuth::Public(), sync(&NodeApi::Readyz));
   server.Handle(HttpMethod::kGet, "/metrics", RouteAuth::Needs(Scope::kRead),
                 sync(&NodeApi::Metrics));
   server.HandleAsync(HttpMethod::kPost, "/v1/ledger/transfer", RouteAuth::Needs(Scope::kAdmin),
@@ -196,12 +207,155 @@ ApiResponse NodeApi::CreateToken(const ApiRequest& req) {
   if (in.ttl_ms() != 0) expires = static_cast<uint64_t>(s_.clock.NowMs()) + in.ttl_ms();
   TokenClaims claims = TokenAuthority::NewClaims(scopes, expires, in.daily_spend_cap(), s_.rng);
   v1::CreateTokenResponse out;
+  if (s_.registry != nullptr) {
+    // The record is durable before the token text is handed out.
+    std::string created_by = req.token ? req.token->IdHex() : std::string(kCreatedByLegacy);
+    if (req.token && admin_token_id && req.token->id == *admin_token_id) {
+      created_by = kCreatedByAdminToken;
+    }
+    auto record = NewTokenRecord(claims, in, created_by, s_.clock.NowMs());
+    if (!record.ok()) {
+      return ApiResponse::Error(400, "INVALID_TOKEN_RESTRICTION", record.status().message());
+    }
+    if (Status st = s_.registry->Create(claims, *record); !st.ok()) {
+      return ApiResponse::FromStatus(st);
+    }
+    out.set_label(record->label());
+    out.set_max_per_tip(record->max_per_tip());
+    out.set_rate_per_minute(record->rate_per_minute());
+    *out.mutable_channels() = record->channels();
+    *out.mutable_peers() = record->peers();
+    out.set_created_by(record->created_by());
+    out.set_created_at_ms(record->created_at_ms());
+  } else if (in.max_per_tip() != 0 || in.rate_per_minute() != 0 || in.channels_size() != 0 ||
+             in.peers_size() != 0 || !in.label().empty()) {
+    return ApiResponse::Error(400, "INVALID_TOKEN_RESTRICTION",
+                              "this node keeps no token records, so it cannot restrict tokens");
+  }
   out.set_token(s_.tokens.Issue(claims));
   out.set_token_id(claims.IdHex());
   for (const std::string& name : in.scopes()) out.add_scopes(name);
   out.set_expires_at_ms(expires);
   out.set_daily_spend_cap(in.daily_spend_cap());
   return ApiResponse::Json(out, 201);
+}
+
+ApiResponse NodeApi::ListTokens(const ApiRequest&) {
+  v1::ListTokensResponse out;
+  for (v1::TokenRecord& r : s_.registry->List()) *out.add_tokens() = std::move(r);
+  return ApiResponse::Json(out);
+}
+
+ApiResponse NodeApi::RevokeToken(const ApiRequest& req) {
+  auto id = HexDecodeFixed<16>(req.params.at("id"));
+  if (!id.ok()) {
+    return ApiResponse::Error(400, "INVALID_TOKEN_ID", "a token id is 32 hex characters");
+  }
+  TokenId tid;
+  std::copy(id->begin(), id->end(), tid.begin());
+  auto force_it = req.query.find("force");
+  const bool force = force_it != req.query.end() && force_it->second == "true";
+  auto record = s_.registry->Revoke(tid, force);
+  if (!record.ok()) {
+    if (record.status().code() == StatusCode::kNotFound) {
+      return ApiResponse::Error(404, "TOKEN_NOT_FOUND", record.status().message());
+    }
+    return ApiResponse::FromStatus(record.status());
+  }
+  // Durable: now end the token's open event streams.
+  if (server_ != nullptr) {
+    const std::string message = "token " + HexEncode(tid) + " was revoked";
+    server_->EndTokenStreams(
+        [&](const TokenClaims& c) -> std::optional<std::pair<std::string, std::string>> {
+          if (c.id != tid) return std::nullopt;
+          return std::make_pair(std::string("TOKEN_REVOKED"), message);
+        });
+  }
+  v1::RevokeTokenResponse out;
+  *out.mutable_token() = std::move(*record);
+  return ApiResponse::Json(out);
+}
+
+ApiResponse NodeApi::TokenSelf(const ApiRequest& req) {
+  v1::TokenSelfResponse out;
+  auto record = s_.registry->Get(req.token->id);
+  if (!record) {
+    return ApiResponse::Error(404, "TOKEN_NOT_FOUND", "this token has no record");
+  }
+  *out.mutable_token() = std::move(*record);
+  if (req.token->daily_cap != 0 && s_.spend != nullptr) {
+    auto spent = s_.spend->SpentToday(req.token->id);
+    if (!spent.ok()) return ApiResponse::FromStatus(spent.status());
+    const uint64_t reserved = s_.spend->ReservedToday(req.token->id);
+    const uint64_t cap = req.token->daily_cap;
+    out.set_has_daily_cap(true);
+    out.set_spent_today(*spent);
+    out.set_reserved_today(reserved);
+    const uint64_t used = *spent + reserved;
+    out.set_remaining_today(used >= cap ? 0 : cap - used);
+  }
+  return ApiResponse::Json(out);
+}
+
+ApiResponse NodeApi::Healthz(const ApiRequest&) {
+  v1::HealthResponse out;
+  out.set_status("ok");
+  return ApiResponse::Json(out);
+}
+
+ApiResponse NodeApi::Readyz(const ApiRequest&) {
+  v1::ReadinessResponse out;
+  bool ready = true;
+  auto add = [&](const char* name, bool ok, std::string detail) {
+    v1::ReadinessCheck* c = out.add_checks();
+    c->set_name(name);
+    c->set_ok(ok);
+    c->set_detail(std::move(detail));
+    ready = ready && ok;
+  };
+  // Storage: a failed write makes the database (and the channels) read-only.
+  Status writable = s_.db.write_health();
+  if (writable.ok() && s_.channels && !s_.channels->health().ok()) {
+    writable = s_.channels->health();
+  }
+  add("storage", writable.ok(),
+      writable.ok() ? std::string("writable")
+                    : std::string("read-only after a failed write; see the node's log"));
+  // Ledger: following, and no more than ready_max_ledger_lag blocks behind.
+  if (s_.ledger_state) {
+    const LedgerFollowState st = s_.ledger_state();
+    const uint64_t behind = st.sequencer_height > st.height ? st.sequencer_height - st.height : 0;
+    uint64_t missed = 0;  // blocks the interval would have produced while disconnected
+    if (!st.connected && st.block_interval_ms != 0) {
+      const int64_t gone = std::max<int64_t>(0, s_.clock.NowMs() - st.disconnected_since_ms);
+      missed = static_cast<uint64_t>(gone) / st.block_interval_ms;
+    }
+    const uint64_t lag = std::max(behind, missed);
+    const std::string at = "height " + std::to_string(st.height) + ", sequencer at " +
+                           std::to_string(st.sequencer_height);
+    if (!st.halted.empty()) {
+      add("ledger", false, "stopped following the ledger at height " + std::to_string(st.height));
+    } else if (!st.synced) {
+      add("ledger", false,
+          std::string("not yet caught up with the sequencer (") +
+              (st.connected ? "connected" : "not connected") + ", " + at + ")");
+    } else if (lag > ready_max_ledger_lag) {
+      add("ledger", false,
+          (st.connected ? std::string("behind by ") + std::to_string(lag) + " blocks"
+                        : std::string("not connected for about ") + std::to_string(missed) +
+                              " block intervals") +
+              " (limit " + std::to_string(ready_max_ledger_lag) + "; " + at + ")");
+    } else {
+      add("ledger", true, std::string(st.connected ? "following" : "reconnecting") + ", " + at);
+    }
+  } else {
+    add("ledger", s_.ledger.connected(),
+        s_.ledger.connected() ? "connected" : "not connected to the sequencer");
+  }
+  // The API answers (this answer is the proof).
+  add("api", true, "serving");
+  out.set_ready(ready);
+  return ApiResponse::Json(out, ready ? 200 : 503);
 }
 
 ApiResponse NodeApi::Metrics(const ApiRequest&) {

@@ -8,11 +8,14 @@
 
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "api/auth.h"
 #include "api/rpc_server.h"
+#include "api/token_registry.h"
 #include "crypto/crypto.h"
 #include "ledger/chain.h"
 #include "ledger/link.h"
@@ -24,6 +27,17 @@
 #include "util/metrics.h"
 
 namespace tipd::api {
+
+// The ledger follower as GET /readyz sees it (ledger/client.h).
+struct LedgerFollowState {
+  bool connected = false;
+  bool synced = false;                // caught up with the sequencer at least once
+  std::string halted;                 // why following stopped for good; "" if it did not
+  uint64_t height = 0;                // this node's height
+  uint64_t sequencer_height = 0;      // the highest height the sequencer announced
+  int64_t disconnected_since_ms = 0;  // Clock ms of the last disconnect (or of start)
+  uint64_t block_interval_ms = 0;     // the genesis block interval
+};
 
 struct NodeServices {
   boost::asio::io_context& io;
@@ -39,6 +53,10 @@ struct NodeServices {
   crypto::RandomSource& rng;
   node::ChannelManager* channels = nullptr;  // channel and tip routes need it
   SpendLimiter* spend = nullptr;             // token caps charged by tips
+  TokenRegistry* registry = nullptr;         // token records; null: tokens are stateless
+  // What GET /readyz reports of the ledger follower; null: the ledger
+  // check only asks LedgerLink::connected().
+  std::function<LedgerFollowState()> ledger_state;
 };
 
 // Persistent peers added through the API survive restarts: ConnectPeer
@@ -47,6 +65,13 @@ Status SavePersistentPeer(storage::Database& db, const crypto::PublicKey& node_i
                           const std::string& address);
 Result<std::vector<std::pair<crypto::PublicKey, node::HostPort>>> LoadPersistentPeers(
     storage::Database& db);
+
+// What a tip sent on behalf of `token` is charged to: its record's
+// restrictions and daily cap (with a registry), else its cap alone; null for
+// an uncapped token without a registry. Streams and refunds sent for a token
+// use this too, so its limits hold whichever route sends the tip.
+std::shared_ptr<node::TipCharge> MakeTokenCharge(TokenRegistry* registry, SpendLimiter& spend,
+                                                 const TokenClaims& token);
 
 class NodeApi {
  public:
@@ -58,6 +83,13 @@ class NodeApi {
   // How long POST /v1/ledger/transfer waits for inclusion before answering
   // 202 with height 0 (the transfer stays pending; GET the block later).
   std::chrono::milliseconds inclusion_wait{30'000};
+  // GET /readyz fails its ledger check when the follower is more than this
+  // many blocks behind (config ready-max-ledger-lag; while disconnected, the
+  // blocks the interval would have produced since count).
+  uint64_t ready_max_ledger_lag = 10;
+  // The id of the node's admin.token: tokens it mints are recorded as
+  // created_by "admin.token".
+  std::optional<TokenId> admin_token_id;
 
  private:
   ApiResponse Info(const ApiRequest& req);
@@ -66,6 +98,11 @@ class NodeApi {
   ApiResponse ConnectPeer(const ApiRequest& req);
   ApiResponse GetBlock(const ApiRequest& req);
   ApiResponse CreateToken(const ApiRequest& req);
+  ApiResponse ListTokens(const ApiRequest& req);
+  ApiResponse RevokeToken(const ApiRequest& req);
+  ApiResponse TokenSelf(const ApiRequest& req);
+  ApiResponse Healthz(const ApiRequest& req);
+  ApiResponse Readyz(const ApiRequest& req);
   ApiResponse Metrics(const ApiRequest& req);
   void Transfer(ApiRequest req, Responder responder);
 
@@ -92,6 +129,7 @@ class NodeApi {
   std::chrono::milliseconds channel_wait{30'000};
 
   NodeServices s_;
+  RpcServer* server_ = nullptr;  // set by Register (revocation ends its streams)
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::shared_ptr<BackupJobs> backups_;  // last: joined before s_ goes
 };

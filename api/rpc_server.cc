@@ -10,6 +10,8 @@
 
 #include "api/rpc_server.h"
 
+#include "api/token_registry.h"
+
 #include <google/protobuf/message.h>
 #include <google/protobuf/util/json_util.h>
 
@@ -144,6 +146,7 @@ struct RpcServer::Shared {
   Family<Counter>* requests = nullptr;
   Family<Histogram>* durations = nullptr;
   std::vector<Route> routes;
+  TokenRegistry* registry = nullptr;
   std::optional<tcp::acceptor> acceptor;
   bool stopped = false;
   size_t connections = 0;  // open (not yet closed) sessions
@@ -204,6 +207,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool QueueStreamWrite(std::string data);
   size_t stream_buffered_bytes() const { return sse_bytes_; }
   void Close();
+  // Ends an event stream: queues `last` (a final event), refuses further
+  // sends, and closes once everything queued is written.
+  void FinishStream(std::string last);
+  const std::optional<TokenClaims>& token() const { return token_; }
   // Closes with a reset (SO_LINGER 0): the unsent data of a client that
   // does not read is dropped at once instead of lingering in the kernel.
   void Abort();
@@ -255,8 +262,10 @@ class Session : public std::enable_shared_from_this<Session> {
   net::steady_timer sse_timer_{stream_.get_executor()};
   Phase phase_ = Phase::kBusy;
   std::chrono::steady_clock::time_point phase_since_ = std::chrono::steady_clock::now();
-  bool counted_ = true;          // in shared_->connections
-  bool stream_counted_ = false;  // in shared_->streams
+  bool counted_ = true;               // in shared_->connections
+  bool stream_counted_ = false;       // in shared_->streams
+  std::optional<TokenClaims> token_;  // of the current request (kept for an event stream)
+  bool finishing_ = false;            // FinishStream: close once the queue is written
 };
 
 class StreamImpl final : public EventStream {
@@ -522,23 +531,33 @@ void Session::Dispatch() {
     } else {
       std::string_view tok = std::string_view(authz).substr(7);
       while (!tok.empty() && tok.front() == ' ') tok.remove_prefix(1);
-      Result<TokenClaims> claims = shared_->authority.Verify(tok, shared_->clock.NowMs());
+      Result<TokenClaims> claims = shared_->authority.VerifySignature(tok);
       if (!claims.ok()) {
         unauth = ApiResponse::Error(401, "unauthenticated", claims.status().message());
         failed = true;
-      } else {
-        ar.token = *claims;
+      } else if (claims->ExpiredAt(shared_->clock.NowMs())) {
+        unauth = ApiResponse::Error(401, "TOKEN_EXPIRED",
+                                    "token expired at " + std::to_string(claims->expires_at_ms) +
+                                        " ms (Unix); create a new one");
+        failed = true;
+      } else if (shared_->registry != nullptr) {
+        if (auto refused = shared_->registry->Authenticate(*claims)) {
+          unauth = ApiResponse::Error(refused->http_status, refused->code, refused->message);
+          failed = true;
+        }
       }
+      if (!failed) ar.token = *claims;
     }
     if (failed) {
       unauth.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"tipd\"");
       return Respond(std::move(unauth), false);
     }
-    Status scope = CheckScope(*ar.token, best->auth.scope);
+    Status scope = best->auth.any_scope ? Status::Ok() : CheckScope(*ar.token, best->auth.scope);
     if (!scope.ok()) {
       return Respond(ApiResponse::Error(403, "permission_denied", scope.message()), false);
     }
   }
+  token_ = ar.token;
 
   auto state = std::make_shared<Responder::State>(shared_from_this());
   Responder responder(state);
@@ -661,8 +680,19 @@ void Session::WatchStreamClose() {
                           });
 }
 
+void Session::FinishStream(std::string last) {
+  if (closed_ || finishing_ || phase_ != Phase::kStream) return;
+  QueueStreamWrite(std::move(last));
+  finishing_ = true;
+  if (sse_) {
+    auto s = std::move(sse_);
+    s->MarkClosed();  // the route stops sending; the queue still drains
+  }
+  if (!closed_ && sse_queue_.empty()) Close();
+}
+
 bool Session::QueueStreamWrite(std::string data) {
-  if (closed_) return false;
+  if (closed_ || finishing_) return false;
   if (sse_bytes_ + data.size() > shared_->limits.max_stream_buffer_bytes) {
     shared_->log->warn("closing event stream to {}: client reads too slowly ({} bytes unsent)",
                        remote_, sse_bytes_);
@@ -697,6 +727,7 @@ void Session::WriteNextStreamChunk() {
                      if (ec || self->closed_) return self->Close();
                      self->sse_bytes_ -= self->sse_queue_.front().size();
                      self->sse_queue_.pop_front();
+                     if (self->finishing_ && self->sse_queue_.empty()) return self->Close();
                      self->WriteNextStreamChunk();
                    });
 }
@@ -872,6 +903,29 @@ void RpcServer::Stop() {
 }
 
 size_t RpcServer::connection_count() const { return shared_->connections; }
+
+void RpcServer::SetTokenRegistry(TokenRegistry* registry) { shared_->registry = registry; }
+
+size_t RpcServer::EndTokenStreams(const StreamVerdict& verdict) {
+  std::vector<std::shared_ptr<Session>> live;
+  for (auto& [p, w] : shared_->sessions) {
+    auto s = w.lock();
+    if (s && !s->closed() && s->phase() == Session::Phase::kStream && s->token()) {
+      live.push_back(std::move(s));
+    }
+  }
+  size_t ended = 0;
+  for (auto& s : live) {
+    auto reason = verdict(*s->token());
+    if (!reason) continue;
+    tipd::v1::ApiError e;
+    e.set_code(reason->first);
+    e.set_message(reason->second);
+    s->FinishStream("event: error\ndata: " + ToJson(e) + "\n\n");
+    ++ended;
+  }
+  return ended;
+}
 
 // ---- requests, responses, JSON ----
 

@@ -172,9 +172,14 @@ class Responder {
 struct RouteAuth {
   static RouteAuth Public() { return RouteAuth{true, Scope::kRead}; }
   static RouteAuth Needs(Scope s) { return RouteAuth{false, s}; }
+  // Any valid token, whatever its scopes (e.g. GET /v1/tokens/self).
+  static RouteAuth AnyToken() { return RouteAuth{false, Scope::kRead, true}; }
   bool is_public = false;
   Scope scope = Scope::kRead;
+  bool any_scope = false;
 };
+
+class TokenRegistry;
 
 using SyncHandler = std::function<ApiResponse(const ApiRequest&)>;
 using AsyncHandler = std::function<void(ApiRequest request, Responder responder)>;
@@ -209,6 +214,21 @@ class RpcServer {
   // Open connections (closed ones no longer count, even before their
   // pending operations have finished).
   size_t connection_count() const;
+
+  // Token records (api/token_registry.h): with one set, every authenticated
+  // request is also checked against its token's record (401 TOKEN_REVOKED)
+  // and notes the token's use. Null (the default): tokens are checked by
+  // signature and expiry only. REQUIRES: outlives the server.
+  void SetTokenRegistry(TokenRegistry* registry);
+
+  // Ends the open event streams whose token `verdict` refuses: each gets a
+  // final `event: error` whose data is the ApiError {code, message} the
+  // verdict returns, and its connection is closed once that is written.
+  // Returns how many were ended. (A revoked token's streams end at once; the
+  // daemon also sweeps expired ones.)
+  using StreamVerdict =
+      std::function<std::optional<std::pair<std::string, std::string>>(const TokenClaims&)>;
+  size_t EndTokenStreams(const StreamVerdict& verdict);
 
   struct Shared;  // defined in rpc_server.cc
 

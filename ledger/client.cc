@@ -97,12 +97,18 @@ bool LedgerClient::OnMessage(p2p::PeerId peer, const v1::Envelope& env) {
         if (block.header().height() <= chain_.height()) continue;
         ApplyBlock(block);
       }
-      if (halted_.ok() && env.blocks().tip_height() > chain_.height()) RequestBlocks();
+      sequencer_height_ = std::max(sequencer_height_, env.blocks().tip_height());
+      if (halted_.ok() && env.blocks().tip_height() > chain_.height()) {
+        RequestBlocks();
+      } else if (halted_.ok()) {
+        synced_ = true;
+      }
       return true;
     }
     case v1::Envelope::kNewBlock: {
       const auto& block = env.new_block().block();
       uint64_t h = block.header().height();
+      sequencer_height_ = std::max(sequencer_height_, h);
       if (!halted_.ok() || h <= chain_.height()) return true;
       if (h == chain_.height() + 1 && !sync_in_flight_) {
         ApplyBlock(block);

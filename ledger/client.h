@@ -52,6 +52,12 @@ class LedgerClient final : public LedgerLink {
   uint64_t height() const { return chain_.height(); }
   // Not OK once following stopped on a bad block.
   const Status& health() const { return halted_; }
+  // The highest height the sequencer announced (a Blocks reply's tip, a
+  // pushed block); 0 until the first answer. GET /readyz compares it with
+  // height().
+  uint64_t sequencer_height() const { return sequencer_height_; }
+  // True once a Blocks reply found this node caught up (since start).
+  bool synced() const { return synced_; }
   const Chain& chain() const override { return chain_; }
 
   // LedgerLink. Submit answers kUnknown ("LEDGER_UNAVAILABLE") without a
@@ -89,6 +95,8 @@ class LedgerClient final : public LedgerLink {
   std::vector<std::function<void(const v1::Block&)>> observers_;
   std::map<AccountId, uint64_t> next_nonce_;
   Status halted_;
+  uint64_t sequencer_height_ = 0;
+  bool synced_ = false;
   std::shared_ptr<spdlog::logger> log_;
 };
 

@@ -625,8 +625,13 @@ void ChannelManager::SendTip(TipRequestIn req, TipCallback done) {
         "peer " + live->peer.Hex() + " is not connected; the tip was not sent"));
   }
   if (req.charge) {
-    if (Status s = req.charge->Reserve(req.draft.amount); !s.ok()) {
-      return done(TipOutcome::Refused(TipError::kSpendCapExceeded, s.message()));
+    if (auto refused = req.charge->Admit(live->id, live->peer, req.draft.amount)) {
+      TipError error = TipError::kSpendCapExceeded;
+      if (refused->kind == ChargeRefusal::Kind::kNotAllowed) error = TipError::kNotAllowed;
+      if (refused->kind == ChargeRefusal::Kind::kRateLimited) error = TipError::kRateLimited;
+      TipOutcome out = TipOutcome::Refused(error, refused->message, refused->code);
+      out.refusal->retry_after_ms = refused->retry_after_ms;
+      return done(std::move(out));
     }
   }
   if (req.draft.created_at_ms == 0) {

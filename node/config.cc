@@ -448,6 +448,12 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
     s.push_back(Spec("rpc-max-stream-buffer", OptionType::kUint64, "1048576",
                      "API: bytes an event stream may have unsent before it is closed as too slow "
                      "(65536..1073741824)"));
+    s.push_back(Spec("ready-max-ledger-lag", OptionType::kUint64, "10",
+                     "GET /readyz: blocks the ledger follower may be behind the sequencer (or, "
+                     "while disconnected, block intervals without contact) and still be ready"));
+    s.push_back(Spec("token-flush-interval", OptionType::kDurationMs, "5s",
+                     "API: how often token last-used times are written and expired tokens' "
+                     "event streams ended (100ms..1h)"));
     return s;
   }();
   return specs;
@@ -840,6 +846,12 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   if (c.rpc_max_stream_buffer < 65536 || c.rpc_max_stream_buffer > (uint64_t{1} << 30)) {
     return Status::InvalidArgument("rpc-max-stream-buffer must be 65536..1073741824, got " +
                                    std::to_string(c.rpc_max_stream_buffer));
+  }
+  c.ready_max_ledger_lag = o.GetUint("ready-max-ledger-lag");
+  TIPD_ASSIGN_OR_RETURN(c.token_flush_interval_ms, PositiveDuration(o, "token-flush-interval"));
+  if (c.token_flush_interval_ms < 100 || c.token_flush_interval_ms > 3'600'000) {
+    return Status::InvalidArgument("token-flush-interval must be 100ms..1h, got " +
+                                   std::to_string(c.token_flush_interval_ms) + " ms");
   }
   return c;
 }

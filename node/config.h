@@ -256,6 +256,11 @@ struct NodeConfig {
   uint64_t rpc_max_connections = 256;
   uint64_t rpc_max_event_streams = 64;
   uint64_t rpc_max_stream_buffer = 1 << 20;
+  // GET /readyz: the ledger check fails beyond this many blocks behind.
+  uint64_t ready_max_ledger_lag = 10;
+  // How often token last-used times are written (and expired tokens' event
+  // streams ended).
+  uint64_t token_flush_interval_ms = 5'000;
 };
 
 struct LedgerConfig {

@@ -8,6 +8,7 @@
 #include "api/events.h"
 #include "api/node_api.h"
 #include "api/rpc_server.h"
+#include "api/token_registry.h"
 #include "ledger/chain.h"
 #include "ledger/client.h"
 #include "ledger/genesis.h"
@@ -30,6 +31,7 @@ using api::RpcLimits;
 using api::RpcServer;
 using api::SpendLimiter;
 using api::TokenAuthority;
+using api::TokenRegistry;
 using api::WriteFileAtomic0600;
 
 namespace {
@@ -75,17 +77,43 @@ struct NodeContext::Parts {
   std::unique_ptr<EventLog> events;
   std::unique_ptr<EventLogSink> event_sink;
   std::unique_ptr<SpendLimiter> spend;
+  // Before the channels: waiting tips hold token admissions.
+  std::unique_ptr<TokenRegistry> registry;
   std::unique_ptr<ChannelManager> channels;
   std::unique_ptr<TokenAuthority> tokens;
   std::unique_ptr<RpcServer> rpc;
   std::unique_ptr<NodeApi> api;
   uint16_t p2p_port = 0;
   uint16_t rpc_port = 0;
+  // The ledger connection as GET /readyz sees it.
+  bool ledger_connected = false;
+  int64_t ledger_disconnected_since_ms = 0;
 
   explicit Parts(crypto::KeyPair k) : key(std::move(k)) {}
   ~Parts() {
-    // Everything submitted is durable before the database closes.
+    // Everything submitted is durable before the database closes, and so
+    // are the tokens' last-used times.
     if (committer) committer->Stop();
+    if (registry) {
+      Status s = registry->Flush();
+      if (!s.ok() && log) log->warn("token last-used times not written: {}", s.ToString());
+    }
+  }
+  // Every token_flush_interval: writes changed token records and ends the
+  // event streams of tokens that expired meanwhile.
+  void TokenTick() {
+    Status s = registry->Flush();
+    if (!s.ok()) log->warn("token last-used times not written: {}", s.ToString());
+    const int64_t now = clock->NowMs();
+    rpc->EndTokenStreams(
+        [now](const api::TokenClaims& c) -> std::optional<std::pair<std::string, std::string>> {
+          if (!c.ExpiredAt(now)) return std::nullopt;
+          return std::make_pair(
+              std::string("TOKEN_EXPIRED"),
+              "token expired at " + std::to_string(c.expires_at_ms) + " ms (Unix)");
+        });
+    timers->After(std::chrono::milliseconds(config.token_flush_interval_ms),
+                  [this] { TokenTick(); });
   }
 };
 
@@ -153,6 +181,7 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   TIPD_ASSIGN_OR_RETURN(p.events, EventLog::Open(p.io, p.db.get(), p.committer.get(), clock));
   p.event_sink = std::make_unique<EventLogSink>(*p.events);
   p.spend = std::make_unique<SpendLimiter>(p.db.get(), clock);
+  TIPD_ASSIGN_OR_RETURN(p.registry, TokenRegistry::Open(p.db.get(), clock, p.spend.get()));
 
   ChannelManagerOptions channel_options;
   channel_options.open.default_settle_timeout = config.settle_timeout;
@@ -175,9 +204,14 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   TIPD_ASSIGN_OR_RETURN(TokenAuthority authority,
                         TokenAuthority::LoadOrCreate(config.datadir, crypto::SystemRng()));
   p.tokens = std::make_unique<TokenAuthority>(authority);
-  TIPD_ASSIGN_OR_RETURN(std::string admin, EnsureAdminToken(config.datadir, *p.tokens,
-                                                            crypto::SystemRng(), clock.NowMs()));
-  (void)admin;
+  // A revoked admin.token is replaced at start (docs/security.md).
+  TIPD_ASSIGN_OR_RETURN(
+      std::string admin,
+      EnsureAdminToken(config.datadir, *p.tokens, crypto::SystemRng(), clock.NowMs(),
+                       [&p](const api::TokenClaims& c) { return !p.registry->IsRevoked(c.id); }));
+  TIPD_ASSIGN_OR_RETURN(api::TokenClaims admin_claims, p.tokens->Verify(admin, clock.NowMs()));
+  TIPD_RETURN_IF_ERROR(
+      p.registry->Ensure(admin_claims, api::kCreatedByAdminToken, api::kCreatedByAdminToken));
   Gauge& height_gauge =
       p.metrics.AddGauge("tipd_ledger_height", "ledger height this node followed");
   Gauge& peers_gauge = p.metrics.AddGauge("tipd_peers", "connected peers (Init done)");
@@ -192,10 +226,26 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   rpc_limits.max_event_streams = static_cast<size_t>(config.rpc_max_event_streams);
   rpc_limits.max_stream_buffer_bytes = static_cast<size_t>(config.rpc_max_stream_buffer);
   p.rpc = std::make_unique<RpcServer>(p.io, *p.tokens, clock, rpc_limits, &p.metrics);
+  p.rpc->SetTokenRegistry(p.registry.get());
   NodeServices services{
       p.io,      p.key, *p.chain,  *p.ledger,           *p.host,          *p.db,        *p.tokens,
       p.metrics, clock, *p.timers, crypto::SystemRng(), p.channels.get(), p.spend.get()};
+  services.registry = p.registry.get();
+  p.ledger_disconnected_since_ms = clock.NowMs();
+  services.ledger_state = [&p] {
+    api::LedgerFollowState st;
+    st.connected = p.ledger_connected;
+    st.synced = p.ledger->synced();
+    if (!p.ledger->health().ok()) st.halted = p.ledger->health().message();
+    st.height = p.ledger->height();
+    st.sequencer_height = p.ledger->sequencer_height();
+    st.disconnected_since_ms = p.ledger_disconnected_since_ms;
+    st.block_interval_ms = p.params.block_interval_ms;
+    return st;
+  };
   p.api = std::make_unique<NodeApi>(services);
+  p.api->ready_max_ledger_lag = config.ready_max_ledger_lag;
+  p.api->admin_token_id = admin_claims.id;
   p.api->Register(*p.rpc);
   api::EventRouteOptions event_options;
   // Replay pauses well below the stream buffer bound (docs/api.md "Limits").
@@ -206,13 +256,20 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   // Host events, routed to the follower first and then to the channels.
   p2p::Callbacks cb;
   cb.on_connected = [&p](const p2p::PeerInfo& info) {
-    if (p.ledger->OnConnected(info)) return;
+    if (p.ledger->OnConnected(info)) {
+      p.ledger_connected = true;
+      return;
+    }
     p.log->info("peer {} connected ({} {})", info.node_id.Hex(), p2p::DirectionName(info.direction),
                 info.address);
     p.channels->OnPeerConnected(info);
   };
   cb.on_disconnected = [&p](const p2p::DisconnectEvent& ev) {
-    if (p.ledger->OnDisconnected(ev)) return;
+    if (p.ledger->OnDisconnected(ev)) {
+      if (p.ledger_connected) p.ledger_disconnected_since_ms = p.clock->NowMs();
+      p.ledger_connected = p.ledger->connected();
+      return;
+    }
     if (ev.was_connected) {
       p.log->info("peer {} disconnected: {}", ev.address, ev.reason.ToString());
     }
@@ -249,6 +306,8 @@ Status NodeContext::Start() {
   }
   TIPD_ASSIGN_OR_RETURN(p.rpc_port,
                         p.rpc->Listen(NumericHost(config.rpc_listen.host), config.rpc_listen.port));
+  p.timers->After(std::chrono::milliseconds(config.token_flush_interval_ms),
+                  [&p] { p.TokenTick(); });
   // tipctl finds the API through this file (docs/operator-guide.md).
   TIPD_RETURN_IF_ERROR(WriteFileAtomic0600(
       config.datadir / "rpc.url",

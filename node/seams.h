@@ -90,6 +90,19 @@ class EventSink {
 // manager reserves only once the request is known to be new (a replay is
 // never charged), stages the spend in the batch that pays the tip, and
 // drops the charge otherwise (dropping releases a reservation).
+// Why a charge refused a tip (see TipCharge::Admit).
+struct ChargeRefusal {
+  enum class Kind {
+    kBudget,       // the budget cannot cover it (TipError::kSpendCapExceeded)
+    kNotAllowed,   // the requester may not send this tip (TipError::kNotAllowed)
+    kRateLimited,  // too many tips too fast (TipError::kRateLimited)
+  };
+  Kind kind = Kind::kBudget;
+  std::string code;  // the API's machine code; empty: the TipError's own
+  std::string message;
+  int64_t retry_after_ms = 0;  // kRateLimited: when a retry may pass
+};
+
 class TipCharge {
  public:
   virtual ~TipCharge() = default;
@@ -97,6 +110,18 @@ class TipCharge {
   virtual Status Reserve(uint64_t amount) = 0;
   // Makes the reservation spent, written with `batch`.
   virtual void CommitToBatch(storage::WriteBatch* batch) = 0;
+  // The manager's call once the channel is resolved (and the request known
+  // to be new): the requester's restrictions on this tip (a token's largest
+  // tip, its channels and peers, its rate) and then its budget. The default
+  // is Reserve alone.
+  virtual std::optional<ChargeRefusal> Admit(const std::string& channel_id,
+                                             const crypto::PublicKey& peer, uint64_t amount) {
+    (void)channel_id;
+    (void)peer;
+    Status s = Reserve(amount);
+    if (s.ok()) return std::nullopt;
+    return ChargeRefusal{ChargeRefusal::Kind::kBudget, "", s.message(), 0};
+  }
 };
 
 }  // namespace tipd::node

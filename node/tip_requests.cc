@@ -48,6 +48,10 @@ const char* TipErrorCode(TipError error) {
       return "NODE_READ_ONLY";
     case TipError::kInternal:
       return "INTERNAL";
+    case TipError::kNotAllowed:
+      return "NOT_ALLOWED";
+    case TipError::kRateLimited:
+      return "RATE_LIMITED";
   }
   return "INTERNAL";
 }

@@ -46,6 +46,8 @@ enum class TipError {
   kQueueFull,             // too many tips wait for a window slot
   kNodeReadOnly,          // a write failed: the node refuses new work
   kInternal,              // a storage error while checking the request
+  kNotAllowed,            // the requester's token may not send this tip
+  kRateLimited,           // the requester's token sent too many tips too fast
 };
 const char* TipErrorCode(TipError error);
 
@@ -54,6 +56,8 @@ struct TipRefusal {
   std::string message;
   // For kChannelRule: the channel rule's code (e.g. INSUFFICIENT_SPENDABLE).
   std::string rule_code;
+  // For kRateLimited: when a retry may pass (the API's Retry-After).
+  int64_t retry_after_ms = 0;
   // The machine code the API answers with.
   std::string code() const { return rule_code.empty() ? TipErrorCode(error) : rule_code; }
 };

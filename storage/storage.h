@@ -297,6 +297,7 @@ enum class KeyFamily : char {
   kIdempotency = 'I',     // StoredIdempotentResult: 'I' kind '/' key (node/node_api.h)
   kPeer = 'P',            // StoredPeer: 'P' node_id[33] (node/node_api.h)
   kEvent = 'E',           // StoredEvent: 'E' id[8 BE] (node/events.h), newest N kept
+  kToken = 'K',           // StoredToken: 'K' token_id[16] (api/token_registry.h)
   // Reserved for ledger/ (layout chosen there, documented in docs/storage.md).
   kBlock = 'B',         // block by height
   kTx = 'X',            // transaction by id

@@ -398,7 +398,21 @@ Status Devnet::StartAll() {
                                         n.name + " (" + n.node_id + ")");
     }
   }
-  std::cout << "devnet: " << m_.nodes.size() << " node(s) up\n";
+  // Ready: storage writable, caught up with the ledger, API serving.
+  for (size_t i = 0; i < m_.nodes.size(); ++i) {
+    std::string last;
+    for (;;) {
+      TIPD_ASSIGN_OR_RETURN(HttpResponse res, clients_[i]->Request("GET", "/readyz"));
+      if (res.status == 200) break;
+      last = res.body;
+      if (Steady::now() >= deadline) {
+        return Status::Unavailable(m_.nodes[i].name + " was not ready within " +
+                                   std::to_string(kReadyTimeout.count()) + " s: " + last);
+      }
+      if (signals_.Wait(100ms)) return Status::Unavailable("interrupted");
+    }
+  }
+  std::cout << "devnet: " << m_.nodes.size() << " node(s) up and ready\n";
   return Status::Ok();
 }
 

@@ -220,6 +220,7 @@ struct Globals {
   std::string token_file;
   std::string timeout = "60s";
   bool human = false;
+  bool token_optional = false;  // the command's route needs no token (status)
 };
 
 std::string Env(const char* name) {
@@ -276,6 +277,7 @@ Result<std::unique_ptr<HttpClient>> MakeClient(const Globals& g) {
   if (token.empty()) token = Env("TIPD_TOKEN");
   if (token.empty()) {
     auto file = ReadSmallFile(datadir / "admin.token");
+    if (!file.ok() && g.token_optional) file = std::string();
     if (!file.ok()) {
       return Status::InvalidArgument(
           "no API token: pass --token or --token-file, set TIPD_TOKEN, or point --datadir (or "
@@ -839,6 +841,18 @@ int main(int argc, char** argv) {
           ->type_name("MS");
   ttl_opt->excludes(exp_opt);
   token_create->add_option("--daily-cap", token_cap, "spending cap per UTC day (default: none)");
+  std::string token_label;
+  uint64_t token_max_per_tip = 0;
+  uint32_t token_rate = 0;
+  std::vector<std::string> token_channels, token_peers;
+  token_create->add_option("--label", token_label, "a name for people (shown by token list)");
+  token_create->add_option("--max-per-tip", token_max_per_tip,
+                           "largest single tip (default: no limit)");
+  token_create->add_option("--rate", token_rate, "tips per minute (default: no limit)");
+  token_create->add_option("--channel", token_channels, "channel ids tips may use (repeatable)")
+      ->delimiter(',');
+  token_create->add_option("--peer", token_peers, "peer node ids tips may go to (repeatable)")
+      ->delimiter(',');
   token_create->callback([&] {
     action = [&] {
       tipd::v1::CreateTokenRequest req;
@@ -850,6 +864,11 @@ int main(int argc, char** argv) {
       }
       req.set_expires_at_ms(token_expires);
       req.set_daily_spend_cap(token_cap);
+      req.set_label(token_label);
+      req.set_max_per_tip(token_max_per_tip);
+      req.set_rate_per_minute(token_rate);
+      for (const auto& c : token_channels) req.add_channels(c);
+      for (const auto& p : token_peers) req.add_peers(p);
       return run.Call(
           "POST", "/v1/tokens", ToJson(req),
           Human<tipd::v1::CreateTokenResponse>([](const tipd::v1::CreateTokenResponse& r) {
@@ -864,6 +883,88 @@ int main(int argc, char** argv) {
           }));
     };
   });
+
+  auto* token_list = token_cmd->add_subcommand(
+      "list", "every token's record: label, scopes, limits, last use (GET /v1/tokens)");
+  token_list->callback([&] {
+    action = [&] {
+      return run.Call(
+          "GET", "/v1/tokens", "",
+          Human<tipd::v1::ListTokensResponse>([](const tipd::v1::ListTokensResponse& l) {
+            std::vector<std::vector<std::string>> rows;
+            for (const auto& t : l.tokens()) {
+              std::string scopes;
+              for (const auto& sc : t.scopes()) scopes += (scopes.empty() ? "" : ",") + sc;
+              std::string limits;
+              auto add = [&](const std::string& part) {
+                limits += (limits.empty() ? "" : " ") + part;
+              };
+              if (t.daily_spend_cap() != 0) add("cap=" + std::to_string(t.daily_spend_cap()));
+              if (t.max_per_tip() != 0) add("max=" + std::to_string(t.max_per_tip()));
+              if (t.rate_per_minute() != 0) {
+                add("rate=" + std::to_string(t.rate_per_minute()) + "/min");
+              }
+              if (t.channels_size() != 0) add("channels=" + std::to_string(t.channels_size()));
+              if (t.peers_size() != 0) add("peers=" + std::to_string(t.peers_size()));
+              rows.push_back({t.token_id(), t.label().empty() ? "-" : t.label(), scopes,
+                              limits.empty() ? "-" : limits,
+                              t.expires_at_ms() == 0 ? "never" : TimeText(t.expires_at_ms()),
+                              t.last_used_ms() == 0 ? "never" : TimeText(t.last_used_ms()),
+                              t.revoked_at_ms() != 0 ? "revoked " + TimeText(t.revoked_at_ms())
+                              : t.legacy()           ? "legacy"
+                                                     : "active"});
+            }
+            PrintTable({"TOKEN ID", "LABEL", "SCOPES", "LIMITS", "EXPIRES", "LAST USED", "STATE"},
+                       rows);
+          }));
+    };
+  });
+  std::string revoke_id;
+  bool revoke_force = false;
+  auto* token_revoke = token_cmd->add_subcommand(
+      "revoke", "revoke one token at once, durably (DELETE /v1/tokens/{id})");
+  token_revoke->add_option("token_id", revoke_id, "the token's id (32 hex, from token list)")
+      ->required();
+  token_revoke->add_flag("--force", revoke_force,
+                         "record an id the node has never seen as revoked (a token minted "
+                         "before token records existed and not used since)");
+  token_revoke->callback([&] {
+    action = [&] {
+      return run.Call(
+          "DELETE", "/v1/tokens/" + UrlEncode(revoke_id) + (revoke_force ? "?force=true" : ""), "",
+          Human<tipd::v1::RevokeTokenResponse>([](const tipd::v1::RevokeTokenResponse& r) {
+            std::cout << "revoked " << r.token().token_id() << " at "
+                      << TimeText(r.token().revoked_at_ms()) << "\n";
+          }));
+    };
+  });
+
+  // ---- status ----
+  app.add_subcommand("status",
+                     "is the node ready: storage writable, ledger followed, API serving "
+                     "(GET /readyz, no token needed); exit 0 ready, 1 not ready")
+      ->callback([&] {
+        action = [&] {
+          g.token_optional = true;
+          if (int rc = run.Connect(); rc != kExitOk) return rc;
+          auto r = run.client().Request("GET", "/readyz", "");
+          if (!r.ok()) return ReportFailure(r.status());
+          tipd::v1::ReadinessResponse ready;
+          const bool parsed = FromJson(r->body, &ready);
+          if (!run.human() || !parsed) {
+            std::cout << PrettyJson(r->body) << "\n";
+          } else {
+            std::cout << (ready.ready() ? "ready" : "NOT READY") << "\n";
+            for (const auto& c : ready.checks()) {
+              std::cout << "  " << c.name() << ": " << (c.ok() ? "ok" : "FAILING") << " ("
+                        << c.detail() << ")\n";
+            }
+          }
+          if (r->status == 200 && parsed && ready.ready()) return kExitOk;
+          if (r->status != 200 && r->status != 503) return ReportApiError(*r);
+          return kExitApiError;
+        };
+      });
 
   // ---- metrics ----
   app.add_subcommand("metrics", "Prometheus metrics, raw text (GET /metrics)")->callback([&] {

@@ -482,3 +482,29 @@ TEST_F(NodeDiskFaultTest, AFailedBlockWriteShowsTheNodeReadOnly) {
 
 }  // namespace
 }  // namespace tipd::node
+
+namespace tipd::node {
+namespace {
+
+// GET /readyz (no token) reports the failed write: 503 with the storage
+// check failing, while /healthz still answers 200.
+TEST_F(NodeDiskFaultTest, ReadinessFailsItsStorageCheckOnceAWriteFailed) {
+  ASSERT_NO_FATAL_FAILURE(Start(a_, &env_));
+  const uint16_t rpc = a_.rpc;
+  ASSERT_TRUE(WaitFor([&] { return HttpRequest(rpc, "GET", "/readyz").status == 200; }))
+      << HttpRequest(rpc, "GET", "/readyz").body;
+  env_.FailFromNow(FaultOp::kSync, FileKind::kLog);
+  ASSERT_TRUE(WaitFor([&] { return HttpRequest(rpc, "GET", "/readyz").status == 503; }))
+      << HttpRequest(rpc, "GET", "/readyz").body;
+  auto ready = FromJson<v1::ReadinessResponse>(HttpRequest(rpc, "GET", "/readyz").body);
+  EXPECT_FALSE(ready.ready());
+  ASSERT_EQ(ready.checks_size(), 3);
+  EXPECT_EQ(ready.checks(0).name(), "storage");
+  EXPECT_FALSE(ready.checks(0).ok());
+  // The reason stays in the log: no paths or errors in an unauthenticated answer.
+  EXPECT_EQ(ready.checks(0).detail().find("injected"), std::string::npos);
+  EXPECT_EQ(HttpRequest(rpc, "GET", "/healthz").status, 200);
+}
+
+}  // namespace
+}  // namespace tipd::node

@@ -18,11 +18,13 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #pragma GCC diagnostic pop
+#include <atomic>
 #include <condition_variable>
 #include <future>
 #include <mutex>
 #include <thread>
 
+#include "api/token_registry.h"
 #include "storage/storage.h"
 #include "tests/support/test_support.h"
 #include "tipd/api.pb.h"
@@ -597,6 +599,166 @@ TEST(ApiResponseTest, StatusMapping) {
   EXPECT_EQ(ApiResponse::FromStatus(Status::IOError("x")).status, 500);
   EXPECT_EQ(ApiResponse::Error(404, "not_found", "m").body,
             "{\"code\":\"not_found\",\"message\":\"m\"}");
+}
+
+// Token records at the server (api/token_registry.h): revoked and expired
+// tokens get their own 401 codes, a revocation ends the token's open event
+// streams (and only its), and a rate limit hit by concurrent requests lets
+// exactly the allowed number through.
+class TokenRpcTest : public RpcServerTest {
+ protected:
+  void AddRoutes() override {
+    auto db = storage::Database::Open(dir_.path() / "db");
+    ASSERT_TRUE(db.ok());
+    db_ = std::move(*db);
+    auto reg = TokenRegistry::Open(db_.get(), clock_, nullptr);
+    ASSERT_TRUE(reg.ok());
+    registry_ = std::move(*reg);
+    server_->SetTokenRegistry(registry_.get());
+    server_->HandleAsync(HttpMethod::kGet, "/v1/streams-test", RouteAuth::Needs(Scope::kRead),
+                         [this](ApiRequest req, Responder r) {
+                           auto s = r.StartEventStream();
+                           ASSERT_NE(s, nullptr);
+                           std::lock_guard<std::mutex> l(mu_);
+                           streams_[req.token->IdHex()] = s;
+                           cv_.notify_all();
+                         });
+    server_->HandleAsync(
+        HttpMethod::kPost, "/v1/admit", RouteAuth::Needs(Scope::kTip),
+        [this](ApiRequest req, Responder r) {
+          TokenRefusal refusal;
+          auto a = registry_->AdmitTip(*req.token, std::string(32, '\1'), std::string(66, '0'), 1,
+                                       &refusal);
+          if (!a.ok()) {
+            ApiResponse res =
+                ApiResponse::Error(refusal.http_status, refusal.code, refusal.message);
+            if (refusal.retry_after_ms > 0) {
+              res.headers.emplace_back("Retry-After",
+                                       std::to_string((refusal.retry_after_ms + 999) / 1000));
+            }
+            return r.Send(res);
+          }
+          // Committed on a later turn of the loop, so admissions overlap.
+          auto held = std::make_shared<std::unique_ptr<TokenRegistry::TipAdmission>>(std::move(*a));
+          net::post(io_, [held, r] {
+            storage::WriteBatch batch;
+            (*held)->CommitToBatch(&batch);
+            r.Send(ApiResponse::Text(200, "application/json", "{}"));
+          });
+        });
+  }
+  TokenClaims Record(uint32_t scopes, uint64_t expires, uint32_t rate = 0) {
+    TokenClaims c = TokenAuthority::NewClaims(scopes, expires, 0, crypto::SystemRng());
+    v1::CreateTokenRequest req;
+    req.set_rate_per_minute(rate);
+    auto rec = NewTokenRecord(c, req, "test", clock_.NowMs());
+    EXPECT_TRUE(rec.ok());
+    EXPECT_TRUE(registry_->Create(c, *rec).ok());
+    return c;
+  }
+  void OpenStream(Client& c, const std::string& token) {
+    c.WriteRaw("GET /v1/streams-test HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
+               "\r\n\r\n");
+    EXPECT_EQ(c.ReadLine(), "HTTP/1.1 200 OK\r\n");
+    for (std::string line = c.ReadLine(); line != "\r\n"; line = c.ReadLine()) {
+    }
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<storage::Database> db_;
+  std::unique_ptr<TokenRegistry> registry_;
+  std::map<std::string, std::shared_ptr<EventStream>> streams_;
+};
+
+TEST_F(TokenRpcTest, RevokedAndExpiredTokensGetTheirOwnCodes) {
+  Start();
+  const TokenClaims keep = Record(kRead, 0);
+  const TokenClaims gone = Record(kRead, 0);
+  const TokenClaims brief = Record(kRead, clock_.NowMs() + 1000);
+  Client c(port_);
+  EXPECT_EQ(c.Do(http::verb::get, "/v1/channels/a", authority_.Issue(gone)).result_int(), 200);
+  OnIo([&] { ASSERT_TRUE(registry_->Revoke(gone.id, false).ok()); });
+  auto res = c.Do(http::verb::get, "/v1/channels/a", authority_.Issue(gone));
+  EXPECT_EQ(res.result_int(), 401);
+  EXPECT_EQ(ErrorCode(res.body()), "TOKEN_REVOKED");
+  EXPECT_EQ(c.Do(http::verb::get, "/v1/channels/a", authority_.Issue(keep)).result_int(), 200);
+  clock_.AdvanceMs(1000);
+  res = c.Do(http::verb::get, "/v1/channels/a", authority_.Issue(brief));
+  EXPECT_EQ(res.result_int(), 401);
+  EXPECT_EQ(ErrorCode(res.body()), "TOKEN_EXPIRED");
+  // A token of another node's key: the existing code, nothing recorded.
+  crypto::Key32 other;
+  other.fill(1);
+  TokenClaims foreign = TokenAuthority::NewClaims(kRead, 0, 0, crypto::SystemRng());
+  res = c.Do(http::verb::get, "/v1/channels/a", TokenAuthority(other).Issue(foreign));
+  EXPECT_EQ(res.result_int(), 401);
+  EXPECT_EQ(ErrorCode(res.body()), "unauthenticated");
+  OnIo([&] { EXPECT_FALSE(registry_->Get(foreign.id).has_value()); });
+  // Last use was noted for the token that passed.
+  OnIo([&] { EXPECT_EQ(registry_->Get(keep.id)->last_used_ms(), 1'700'000'000'000u); });
+}
+
+TEST_F(TokenRpcTest, RevocationEndsOnlyThatTokensStreamsWithAFinalErrorEvent) {
+  Start();
+  const TokenClaims a = Record(kRead, 0);
+  const TokenClaims b = Record(kRead, 0);
+  Client ca(port_), cb(port_);
+  OpenStream(ca, authority_.Issue(a));
+  OpenStream(cb, authority_.Issue(b));
+  ASSERT_TRUE(WaitFor([&] { return streams_.size() == 2; }));
+  size_t ended = 0;
+  OnIo([&] {
+    ASSERT_TRUE(registry_->Revoke(a.id, false).ok());
+    ended = server_->EndTokenStreams(
+        [&](const TokenClaims& t) -> std::optional<std::pair<std::string, std::string>> {
+          if (!registry_->IsRevoked(t.id)) return std::nullopt;
+          return std::make_pair(std::string("TOKEN_REVOKED"), std::string("revoked"));
+        });
+  });
+  EXPECT_EQ(ended, 1u);
+  EXPECT_EQ(ca.ReadLine(), "event: error\n");
+  EXPECT_EQ(ca.ReadLine(), "data: {\"code\":\"TOKEN_REVOKED\",\"message\":\"revoked\"}\n");
+  EXPECT_EQ(ca.ReadLine(), "\n");
+  std::string rest;
+  EXPECT_TRUE(ca.ReadUntilClosed(&rest));  // closed by the server, not by our timeout
+  EXPECT_EQ(rest, "");
+  OnIo([&] {
+    EXPECT_TRUE(streams_[a.IdHex()]->closed());
+    EXPECT_FALSE(streams_[a.IdHex()]->Send("1", "x", "y"));
+    EXPECT_TRUE(streams_[b.IdHex()]->Send("1", "tip_received", "{}"));
+  });
+  EXPECT_EQ(cb.ReadLine(), "id: 1\n");
+  EXPECT_EQ(cb.ReadLine(), "event: tip_received\n");
+}
+
+TEST_F(TokenRpcTest, ConcurrentRequestsPassTheRateLimitExactly) {
+  Start();
+  const TokenClaims claims = Record(kTip, 0, /*rate=*/10);
+  const std::string tok = authority_.Issue(claims);
+  std::atomic<int> ok{0}, limited{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 16; ++t) {
+    threads.emplace_back([&] {
+      Client c(port_);
+      for (int i = 0; i < 4; ++i) {
+        auto res = c.Do(http::verb::post, "/v1/admit", tok, "{}");
+        if (res.result_int() == 200) {
+          ++ok;
+        } else {
+          EXPECT_EQ(res.result_int(), 429) << res.body();
+          EXPECT_EQ(ErrorCode(res.body()), "TOKEN_RATE_LIMITED");
+          EXPECT_EQ(res[http::field::retry_after], "60");  // the clock stands still
+          ++limited;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 10);
+  EXPECT_EQ(limited.load(), 64 - 10);
+  // A minute later the window is empty again.
+  clock_.AdvanceMs(60'000);
+  Client c(port_);
+  EXPECT_EQ(c.Do(http::verb::post, "/v1/admit", tok, "{}").result_int(), 200);
 }
 
 }  // namespace
