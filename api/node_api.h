@@ -56,7 +56,7 @@ struct NodeServices {
   TokenRegistry* registry = nullptr;         // token records; null: tokens are stateless
   // What GET /readyz reports of the ledger follower; null: the ledger
   // check only asks LedgerLink::connected().
-  std::function<LedgerFollowState()> ledger_state;
+  std::function<LedgerFollowState()> ledger_state = nullptr;
 };
 
 // Persistent peers added through the API survive restarts: ConnectPeer
