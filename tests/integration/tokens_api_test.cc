@@ -329,7 +329,8 @@ TEST_F(TokensApiTest, TipctlListsAndRevokesTokensAndReportsStatus) {
   auto json = ctl({"token", "list"});
   ASSERT_EQ(json.exit_code, 0) << json;
   bool revoked = false;
-  for (const auto& r : FromJson<v1::ListTokensResponse>(json.out).tokens()) {
+  const auto listed = FromJson<v1::ListTokensResponse>(json.out);
+  for (const auto& r : listed.tokens()) {
     if (r.token_id() == tok.token_id()) revoked = r.revoked_at_ms() != 0;
   }
   EXPECT_TRUE(revoked) << json;
