@@ -256,6 +256,20 @@ struct NodeConfig {
   uint64_t rpc_max_connections = 256;
   uint64_t rpc_max_event_streams = 64;
   uint64_t rpc_max_stream_buffer = 1 << 20;
+  // Webhooks (api::WebhookOptions, api::HttpWebhookSenderOptions; docs/api.md
+  // "Webhooks").
+  uint64_t webhook_retry_for_ms = 72ULL * 3600 * 1000;
+  uint64_t webhook_retry_base_ms = 1'000;
+  uint64_t webhook_retry_cap_ms = 3'600'000;
+  uint64_t webhook_connect_timeout_ms = 10'000;
+  uint64_t webhook_timeout_ms = 15'000;
+  uint64_t webhook_max_response_bytes = 64 * 1024;
+  uint64_t webhook_max_concurrency = 8;
+  uint64_t webhook_max_endpoints = 32;
+  uint64_t webhook_max_backlog = 1'000'000;
+  bool webhook_allow_insecure_http = false;
+  bool webhook_allow_private = false;
+  std::filesystem::path webhook_ca_file;  // empty: the system CA store only
 };
 
 struct LedgerConfig {
