@@ -51,7 +51,7 @@ Result<std::optional<uint64_t>> FirstIdAtOrAfter(const storage::Database& db, ui
 
 bool IsEventType(std::string_view type) {
   return type == kEventTipReceived || type == kEventTipSent || type == kEventAck ||
-         type == kEventChannel || type == kEventPeer;
+         type == kEventChannel || type == kEventPeer || type == kEventWebhookDisabled;
 }
 
 std::string EventKey(uint64_t id) {
@@ -123,7 +123,13 @@ void EventLog::MaybePrune(storage::WriteBatch* batch) {
   ++staged_since_prune_;
   const uint64_t last = last_id();
   if (last <= options_.retain) return;
-  const uint64_t target = last - options_.retain + 1;  // the new oldest id
+  uint64_t target = last - options_.retain + 1;  // the new oldest id
+  if (hold_) {
+    // Keep what a reader still needs, up to retain + max_held ids.
+    const uint64_t kept = options_.retain + std::min(options_.max_held, last);
+    const uint64_t hard = last >= kept ? last - kept + 1 : 1;
+    target = std::max(hard, std::min(target, hold_()));
+  }
   if (first_id_ >= target) return;
   if (pruned_once_ && staged_since_prune_ < options_.prune_every) return;
   const uint64_t n = std::min(target - first_id_, options_.max_prune_per_batch);
@@ -262,7 +268,7 @@ Result<std::set<std::string>> ParseTypes(std::string_view list) {
     if (!IsEventType(item)) {
       return Status::InvalidArgument("unknown event type '" + std::string(item) +
                                      "' in types (valid: tip_received, tip_sent, ack, channel, "
-                                     "peer)");
+                                     "peer, webhook_disabled)");
     }
     types.emplace(item);
   }

@@ -69,8 +69,9 @@ inline constexpr std::string_view kEventAck = "ack";
 inline constexpr std::string_view kEventChannel = "channel";
 inline constexpr std::string_view kEventPeer = "peer";
 inline constexpr std::string_view kEventReset = "reset";
+inline constexpr std::string_view kEventWebhookDisabled = "webhook_disabled";
 
-// True for the five stored event types (not "reset").
+// True for the stored event types (not "reset").
 bool IsEventType(std::string_view type);
 
 // The LevelDB key of event `id`: 'E' id[8 BE].
@@ -86,6 +87,10 @@ struct EventLogOptions {
   // most `max_prune_per_batch` of them; the rest follow in later batches.
   uint64_t prune_every = 256;
   uint64_t max_prune_per_batch = 4096;
+  // With a retention hold (SetRetentionHold): events a reader still needs
+  // are kept beyond `retain`, but never more than `retain + max_held` ids in
+  // all; past that the oldest are pruned anyway.
+  uint64_t max_held = 1'000'000;
 };
 
 class EventLog {
@@ -154,6 +159,16 @@ class EventLog {
   void Unsubscribe(SubscriptionId id);
   size_t subscriber_count() const { return subscribers_.size(); }
 
+  // A reader that must not lose events it has not processed yet (webhook
+  // endpoints, api/webhooks.h): `oldest_needed()` returns the oldest id it
+  // still needs (UINT64_MAX: none). Pruning then stops below that id,
+  // within EventLogOptions::max_held; a reader further behind finds its
+  // cursor below first_id() and must say so. Called on the io thread
+  // whenever a prune is due. Replaces an earlier hold; {} removes it.
+  void SetRetentionHold(std::function<uint64_t()> oldest_needed) {
+    hold_ = std::move(oldest_needed);
+  }
+
   boost::asio::io_context& io() const { return io_; }
   const Clock& clock() const { return clock_; }
 
@@ -190,6 +205,7 @@ class EventLog {
   bool pruned_once_ = false;
   std::map<uint64_t, Pending> pending_;  // staged ids above published_id_
   bool draining_ = false;
+  std::function<uint64_t()> hold_;
 
   std::map<SubscriptionId, std::shared_ptr<Subscriber>> subscribers_;
   SubscriptionId next_subscription_ = 1;

@@ -454,6 +454,35 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
     s.push_back(Spec("token-flush-interval", OptionType::kDurationMs, "5s",
                      "API: how often token last-used times are written and expired tokens' "
                      "event streams ended (100ms..1h)"));
+    s.push_back(Spec("webhook-retry-for", OptionType::kDurationMs, "72h",
+                     "webhooks: an endpoint failing this long is disabled"));
+    s.push_back(Spec("webhook-retry-base", OptionType::kDurationMs, "1s",
+                     "webhooks: shortest wait before a retry; the n-th waits a random time up "
+                     "to base * 2^(n-1), capped by webhook-retry-cap"));
+    s.push_back(Spec("webhook-retry-cap", OptionType::kDurationMs, "1h",
+                     "webhooks: longest wait between two attempts"));
+    s.push_back(Spec("webhook-connect-timeout", OptionType::kDurationMs, "10s",
+                     "webhooks: DNS lookup and TCP connect of one delivery"));
+    s.push_back(Spec("webhook-timeout", OptionType::kDurationMs, "15s",
+                     "webhooks: TLS handshake, request and the whole answer of one delivery"));
+    s.push_back(Spec("webhook-max-response-bytes", OptionType::kUint64, "65536",
+                     "webhooks: response body bytes read; the rest is cut off (1024..16777216)"));
+    s.push_back(Spec("webhook-max-concurrency", OptionType::kUint64, "8",
+                     "webhooks: deliveries in flight, all endpoints together (1..1024); each "
+                     "endpoint has at most one"));
+    s.push_back(Spec("webhook-max-endpoints", OptionType::kUint64, "32",
+                     "webhooks: endpoints this node accepts (1..10000)"));
+    s.push_back(Spec("webhook-max-backlog", OptionType::kUint64, "1000000",
+                     "webhooks: events kept beyond the event log's retention for enabled "
+                     "endpoints that have not received them; an endpoint further behind is "
+                     "disabled"));
+    s.push_back(Spec("webhook-allow-insecure-http", OptionType::kBool, "false",
+                     "webhooks: allow http:// to non-loopback hosts for webhooks created with "
+                     "allow_insecure_http"));
+    s.push_back(Spec("webhook-allow-private", OptionType::kBool, "false",
+                     "webhooks: allow private, link-local and metadata addresses"));
+    s.push_back(Spec("webhook-ca-file", OptionType::kPath, "",
+                     "webhooks: PEM file of CA certificates trusted besides the system store"));
     return s;
   }();
   return specs;
@@ -853,6 +882,34 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
     return Status::InvalidArgument("token-flush-interval must be 100ms..1h, got " +
                                    std::to_string(c.token_flush_interval_ms) + " ms");
   }
+  TIPD_ASSIGN_OR_RETURN(c.webhook_retry_for_ms, PositiveDuration(o, "webhook-retry-for"));
+  TIPD_ASSIGN_OR_RETURN(c.webhook_retry_base_ms, PositiveDuration(o, "webhook-retry-base"));
+  TIPD_ASSIGN_OR_RETURN(c.webhook_retry_cap_ms, PositiveDuration(o, "webhook-retry-cap"));
+  TIPD_ASSIGN_OR_RETURN(c.webhook_connect_timeout_ms,
+                        PositiveDuration(o, "webhook-connect-timeout"));
+  TIPD_ASSIGN_OR_RETURN(c.webhook_timeout_ms, PositiveDuration(o, "webhook-timeout"));
+  if (c.webhook_retry_cap_ms < c.webhook_retry_base_ms) {
+    return Status::InvalidArgument("webhook-retry-cap must be at least webhook-retry-base");
+  }
+  c.webhook_max_response_bytes = o.GetUint("webhook-max-response-bytes");
+  if (c.webhook_max_response_bytes < 1024 || c.webhook_max_response_bytes > (1u << 24)) {
+    return Status::InvalidArgument("webhook-max-response-bytes must be 1024..16777216, got " +
+                                   std::to_string(c.webhook_max_response_bytes));
+  }
+  c.webhook_max_concurrency = o.GetUint("webhook-max-concurrency");
+  if (c.webhook_max_concurrency < 1 || c.webhook_max_concurrency > 1024) {
+    return Status::InvalidArgument("webhook-max-concurrency must be 1..1024, got " +
+                                   std::to_string(c.webhook_max_concurrency));
+  }
+  c.webhook_max_endpoints = o.GetUint("webhook-max-endpoints");
+  if (c.webhook_max_endpoints < 1 || c.webhook_max_endpoints > 10'000) {
+    return Status::InvalidArgument("webhook-max-endpoints must be 1..10000, got " +
+                                   std::to_string(c.webhook_max_endpoints));
+  }
+  c.webhook_max_backlog = o.GetUint("webhook-max-backlog");
+  c.webhook_allow_insecure_http = o.GetBool("webhook-allow-insecure-http");
+  c.webhook_allow_private = o.GetBool("webhook-allow-private");
+  if (o.Has("webhook-ca-file")) c.webhook_ca_file = o.GetString("webhook-ca-file");
   return c;
 }
 

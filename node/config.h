@@ -261,6 +261,20 @@ struct NodeConfig {
   // How often token last-used times are written (and expired tokens' event
   // streams ended).
   uint64_t token_flush_interval_ms = 5'000;
+  // Webhooks (api::WebhookOptions, api::HttpWebhookSenderOptions; docs/api.md
+  // "Webhooks").
+  uint64_t webhook_retry_for_ms = 72ULL * 3600 * 1000;
+  uint64_t webhook_retry_base_ms = 1'000;
+  uint64_t webhook_retry_cap_ms = 3'600'000;
+  uint64_t webhook_connect_timeout_ms = 10'000;
+  uint64_t webhook_timeout_ms = 15'000;
+  uint64_t webhook_max_response_bytes = 64 * 1024;
+  uint64_t webhook_max_concurrency = 8;
+  uint64_t webhook_max_endpoints = 32;
+  uint64_t webhook_max_backlog = 1'000'000;
+  bool webhook_allow_insecure_http = false;
+  bool webhook_allow_private = false;
+  std::filesystem::path webhook_ca_file;  // empty: the system CA store only
 };
 
 struct LedgerConfig {

@@ -9,6 +9,7 @@
 #include "api/node_api.h"
 #include "api/rpc_server.h"
 #include "api/token_registry.h"
+#include "api/webhooks.h"
 #include "ledger/chain.h"
 #include "ledger/client.h"
 #include "ledger/genesis.h"
@@ -81,6 +82,8 @@ struct NodeContext::Parts {
   std::unique_ptr<TokenRegistry> registry;
   std::unique_ptr<ChannelManager> channels;
   std::unique_ptr<TokenAuthority> tokens;
+  std::unique_ptr<api::HttpWebhookSender> webhook_sender;
+  std::unique_ptr<api::WebhookDispatcher> webhooks;
   std::unique_ptr<RpcServer> rpc;
   std::unique_ptr<NodeApi> api;
   uint16_t p2p_port = 0;
@@ -178,7 +181,10 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
     sync_latency.Observe(std::chrono::duration<double>(info.sync_latency).count());
   };
   p.committer = std::make_unique<storage::GroupCommitter>(p.db.get(), commit_options);
-  TIPD_ASSIGN_OR_RETURN(p.events, EventLog::Open(p.io, p.db.get(), p.committer.get(), clock));
+  api::EventLogOptions event_log_options;
+  event_log_options.max_held = config.webhook_max_backlog;
+  TIPD_ASSIGN_OR_RETURN(
+      p.events, EventLog::Open(p.io, p.db.get(), p.committer.get(), clock, event_log_options));
   p.event_sink = std::make_unique<EventLogSink>(*p.events);
   p.spend = std::make_unique<SpendLimiter>(p.db.get(), clock);
   TIPD_ASSIGN_OR_RETURN(p.registry, TokenRegistry::Open(p.db.get(), clock, p.spend.get()));
@@ -225,6 +231,25 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   rpc_limits.max_connections = static_cast<size_t>(config.rpc_max_connections);
   rpc_limits.max_event_streams = static_cast<size_t>(config.rpc_max_event_streams);
   rpc_limits.max_stream_buffer_bytes = static_cast<size_t>(config.rpc_max_stream_buffer);
+  // Webhooks: signed deliveries of the event log (api/webhooks.h).
+  api::HttpWebhookSenderOptions sender_options;
+  sender_options.connect_timeout = std::chrono::milliseconds(config.webhook_connect_timeout_ms);
+  sender_options.response_timeout = std::chrono::milliseconds(config.webhook_timeout_ms);
+  sender_options.max_response_bytes = static_cast<size_t>(config.webhook_max_response_bytes);
+  sender_options.allow_private = config.webhook_allow_private;
+  sender_options.ca_file = config.webhook_ca_file;
+  TIPD_ASSIGN_OR_RETURN(p.webhook_sender, api::HttpWebhookSender::Create(p.io, sender_options));
+  api::WebhookOptions webhook_options;
+  webhook_options.retry_for = std::chrono::milliseconds(config.webhook_retry_for_ms);
+  webhook_options.retry_base = std::chrono::milliseconds(config.webhook_retry_base_ms);
+  webhook_options.retry_cap = std::chrono::milliseconds(config.webhook_retry_cap_ms);
+  webhook_options.max_concurrent = static_cast<size_t>(config.webhook_max_concurrency);
+  webhook_options.max_endpoints = static_cast<size_t>(config.webhook_max_endpoints);
+  webhook_options.allow_insecure_http = config.webhook_allow_insecure_http;
+  TIPD_ASSIGN_OR_RETURN(
+      p.webhooks, api::WebhookDispatcher::Open(p.io, p.db.get(), p.committer.get(), p.events.get(),
+                                               p.webhook_sender.get(), clock, *p.timers,
+                                               crypto::SystemRng(), webhook_options, &p.metrics));
   p.rpc = std::make_unique<RpcServer>(p.io, *p.tokens, clock, rpc_limits, &p.metrics);
   p.rpc->SetTokenRegistry(p.registry.get());
   NodeServices services{
@@ -252,6 +277,12 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   event_options.replay_high_water_bytes =
       std::min(event_options.replay_high_water_bytes, rpc_limits.max_stream_buffer_bytes / 2);
   RegisterEventRoutes(*p.rpc, *p.events, event_options);
+  api::HttpWebhookSender* sender = p.webhook_sender.get();
+  p.webhooks->RegisterRoutes(
+      *p.rpc, [sender](const api::WebhookUrl& url, bool allow_insecure_http,
+                       std::function<void(std::optional<api::WebhookUrlError>)> done) {
+        sender->CheckUrl(url, allow_insecure_http, std::move(done));
+      });
 
   // Host events, routed to the follower first and then to the channels.
   p2p::Callbacks cb;

@@ -4,7 +4,8 @@
 //
 //   key, genesis -> database -> chain -> io_context, timers, p2p host
 //     -> ledger follower (LedgerLink) -> group committer -> event log
-//     -> spend caps -> channel manager -> tokens -> metrics -> RPC server
+//     -> spend caps -> channel manager -> tokens -> metrics -> webhooks
+//     -> RPC server
 //
 // `tipd node` (daemons.cc) parses options, takes the data dir's lock, starts
 // logging, and then only Creates, Starts and runs one of these. Tests build

@@ -11,6 +11,8 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format curl procps
+  # The webhook TLS test makes its CA and server certificate with the CLI.
+  openssl
   # libFuzzer targets (scripts/fuzz.sh): clang and its sanitizer/fuzzer runtimes.
   clang libclang-rt-dev
 )

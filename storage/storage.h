@@ -288,16 +288,18 @@ class GroupCommitter {
 // order. The full layout is in docs/storage.md.
 
 enum class KeyFamily : char {
-  kMeta = 'M',            // node metadata: 'M' name
-  kChannel = 'C',         // StoredChannel: 'C' channel_id[32]
-  kDirection = 'D',       // StoredDirection: 'D' channel_id[32] direction[1]
-  kTip = 'T',             // StoredTip: 'T' channel_id[32] direction[1] index[8 BE]
-  kReceipt = 'R',         // StoredReceipt: 'R' channel_id[32] direction[1] (node/channel_db.h)
-  kOutgoingUpdate = 'O',  // StoredOutgoingUpdate: 'O' channel_id[32] nonce[8 BE]
-  kIdempotency = 'I',     // StoredIdempotentResult: 'I' kind '/' key (node/node_api.h)
-  kPeer = 'P',            // StoredPeer: 'P' node_id[33] (node/node_api.h)
-  kEvent = 'E',           // StoredEvent: 'E' id[8 BE] (node/events.h), newest N kept
+  kMeta = 'M',             // node metadata: 'M' name
+  kChannel = 'C',          // StoredChannel: 'C' channel_id[32]
+  kDirection = 'D',        // StoredDirection: 'D' channel_id[32] direction[1]
+  kTip = 'T',              // StoredTip: 'T' channel_id[32] direction[1] index[8 BE]
+  kReceipt = 'R',          // StoredReceipt: 'R' channel_id[32] direction[1] (node/channel_db.h)
+  kOutgoingUpdate = 'O',   // StoredOutgoingUpdate: 'O' channel_id[32] nonce[8 BE]
+  kIdempotency = 'I',      // StoredIdempotentResult: 'I' kind '/' key (node/node_api.h)
+  kPeer = 'P',             // StoredPeer: 'P' node_id[33] (node/node_api.h)
+  kEvent = 'E',            // StoredEvent: 'E' id[8 BE] (node/events.h), newest N kept
   kToken = 'K',           // StoredToken: 'K' token_id[16] (api/token_registry.h)
+  kWebhook = 'W',          // StoredWebhook: 'W' webhook_id[16] (api/webhooks.h)
+  kWebhookDelivery = 'V',  // StoredWebhookDelivery: 'V' webhook_id[16] seq[8 BE]
   // Reserved for ledger/ (layout chosen there, documented in docs/storage.md).
   kBlock = 'B',         // block by height
   kTx = 'X',            // transaction by id
