@@ -8,6 +8,7 @@
 #include "api/events.h"
 #include "api/node_api.h"
 #include "api/rpc_server.h"
+#include "dashboard/dashboard.h"
 #include "ledger/chain.h"
 #include "ledger/client.h"
 #include "ledger/genesis.h"
@@ -202,6 +203,8 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   event_options.replay_high_water_bytes =
       std::min(event_options.replay_high_water_bytes, rpc_limits.max_stream_buffer_bytes / 2);
   RegisterEventRoutes(*p.rpc, *p.events, event_options);
+  // The web dashboard at / (public files; the page asks for a token).
+  dashboard::RegisterDashboardRoutes(*p.rpc);
 
   // Host events, routed to the follower first and then to the channels.
   p2p::Callbacks cb;
