@@ -130,6 +130,7 @@ function start(api, token, info) {
     events: 0,
     lastEventId: '',
     tips: new Map(),  // "channel/direction/index" -> <tr>
+    seen: new Map(),  // "channel/direction" -> {min, max, count} of tip indexes since opened
     channels: new Map(),
     streams: new Map(),
     anomalies: new Map(),
@@ -165,6 +166,7 @@ function start(api, token, info) {
 
   refreshCore();
   refreshExtras();
+  tick();
   session.timers.push(setInterval(tick, 1000));
   session.timers.push(setInterval(refreshCore, CORE_REFRESH_MS));
   session.timers.push(setInterval(refreshExtras, EXTRA_REFRESH_MS));
@@ -242,6 +244,20 @@ function addTip(tipApi, ms, direction) {
   const tip = tipApi.tip || {};
   const key = tipKey(tipApi.channel_id, direction, tip.index);
   if (session.tips.has(key)) return false;
+  // Indexes run 1, 2, 3, ... per channel and direction: with min, max and
+  // count, a gap (a missed event) shows as count < max - min + 1.
+  const seenKey = tipApi.channel_id + '/' + direction;
+  const index = Number(tip.index);
+  const seen = session.seen.get(seenKey);
+  if (!seen) {
+    session.seen.set(seenKey, {min: index, max: index, count: 1});
+  } else if (index >= seen.min && index <= seen.max) {
+    return false;  // a replayed tip that has left the list
+  } else {
+    seen.min = Math.min(seen.min, index);
+    seen.max = Math.max(seen.max, index);
+    seen.count++;
+  }
   const meta = fmt.metadataObject(tip.metadata);
   const tr = el('tr', {cls: (direction === 'received' ? 'in' : 'out') + ' fresh'});
   tr.dataset.channel = tipApi.channel_id || '';
@@ -298,15 +314,7 @@ function createChart() {
     legend: {live: true},
     cursor: {drag: {x: false, y: false}},
     scales: {
-      // At least the last minute, so the axis moves from the first second
-      // on; seconds before the page opened stay empty (not drawn as zero).
-      x: {
-        time: true,
-        range: (u, min, max) => {
-          const hi = max ?? Math.floor(Date.now() / 1000);
-          return [Math.min(min ?? hi, hi - 60), hi];
-        },
-      },
+      x: {time: true},
       tips: {range: (u, min, max) => [0, Math.max(1, max)]},
       ms: {range: (u, min, max) => [0, Math.max(1, max ?? 1)]},
     },
@@ -543,12 +551,14 @@ function renderAnomalies() {
 window.tipdDashboard = {
   state() {
     if (!session) return {signedIn: false};
+    session.series.advance(Date.now());
     return {
       signedIn: true,
       feedState: session.feedState,
       events: session.events,
       lastEventId: session.lastEventId,
       tipsShown: session.tips.size,
+      seen: Object.fromEntries(session.seen),
       chart: session.series.data(),
       summary: session.series.summary(),
       chartDrawn: !!session.chart,

@@ -11,6 +11,7 @@ export class RateSeries {
     this.windowSeconds = windowSeconds;
     this.buckets = new Map();  // second -> {tipsIn, tipsOut, latencySum, latencyCount}
     this.newest = 0;           // the newest second the window covers
+    this.opened = 0;           // the first second advanced to (the page opened)
     this.totalIn = 0;          // every tip counted since the page opened
     this.totalOut = 0;
   }
@@ -57,6 +58,7 @@ export class RateSeries {
   advance(nowMs) {
     const s = Math.floor(nowMs / 1000);
     if (s > this.newest) this.newest = s;
+    if (this.opened === 0) this.opened = s;
     const oldest = this.newest - this.windowSeconds + 1;
     for (const key of this.buckets.keys()) {
       if (key < oldest) this.buckets.delete(key);
@@ -65,15 +67,15 @@ export class RateSeries {
 
   // [x, tips in/s, tips out/s, mean ack latency in ms (null: no ack)], one
   // entry per second of the window up to `newest`, for uPlot.setData. The
-  // window starts at the first second that has data, so a fresh page does
-  // not draw minutes of zeros before it opened.
+  // window starts when the page opened (or at an earlier tip it was sent),
+  // so a fresh page does not draw minutes of zeros it never watched.
   data() {
     const xs = [];
     const tin = [];
     const tout = [];
     const lat = [];
     if (this.newest === 0) return [xs, tin, tout, lat];
-    let first = this.newest;
+    let first = this.opened;
     for (const key of this.buckets.keys()) first = Math.min(first, key);
     first = Math.max(first, this.newest - this.windowSeconds + 1);
     for (let s = first; s <= this.newest; s++) {

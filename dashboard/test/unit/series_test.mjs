@@ -14,7 +14,7 @@ test('tips count per second and direction; latency is the mean per second', () =
   s.addLatency(99_300, 8);
   s.addTip(100_400, 'sent');
   const [xs, tin, tout, lat] = s.data();
-  assert.deepEqual(xs, [99, 100]);
+  assert.deepEqual(xs, [99, 100], 'from the earliest tip, though the page opened at 100 s');
   assert.deepEqual(tin, [2, 0]);
   assert.deepEqual(tout, [1, 1]);
   assert.deepEqual(lat, [6, null]);
@@ -48,4 +48,13 @@ test('events older than the window are counted in totals only; future ones in th
   assert.equal(tin[tin.length - 1], 1);
   assert.equal(tin.reduce((a, b) => a + b, 0), 1);
   assert.equal(s.summary().totalIn, 2);
+});
+
+test('the x axis starts when the page opened and grows each second', () => {
+  const s = new RateSeries(300);
+  s.advance(2_000_000);
+  assert.deepEqual(s.data()[0], [2000]);
+  s.advance(2_003_500);
+  assert.deepEqual(s.data()[0], [2000, 2001, 2002, 2003]);
+  assert.deepEqual(s.data()[1], [0, 0, 0, 0]);
 });
