@@ -9,7 +9,10 @@
 // scope are refused with the node's message; the admin token opens the page;
 // the channel shows as open with its balances; tips sent through the API in
 // both directions appear with their messages (an HTML payload in a message
-// shows as text and never runs); the chart's data grows and has ack latency;
+// shows as text and never runs); a TCP proxy cuts the page's connections
+// while tips are sent, and after the reconnect (Last-Event-ID) they appear;
+// no tip index is missing in either direction; the chart counts every tip
+// once and has ack latency;
 // the stats, streams and anomalies panels show data or "not available on
 // this node"; a token that expires (and one that is revoked, if the node has
 // DELETE /v1/tokens/{id}) signs the open page out with the node's error; no
@@ -19,6 +22,7 @@
 // CI mode takes well under a minute; --long (or TIPD_BROWSER_LONG=1) sends
 // 200 tips each way instead of 5 and streams for longer.
 import {spawn} from 'node:child_process';
+import net from 'node:net';
 import {existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join, resolve} from 'node:path';
@@ -82,6 +86,7 @@ const dir = mkdtempSync(join(tmpdir(), 'tipd-dashboard-'));
 let devnet = null;
 let devnetOut = '';
 let browser = null;
+let proxy = null;
 
 function startDevnet() {
   devnet = spawn(tipd, ['devnet', '--nodes', '2', '--dir', join(dir, 'net'), '--stream',
@@ -118,9 +123,51 @@ async function api(node, method, path, body, token) {
   return {status: res.status, json};
 }
 
+// ---- a TCP proxy between the browser and node-0, to cut connections ----
+
+// Forwards 127.0.0.1:<port> to node-0's API. cut() destroys every open
+// connection (the event stream too); while `down`, new ones are refused.
+function startProxy(targetPort) {
+  const open = new Set();
+  const proxy = {down: false, port: 0, server: null};
+  proxy.server = net.createServer((client) => {
+    if (proxy.down) return client.destroy();
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair = [client, upstream];
+    open.add(pair);
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(pair);
+    };
+    for (const sock of pair) {
+      sock.on('error', close);
+      sock.on('close', close);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  proxy.cut = () => {
+    for (const [a, b] of open) {
+      a.destroy();
+      b.destroy();
+    }
+    open.clear();
+  };
+  proxy.close = () => {
+    proxy.cut();
+    proxy.server.close();
+  };
+  return new Promise((resolve) => proxy.server.listen(0, '127.0.0.1', () => {
+    proxy.port = proxy.server.address().port;
+    resolve(proxy);
+  }));
+}
+
 // ---- the browser ----
 
 const requestUrls = [];
+const eventRequests = [];  // headers of every GET /v1/events
 
 async function newPage(context) {
   const page = await context.newPage();
@@ -130,7 +177,10 @@ async function newPage(context) {
     document.addEventListener('securitypolicyviolation',
         (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
   });
-  page.on('request', (r) => requestUrls.push(r.url()));
+  page.on('request', (r) => {
+    requestUrls.push(r.url());
+    if (new URL(r.url()).pathname === '/v1/events') eventRequests.push(r.headers());
+  });
   page.on('pageerror', (e) => problems.push('page error: ' + e.message));
   page.on('console', (m) => {
     if (m.type() === 'error') console.log('  (console) ' + m.text());
@@ -185,11 +235,15 @@ async function main() {
     args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run'],
   });
   const page = await newPage(browser.defaultBrowserContext());
+  // The first page reaches node-0 through the proxy (same origin: the
+  // proxy's), the others directly.
+  proxy = await startProxy(n0.rpc_port);
+  const proxyUrl = `http://127.0.0.1:${proxy.port}`;
   const url = n0.rpc_url + '/';
 
   // A wrong token is refused with the node's message and not kept.
   const wrong = 'tipd1_' + '00'.repeat(48);
-  await signIn(page, url, wrong);
+  await signIn(page, proxyUrl + '/', wrong);
   const wrongMessage = await waitFor('the wrong token\'s error', () => loginError(page));
   check(/refused this token/.test(wrongMessage) && /unauthenticated/.test(wrongMessage),
       'a wrong token shows the node\'s refusal', wrongMessage);
@@ -273,6 +327,32 @@ async function main() {
         'sender_name and app_name show');
   }
   check(true, `all ${total} tips sent through POST /v1/tips appear with their messages, in both directions`);
+
+  // The connection drops (the proxy cuts every connection and refuses new
+  // ones) while tips keep coming; once it is back, the feed reconnects with
+  // Last-Event-ID and the node replays exactly what the page missed.
+  proxy.down = true;
+  proxy.cut();
+  await waitFor('the feed to notice the drop', async () => (await state(page)).feedState !== 'live');
+  const missed = [];
+  for (let i = 0; i < 3; i++) {
+    const msg = `sent while the page was cut off #${i}`;
+    const r = await api(n1, 'POST', '/v1/tips', {channel_id: channel.channel_id, amount: '7', message: msg,
+      idempotency_key: `bt-offline-${i}`});
+    if (r.status !== 200) throw new Error('tip while offline failed: ' + JSON.stringify(r));
+    missed.push({index: r.json.tip.tip.index, message: msg});
+  }
+  proxy.down = false;
+  await waitFor('the feed to be live again', async () => (await state(page)).feedState === 'live', 60000);
+  for (const t of missed) {
+    const sel = `#tips tbody tr[data-channel="${channel.channel_id}"][data-direction="received"][data-index="${t.index}"] td.message`;
+    const shown = await waitFor(`missed tip #${t.index} on the page`,
+        () => page.$eval(sel, (e) => e.firstChild.nodeValue).catch(() => null));
+    if (shown !== t.message) throw new Error(`missed tip #${t.index} shows "${shown}"`);
+  }
+  const resumes = eventRequests.filter((h) => h['last-event-id']);
+  check(resumes.length > 0 && /^[0-9]+$/.test(resumes[resumes.length - 1]['last-event-id']),
+      `after the drop the feed resumed with Last-Event-ID ${resumes.length ? resumes[resumes.length - 1]['last-event-id'] : ''} and shows the ${missed.length} tips it missed`);
 
   // No tip event was missed: per direction the page saw every index from
   // the first it saw to the last (the stream's tips too), and the chart
@@ -359,8 +439,9 @@ async function main() {
   // Across every page: no token in any URL, no uncaught error, no CSP report.
   const leaked = requestUrls.filter((u) => secrets.some((s) => u.includes(s)));
   check(leaked.length === 0, `no request URL carries a token (${requestUrls.length} requests)`, leaked.join(' '));
-  check(requestUrls.every((u) => u.startsWith(n0.rpc_url)), 'every request goes to the node itself',
-      requestUrls.filter((u) => !u.startsWith(n0.rpc_url)).join(' '));
+  const own = (u) => u.startsWith(n0.rpc_url + '/') || u.startsWith(proxyUrl + '/');
+  check(requestUrls.every(own), 'every request goes to the origin that served the page',
+      requestUrls.filter((u) => !own(u)).join(' '));
   for (const p of [page2, page3]) {
     check((await cspViolations(p)).length === 0, 'no CSP violation on the other pages');
   }
@@ -389,6 +470,7 @@ async function cleanup(code) {
   cleaning = true;
   clearTimeout(watchdog);
   if (browser) await browser.close().catch(() => {});
+  if (proxy) proxy.close();
   await stopDevnet();
   if (code !== 0) {
     console.error('--- devnet output ---\n' + devnetOut.split('\n').slice(-60).join('\n'));
