@@ -199,8 +199,7 @@ function onEvent(ev) {
         const direction = type === 'tip_received' ? 'received' : 'sent';
         if (addTip(e.tip, ms, direction)) {
           session.series.addTip(ms, direction);
-          const s = session.series.summary();
-          $('tips-count').textContent = '(' + (s.totalIn + s.totalOut) + ' since opened)';
+          updateCounts();
         }
       }
       break;
@@ -259,6 +258,7 @@ function addTip(tipApi, ms, direction) {
     seen.count++;
   }
   const meta = fmt.metadataObject(tip.metadata);
+  const refundOf = tipApi.refund_of || meta.refund_of;
   const tr = el('tr', {cls: (direction === 'received' ? 'in' : 'out') + ' fresh'});
   tr.dataset.channel = tipApi.channel_id || '';
   tr.dataset.direction = direction;
@@ -267,7 +267,10 @@ function addTip(tipApi, ms, direction) {
   tr.appendChild(td(direction === 'received' ? 'in' : 'out', 'dir'));
   tr.appendChild(td(fmt.amount(tip.amount), 'num amount'));
   const msg = td(tip.message || '', 'message');
-  if (meta.refund_of) msg.appendChild(el('span', {cls: 'tag', text: 'refund of #' + meta.refund_of.split(':').pop()}));
+  if (refundOf) msg.appendChild(el('span', {cls: 'tag', text: 'refund of #' + refundOf.split(':').pop()}));
+  if (Number(tipApi.refunded_total) > 0) {
+    msg.appendChild(el('span', {cls: 'tag refunded', text: 'refunded ' + fmt.amount(tipApi.refunded_total)}));
+  }
   if (meta.action) msg.appendChild(el('span', {cls: 'tag', text: meta.action}));
   tr.appendChild(msg);
   const who = [meta.sender_name, meta.app_name].filter(Boolean).join(' · ');
@@ -342,14 +345,20 @@ function createChart() {
   }
 }
 
+function updateCounts() {
+  const s = session.series.summary();
+  $('card-tips').textContent = s.totalIn.toLocaleString('en-US') + ' / ' +
+      s.totalOut.toLocaleString('en-US');
+  $('tips-count').textContent = '(' + (s.totalIn + s.totalOut).toLocaleString('en-US') + ' since opened)';
+  return s;
+}
+
 function tick() {
   if (!session) return;
   session.series.advance(Date.now());
   if (session.chart) session.chart.setData(session.series.data());
-  const s = session.series.summary();
+  const s = updateCounts();
   $('card-rate').textContent = fmt.number(session.series.recentRate(10), 1);
-  $('card-tips').textContent = s.totalIn.toLocaleString('en-US') + ' / ' +
-      s.totalOut.toLocaleString('en-US');
   $('card-latency').textContent = s.meanLatencyMs === null ? '–' : fmt.number(s.meanLatencyMs, 1) + ' ms';
 }
 
@@ -418,6 +427,12 @@ async function loadPanel(name, path, render) {
     if (err.unavailable) {
       session.panels[name] = 'unavailable';
       status.textContent = 'Not available on this node (' + path.split('?')[0] + ' answered 404).';
+    } else if (err.status === 403) {
+      // E.g. GET /v1/streams needs the tip scope; a read token still sees
+      // the stream events as they come.
+      session.panels[name] = 'forbidden';
+      status.textContent = 'This token may not read ' + path.split('?')[0] + ': ' + err.message +
+          ' (' + err.code + ').';
     } else {
       session.panels[name] = 'error';
       status.textContent = describeRefusal(err);
@@ -472,10 +487,11 @@ function renderStats(stats) {
           fmt.amount(g.refunds.sum) + ' units)'));
     }
   }
-  rows.push(kvRow('ledger fees paid', fmt.amount(fees.total) + ' (open ' + fmt.amount(fees.open) +
-      ', deposits ' + fmt.amount(fees.deposit) + ', close ' + fmt.amount(fees.close) +
-      ', proofs ' + fmt.amount(fees.proofs) + ')'));
-  rows.push(kvRow('tips carried', fmt.amount(fees.tips_carried)));
+  rows.push(kvRow('ledger fees paid (all time)', fmt.amount(fees.total) + ' (open ' +
+      fmt.amount(fees.open) + ', deposits ' + fmt.amount(fees.deposit) + ', close ' +
+      fmt.amount(fees.close) + ', proofs ' + fmt.amount(fees.proofs) + ')'));
+  rows.push(kvRow('tips carried (all time)', fmt.amount(fees.tips_carried) +
+      (fees.amount_carried !== undefined ? ' (' + fmt.amount(fees.amount_carried) + ' units)' : '')));
   const perTip = kvRow('effective fee per tip', fmt.number(fees.effective_fee_per_tip, 6));
   perTip.id = 'stats-fee-per-tip';
   rows.push(perTip);
@@ -496,6 +512,8 @@ function renderStats(stats) {
 }
 
 function renderStreams() {
+  const panel = $('streams-panel');
+  if (session.streams.size > 0) panel.querySelector('.body').hidden = false;
   const rows = [];
   for (const s of session.streams.values()) {
     const tr = el('tr');
@@ -529,7 +547,8 @@ function renderAnomalies() {
     tr.appendChild(td(a.rule));
     tr.appendChild(td(a.subject_kind + ' ' + fmt.shortHex(a.subject, 16) +
         (a.direction ? ' (' + a.direction + ')' : ''), '', a.subject));
-    tr.appendChild(td(a.detail, 'message'));
+    tr.appendChild(td(a.detail + (a.amount && a.amount !== '0' ? ' — tip of ' + fmt.amount(a.amount) : ''),
+        'message'));
     const released = Number(a.released_at_ms) > 0;
     tr.appendChild(td(a.held ? (released ? 'released' : 'held') : '', a.held && !released ? 'held' : ''));
     return tr;

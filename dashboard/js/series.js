@@ -66,23 +66,25 @@ export class RateSeries {
   }
 
   // [x, tips in/s, tips out/s, mean ack latency in ms (null: no ack)], one
-  // entry per second of the window up to `newest`, for uPlot.setData. The
-  // window starts when the page opened (or at an earlier tip it was sent),
-  // so a fresh page does not draw minutes of zeros it never watched.
-  data() {
+  // entry per second up to `newest`, for uPlot.setData. It spans at least
+  // `minSeconds` (so the time axis is readable from the first second) and at
+  // most the window; seconds before the page opened that hold no tip are
+  // null (not drawn), not zero: the page did not watch them.
+  data(minSeconds = 60) {
     const xs = [];
     const tin = [];
     const tout = [];
     const lat = [];
     if (this.newest === 0) return [xs, tin, tout, lat];
-    let first = this.opened;
+    let first = Math.min(this.opened, this.newest - minSeconds + 1);
     for (const key of this.buckets.keys()) first = Math.min(first, key);
     first = Math.max(first, this.newest - this.windowSeconds + 1);
     for (let s = first; s <= this.newest; s++) {
       const b = this.buckets.get(s);
+      const watched = s >= this.opened;
       xs.push(s);
-      tin.push(b ? b.tipsIn : 0);
-      tout.push(b ? b.tipsOut : 0);
+      tin.push(b ? b.tipsIn : watched ? 0 : null);
+      tout.push(b ? b.tipsOut : watched ? 0 : null);
       lat.push(b && b.latencyCount > 0 ? b.latencySum / b.latencyCount : null);
     }
     return [xs, tin, tout, lat];

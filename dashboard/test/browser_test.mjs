@@ -123,6 +123,33 @@ async function api(node, method, path, body, token) {
   return {status: res.status, json};
 }
 
+// ---- answers for page 4 (shapes of docs/api.md: stats, streams, anomalies) ----
+
+const fixtures = {
+  '/v1/stats': {
+    from_ms: '1', to_ms: '2', group_by: 'none',
+    groups: [{key: 'all', sent: {count: '1234', sum: '56789', mean: 46.02, median: '40'},
+      received: {count: '10', sum: '100', mean: 10, median: '10'}, peak_tips_per_second: '42',
+      refunds: {count: '2', sum: '30'}}],
+    fees: {total: '1000', open: '400', deposit: '100', close: '400', proofs: '100', tips_carried: '81000',
+      effective_fee_per_tip: 0.0123456, effective_fee_percent: 0.05, amount_carried: '2000000'},
+    channels: [{channel_id: 'ab'.repeat(32), peer_node_id: '02' + 'cd'.repeat(32), total: '1000', open: '400',
+      deposit: '100', close: '400', proofs: '100', tips_carried: '81000', amount_carried: '2000000',
+      effective_fee_per_tip: 0.0123456, effective_fee_percent: 0.05}],
+  },
+  '/v1/streams': {
+    streams: [{id: 'aa11', channel_id: 'ab'.repeat(32), peer_node_id: '', amount: '10', interval_ms: '60000',
+      message: 'per minute <b>bold</b>', metadata: {}, max_total: '0', end_at_ms: '0', state: 'active',
+      paid_total: '120', tips_paid: '12', intervals_skipped: '3', next_at_ms: String(Date.now() + 30000),
+      created_at_ms: '1', stopped_reason: '', token_id: 'ff'}],
+  },
+  '/v1/anomalies': {
+    anomalies: [{id: '7', rule: 'rate per=token max=600/min hold=true', subject_kind: 'token', subject: 'ee'.repeat(16),
+      direction: 'sent', detail: '700 tips/min > 600 <img src=x onerror=window.__xss=3>', at_ms: String(Date.now()),
+      held: true, released_at_ms: '0', amount: '5'}],
+  },
+};
+
 // ---- a TCP proxy between the browser and node-0, to cut connections ----
 
 // Forwards 127.0.0.1:<port> to node-0's API. cut() destroys every open
@@ -436,13 +463,54 @@ async function main() {
         'a revoked token signs the page out with the node\'s error', revoked);
   }
 
+  // Rendering of the stats, streams and anomalies answers, whatever this
+  // node has: a page whose requests for them are answered in the browser
+  // (the network is the seam) with the shapes of docs/api.md, including
+  // untrusted text in an anomaly's detail and a stream's stopped_reason.
+  const page4 = await newPage(await browser.createBrowserContext());
+  await page4.setRequestInterception(true);
+  page4.on('request', (r) => {
+    const path = new URL(r.url()).pathname;
+    if (fixtures[path]) {
+      r.respond({status: 200, contentType: 'application/json', body: JSON.stringify(fixtures[path])});
+    } else {
+      r.continue();
+    }
+  });
+  await signIn(page4, url, n0.token);
+  await waitFor('the fixture page to open', () => page4.$eval('#dashboard', (e) => !e.hidden));
+  const fixturePanels = await waitFor('the three panels from fixtures', async () => {
+    const p = (await state(page4)).panels;
+    return p.stats === 'ok' && p.streams === 'ok' && p.anomalies === 'ok' ? p : null;
+  });
+  check(!!fixturePanels, 'stats, streams and anomalies answers render');
+  const feeRow = await page4.$eval('#stats-fee-per-tip td.num', (e) => e.textContent);
+  check(feeRow === '0.012346', 'the effective fee per tip shows (stats fees)', feeRow);
+  const feeCard = await page4.$eval('#card-fee', (e) => e.textContent);
+  check(/0\.0123/.test(feeCard) && /0\.0500 %|0\.050 %/.test(feeCard), 'the fee card shows per tip and percent', feeCard);
+  const statsText = await page4.$eval('#stats', (e) => e.textContent);
+  check(/1,234 tips, 56,789 units/.test(statsText) && /refunds/.test(statsText), 'tip counts, sums and refunds show', statsText);
+  const chFee = await page4.$eval('#stats-channels tbody tr', (e) => e.textContent);
+  check(/1,000/.test(chFee) && /81,000/.test(chFee), 'per-channel fees show', chFee);
+  const streamRow = await page4.$eval('#streams tbody tr[data-stream="aa11"]', (e) => e.textContent);
+  check(/10 \/ 60 s/.test(streamRow) && /active/.test(streamRow) && /120 in 12 tips, 3 skipped/.test(streamRow),
+      'a stream shows its rate, state and payments', streamRow);
+  const anomaly = await page4.$eval('#anomalies tbody tr[data-anomaly="7"]', (e) => ({
+    text: e.textContent, held: e.querySelector('td.held') !== null}));
+  check(anomaly.held && anomaly.text.includes('<img src=x onerror=window.__xss=3>'),
+      'an anomaly shows as held, its detail as text', anomaly.text);
+  check(await page4.evaluate(() => window.__xss === undefined) &&
+        await page4.$$eval('#anomalies img, #streams img', (l) => l.length) === 0,
+  'nothing in an anomaly or a stream ran as HTML');
+  await page4.screenshot({path: join(outDir, 'dashboard-panels.png'), fullPage: true});
+
   // Across every page: no token in any URL, no uncaught error, no CSP report.
   const leaked = requestUrls.filter((u) => secrets.some((s) => u.includes(s)));
   check(leaked.length === 0, `no request URL carries a token (${requestUrls.length} requests)`, leaked.join(' '));
   const own = (u) => u.startsWith(n0.rpc_url + '/') || u.startsWith(proxyUrl + '/');
   check(requestUrls.every(own), 'every request goes to the origin that served the page',
       requestUrls.filter((u) => !own(u)).join(' '));
-  for (const p of [page2, page3]) {
+  for (const p of [page2, page3, page4]) {
     check((await cspViolations(p)).length === 0, 'no CSP violation on the other pages');
   }
   check(problems.length === 0, 'no uncaught error in any page', problems.join('; '));

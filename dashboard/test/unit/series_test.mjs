@@ -13,7 +13,7 @@ test('tips count per second and direction; latency is the mean per second', () =
   s.addLatency(99_200, 4);
   s.addLatency(99_300, 8);
   s.addTip(100_400, 'sent');
-  const [xs, tin, tout, lat] = s.data();
+  const [xs, tin, tout, lat] = s.data(1);
   assert.deepEqual(xs, [99, 100], 'from the earliest tip, though the page opened at 100 s');
   assert.deepEqual(tin, [2, 0]);
   assert.deepEqual(tout, [1, 1]);
@@ -29,7 +29,7 @@ test('the window slides: old seconds drop, the x axis keeps moving with no data'
   s.advance(1_000_000);
   s.addTip(1_000_000, 'sent');
   s.advance(1_005_000);
-  assert.equal(s.data()[0].length, 6);
+  assert.equal(s.data(1)[0].length, 6);
   s.advance(1_012_000);
   const [xs, , tout] = s.data();
   assert.equal(xs[xs.length - 1], 1012);
@@ -50,11 +50,15 @@ test('events older than the window are counted in totals only; future ones in th
   assert.equal(s.summary().totalIn, 2);
 });
 
-test('the x axis starts when the page opened and grows each second', () => {
+test('the x axis spans at least a minute; seconds before the page opened are null, after it 0', () => {
   const s = new RateSeries(300);
   s.advance(2_000_000);
-  assert.deepEqual(s.data()[0], [2000]);
-  s.advance(2_003_500);
-  assert.deepEqual(s.data()[0], [2000, 2001, 2002, 2003]);
-  assert.deepEqual(s.data()[1], [0, 0, 0, 0]);
+  let [xs, tin] = s.data(4);
+  assert.deepEqual(xs, [1997, 1998, 1999, 2000]);
+  assert.deepEqual(tin, [null, null, null, 0]);
+  s.advance(2_005_500);
+  [xs, tin] = s.data(4);
+  assert.deepEqual(xs, [2000, 2001, 2002, 2003, 2004, 2005]);
+  assert.deepEqual(tin, [0, 0, 0, 0, 0, 0]);
+  assert.equal(s.data()[0].length, 60);
 });
