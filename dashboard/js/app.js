@@ -150,11 +150,16 @@ function start(api, token, info) {
   renderInfo(info);
   createChart();
 
+  // A feed stopped by a sign-out may still report once; it must not touch
+  // a later session.
+  const current = session;
   session.feed = new EventFeed({
     token,
-    onEvent: onEvent,
+    onEvent: (ev) => {
+      if (session === current) onEvent(ev);
+    },
     onState: (state, detail) => {
-      if (!session) return;
+      if (session !== current) return;
       session.feedState = state;
       const pill = $('feed-state');
       pill.className = 'pill ' + state;
