@@ -10,6 +10,7 @@
 #include "api/rpc_server.h"
 #include "api/token_registry.h"
 #include "api/webhooks.h"
+#include "dashboard/dashboard.h"
 #include "ledger/chain.h"
 #include "ledger/client.h"
 #include "ledger/genesis.h"
@@ -283,6 +284,8 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
                        std::function<void(std::optional<api::WebhookUrlError>)> done) {
         sender->CheckUrl(url, allow_insecure_http, std::move(done));
       });
+  // The web dashboard at / (public files; the page asks for a token).
+  dashboard::RegisterDashboardRoutes(*p.rpc);
 
   // Host events, routed to the follower first and then to the channels.
   p2p::Callbacks cb;

@@ -563,7 +563,9 @@ void Devnet::PrintNext() {
     << ctl << "channels\n"
     << ctl << "balance\n"
     << "  curl -s -H \"Authorization: Bearer $(cat " << Rel(a.TokenFile()) << ")\" " << a.RpcUrl()
-    << "/v1/info\n";
+    << "/v1/info\n"
+    << "  open " << a.RpcUrl() << "/ in a browser: the live dashboard (paste the token of "
+    << Rel(a.TokenFile()) << ")\n";
   if (channels_api_ && !m_.channels.empty()) {
     const DevnetChannel& ch = m_.channels[0];
     const DevnetNode& from = m_.nodes[ch.opener];
@@ -581,6 +583,16 @@ void Devnet::PrintNext() {
   }
   s << "logs: " << Rel(dir_) << "/<ledger|node-N>/tipd.log; stop with Ctrl-C; run the same "
     << "command again to bring this network back\n";
+  std::cout << s.str() << std::flush;
+}
+
+void Devnet::PrintDashboards() {
+  std::ostringstream s;
+  s << "devnet: watch them live in a browser (docs/dashboard.md); paste the node's token:\n";
+  for (const DevnetNode& n : m_.nodes) {
+    s << "  " << std::left << std::setw(8) << n.name << "dashboard " << n.RpcUrl() << "/  token "
+      << Rel(n.TokenFile()) << "\n";
+  }
   std::cout << s.str() << std::flush;
 }
 
@@ -631,8 +643,8 @@ int Devnet::Run() {
       std::cout << "devnet: streaming demo tips"
                 << (o_.tips_per_second ? " at up to " + std::to_string(o_.tips_per_second) + "/s"
                                        : std::string(" as fast as the nodes answer"))
-                << "\n"
-                << std::flush;
+                << "\n";
+      PrintDashboards();
     } else if (o_.stream) {
       std::cout << "devnet: nothing to stream (needs at least 2 nodes and the channel API)\n";
     }

@@ -210,6 +210,8 @@ class Devnet {
   Status EnsureChannel(DevnetChannel& ch);
   Status WaitChannelOpen(HttpClient& client, const std::string& channel_id);
   void PrintNext();
+  // With --stream: every node's dashboard URL (GET / of its API) and token file.
+  void PrintDashboards();
   std::string BalancesLine(bool compact);
   int Loop();
   // Reaps children that exited; true if the ledger and every node run.

@@ -97,6 +97,10 @@ class DevnetTest : public ::testing::Test {
       ASSERT_EQ(info.status, 200) << n.name << ": " << info.body;
       EXPECT_EQ(FromJson<v1::InfoResponse>(info.body).node_id(), n.node_id);
       EXPECT_EQ(HttpRequest(n.rpc_port, "GET", "/v1/info").status, 401);
+      // The dashboard page needs no token (it asks for one).
+      auto page = HttpRequest(n.rpc_port, "GET", "/");
+      EXPECT_EQ(page.status, 200) << n.name;
+      EXPECT_NE(page.body.find("<title>tipd dashboard</title>"), std::string::npos) << n.name;
     }
   }
   void ExpectAllGone(const tools::DevnetManifest& m, pid_t devnet_pid) {
@@ -193,6 +197,11 @@ TEST_F(DevnetTest, StreamsTipsAndComesBackWithChannelsAndBalances) {
   ASSERT_TRUE(code.has_value()) << first->Output();
   EXPECT_EQ(*code, 0) << first->Output();
   std::string out = first->Output();
+  // --stream names each node's dashboard.
+  for (const tools::DevnetNode& n : m1.nodes) {
+    EXPECT_NE(out.find(n.name + "  dashboard " + n.RpcUrl() + "/  token "), std::string::npos)
+        << out;
+  }
   std::smatch summary;
   ASSERT_TRUE(std::regex_search(out, summary, std::regex("devnet: summary: ([0-9]+) tips sent")))
       << out;
