@@ -13,6 +13,10 @@ PACKAGES=(
   clang-format curl procps
   # libFuzzer targets (scripts/fuzz.sh): clang and its sanitizer/fuzzer runtimes.
   clang libclang-rt-dev
+  # The API contract checks and the TypeScript client (tests/contract,
+  # clients/typescript): node >= 20.19 with its own npm (NodeSource's
+  # `nodejs` package ships npm; Debian's `npm` package conflicts with it).
+  nodejs
 )
 
 missing=()
@@ -22,8 +26,28 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# npm packages of the contract checks and the TypeScript client, from their
+# committed lockfiles; skipped when node_modules already matches the lockfile.
+npm_ci() {
+  local dir
+  for dir in tests/contract clients/typescript; do
+    if [ -f "$dir/node_modules/.tipd-lock" ] && cmp -s "$dir/package-lock.json" "$dir/node_modules/.tipd-lock"; then
+      continue
+    fi
+    if ! command -v npm >/dev/null; then
+      echo "install-deps: npm not found (node >= 20.19 with npm is needed for $dir)" >&2
+      exit 1
+    fi
+    echo "install-deps: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$dir/node_modules/.tipd-lock"
+  done
+}
+cd "$(dirname "$0")/.."
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
+  npm_ci
   exit 0
 fi
 
@@ -35,4 +59,5 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+npm_ci
 echo "install-deps: done"
