@@ -805,6 +805,16 @@ export interface components {
             ttl_ms?: components["schemas"]["Uint64Input"];
             /** @description smallest unit per UTC day; 0 = no cap */
             daily_spend_cap?: components["schemas"]["Uint64Input"];
+            /** @description free text for people, <= 200 bytes */
+            label?: string;
+            /** @description largest single tip; 0 = no limit */
+            max_per_tip?: components["schemas"]["Uint64Input"];
+            /** @description tips admitted per sliding minute; 0 = no limit */
+            rate_per_minute?: number;
+            /** @description channel ids (hex) tips may use; empty = any */
+            channels?: string[];
+            /** @description peer node ids (hex) tips may go to; empty = any */
+            peers?: string[];
         };
         CreateTokenResponse: {
             /** @description "tipd1_..." bearer token, shown only here */
@@ -814,6 +824,13 @@ export interface components {
             scopes: string[];
             expires_at_ms: components["schemas"]["Uint64"];
             daily_spend_cap: components["schemas"]["Uint64"];
+            label?: string;
+            max_per_tip?: components["schemas"]["Uint64"];
+            rate_per_minute?: number;
+            channels?: string[];
+            peers?: string[];
+            created_by?: string;
+            created_at_ms?: components["schemas"]["Uint64"];
         };
         MetadataEntry: {
             key: string;
@@ -870,6 +887,12 @@ export interface components {
             nonce: components["schemas"]["Uint64"];
             /** @description sent tips in POST answers and events; empty in GET /v1/tips */
             idempotency_key: string;
+            /** @description a refund: "<channel_id hex>:<index>" of the tip it returns */
+            refund_of?: string;
+            /** @description an original tip: the sum of its valid refunds so far */
+            refunded_total?: components["schemas"]["Uint64"];
+            /** @description a received tip whose refund_of link this node does not accept: why */
+            refund_link_error?: string;
         };
         TipResponse: {
             tip?: components["schemas"]["TipApi"];
@@ -1003,6 +1026,13 @@ export interface components {
             last_failure_at_ms: components["schemas"]["Uint64"];
             /** @description 0 = not failing */
             failing_since_ms: components["schemas"]["Uint64"];
+            allow_insecure_http: boolean;
+            /** @description the pending retry; 0 = none */
+            next_attempt_at_ms: components["schemas"]["Uint64"];
+            consecutive_failures: number;
+            secret_rotated_at_ms: components["schemas"]["Uint64"];
+            /** @description the old secret still signs until then */
+            previous_secret_expires_at_ms: components["schemas"]["Uint64"];
         };
         CreateWebhookRequest: {
             /** @description https://..., or http:// to loopback (or with allow_insecure_http) */
@@ -1034,6 +1064,7 @@ export interface components {
             at_ms: components["schemas"]["Uint64"];
             /** @description 0 = not retried */
             next_attempt_at_ms: components["schemas"]["Uint64"];
+            event_type: components["schemas"]["EventType"];
         };
         ListWebhookDeliveriesResponse: {
             deliveries: components["schemas"]["WebhookDelivery"][];
@@ -1051,9 +1082,11 @@ export interface components {
         RotateWebhookSecretResponse: {
             /** @description the new "whsec_..." secret */
             secret: string;
+            webhook: components["schemas"]["Webhook"];
         };
         WebhookEvent: {
             webhook: components["schemas"]["Webhook"];
+            reason: string;
         };
         TokenRecord: {
             /** @description 16 bytes, hex */
@@ -1066,8 +1099,8 @@ export interface components {
             daily_spend_cap: components["schemas"]["Uint64"];
             /** @description 0 = no maximum */
             max_per_tip: components["schemas"]["Uint64"];
-            /** @description tips per minute; 0 = no limit */
-            rate_per_minute: components["schemas"]["Uint64"];
+            /** @description tips per sliding minute; 0 = no limit */
+            rate_per_minute: number;
             /** @description allowed channel ids (hex); empty = any */
             channels: string[];
             /** @description allowed peer node ids (hex); empty = any */
@@ -1078,6 +1111,8 @@ export interface components {
             last_used_ms: components["schemas"]["Uint64"];
             /** @description 0 = not revoked */
             revoked_at_ms: components["schemas"]["Uint64"];
+            /** @description minted before token records existed (recorded when first used) */
+            legacy: boolean;
         };
         ListTokensResponse: {
             tokens: components["schemas"]["TokenRecord"][];
@@ -1087,22 +1122,27 @@ export interface components {
         };
         TokenSelfResponse: {
             token: components["schemas"]["TokenRecord"];
+            /** @description committed spend this UTC day */
             spent_today: components["schemas"]["Uint64"];
-            /** @description what the token may still spend today (UTC) */
+            /** @description cap - spent - reserved; 0 when there is no cap (see has_daily_cap) */
             remaining_today: components["schemas"]["Uint64"];
+            has_daily_cap: boolean;
+            /** @description held by tips in progress */
+            reserved_today: components["schemas"]["Uint64"];
         };
         HealthResponse: {
             /** @constant */
             status: "ok";
         };
-        ReadyCheck: {
+        ReadinessCheck: {
+            /** @description "storage", "ledger", "api" */
             name: string;
             ok: boolean;
             detail: string;
         };
-        ReadyResponse: {
+        ReadinessResponse: {
             ready: boolean;
-            checks: components["schemas"]["ReadyCheck"][];
+            checks: components["schemas"]["ReadinessCheck"][];
         };
         RefundRequest: {
             /** @description default: what is left of the original */
@@ -1145,7 +1185,12 @@ export interface components {
             next_at_ms: components["schemas"]["Uint64"];
             created_at_ms: components["schemas"]["Uint64"];
             stopped_reason: string;
+            /** @description the token whose daily cap it is charged to */
             token_id: string;
+            /** @enum {string} */
+            missed: "pay" | "skip";
+            /** @description intervals paid (one tip may pay several) */
+            intervals_paid: components["schemas"]["Uint64"];
         };
         CreateStreamRequest: {
             /** @description exactly one of channel_id and peer_node_id */
@@ -1184,6 +1229,8 @@ export interface components {
             received: components["schemas"]["StatsAmounts"];
             peak_tips_per_second: components["schemas"]["Uint64"];
             refunds: components["schemas"]["StatsCountSum"];
+            refunds_sent: components["schemas"]["StatsCountSum"];
+            refunds_received: components["schemas"]["StatsCountSum"];
         };
         StatsFees: {
             total: components["schemas"]["Uint64"];
@@ -1194,10 +1241,14 @@ export interface components {
             tips_carried: components["schemas"]["Uint64"];
             effective_fee_per_tip: number;
             effective_fee_percent: number;
+            amount_carried: components["schemas"]["Uint64"];
         };
         StatsChannelFees: {
             /** @description hex */
             channel_id: string;
+            /** @description hex */
+            peer_node_id: string;
+            amount_carried: components["schemas"]["Uint64"];
             total: components["schemas"]["Uint64"];
             open: components["schemas"]["Uint64"];
             deposit: components["schemas"]["Uint64"];
@@ -1229,6 +1280,12 @@ export interface components {
             held: boolean;
             /** @description 0 while held */
             released_at_ms: components["schemas"]["Uint64"];
+            /** @description the sending token (sent tips), hex */
+            token_id: string;
+            /** @description the tip that matched */
+            amount: components["schemas"]["Uint64"];
+            /** @description hex */
+            channel_id: string;
         };
         ListAnomaliesResponse: {
             anomalies: components["schemas"]["Anomaly"][];
@@ -1451,7 +1508,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ReadyResponse"];
+                    "application/json": components["schemas"]["ReadinessResponse"];
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -1461,7 +1518,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ReadyResponse"];
+                    "application/json": components["schemas"]["ReadinessResponse"];
                 };
             };
             default: components["responses"]["GenericError"];
