@@ -41,6 +41,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The web dashboard (no token; the page asks for one) */
+        get: operations["getDashboard"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/dashboard/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The dashboard's static files (no token)
+         * @description Every file of the dashboard under /dashboard/ (scripts, styles, images); `path` may hold slashes. The route test counts every registered route under this prefix as this operation (x-tipd-static-prefix).
+         */
+        get: operations["getDashboardAsset"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -332,7 +369,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Send up to 1000 tips */
+        /**
+         * Send up to 1000 tips
+         * @description Every tip is validated first (one bad tip refuses the batch, 400 naming tips[i]); then each is sent on its own, in order. The body limit of this route is 1 MiB. The body may also be a TipBatchRequest protobuf (Content-Type: application/x-protobuf), and the answer is protobuf when Accept names application/x-protobuf.
+         */
         post: operations["sendTipBatch"];
         delete?: never;
         options?: never;
@@ -904,6 +944,29 @@ export interface components {
         };
         TipBatchRequest: {
             tips: components["schemas"]["TipRequest"][];
+            /** @description answer with a TipBatchCompactResponse (as ?answer=compact) */
+            compact?: boolean;
+        };
+        TipBatchCompactResult: {
+            /** @description position in the request */
+            index: number;
+            /** @description update nonce that carried the tip ("0" if refused) */
+            nonce: components["schemas"]["Uint64"];
+            /** @enum {string} */
+            status: "acked" | "pending" | "refused";
+            /** @description refused only */
+            error_code: string;
+            /** @description refused only */
+            error_message: string;
+            /** @description the tip's index in its channel direction (not refused) */
+            tip_index: components["schemas"]["Uint64"];
+            /** @description hex (not refused) */
+            channel_id: string;
+        };
+        TipBatchCompactResponse: {
+            results: components["schemas"]["TipBatchCompactResult"][];
+            /** @description one per distinct (channel, update nonce) among the acked tips, in order of first appearance */
+            receipts: components["schemas"]["TipReceiptApi"][];
         };
         TipBatchResponse: {
             results: components["schemas"]["TipResponse"][];
@@ -1521,6 +1584,53 @@ export interface operations {
                     "application/json": components["schemas"]["ReadinessResponse"];
                 };
             };
+            default: components["responses"]["GenericError"];
+        };
+    };
+    getDashboard: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The dashboard page. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            default: components["responses"]["GenericError"];
+        };
+    };
+    getDashboardAsset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description file path below /dashboard/ */
+                path: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file, with its content type. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
             default: components["responses"]["GenericError"];
         };
     };
@@ -2719,8 +2829,8 @@ export interface operations {
     sendTipBatch: {
         parameters: {
             query?: {
-                /** @description compact answer (issue 11) */
-                answer?: "compact";
+                /** @description compact: a TipBatchCompactResponse (also body field compact: true); default full */
+                answer?: "compact" | "full";
             };
             header?: never;
             path?: never;
@@ -2729,16 +2839,18 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["TipBatchRequest"];
+                "application/x-protobuf": string;
             };
         };
         responses: {
-            /** @description One TipResponse per tip, in request order; a refused tip has `error_code`. */
+            /** @description In request order: one TipResponse per tip (a refused one has `error_code`), or with answer=compact one TipBatchCompactResult per tip plus the distinct receipts. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TipBatchResponse"];
+                    "application/json": components["schemas"]["TipBatchResponse"] | components["schemas"]["TipBatchCompactResponse"];
+                    "application/x-protobuf": string;
                 };
             };
             /** @description Bad request. Codes: `invalid_argument`. */
