@@ -2061,7 +2061,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreateTokenResponse"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`, `INVALID_SCOPE`, `INVALID_EXPIRY`. */
+            /** @description Bad request. Codes: `invalid_argument`, `INVALID_SCOPE`, `INVALID_EXPIRY`, `INVALID_TOKEN_RESTRICTION`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2142,7 +2142,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The revoked record. */
+            /** @description The revoked record (revoking twice answers the record again). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2151,7 +2151,7 @@ export interface operations {
                     "application/json": components["schemas"]["RevokeTokenResponse"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`. */
+            /** @description Bad request. Codes: `INVALID_TOKEN_ID`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2178,7 +2178,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
-            /** @description Not found. Codes: `not_found`. */
+            /** @description Not found. Codes: `TOKEN_NOT_FOUND`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2928,7 +2928,7 @@ export interface operations {
                     "application/json": components["schemas"]["TipResponse"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`, `INVALID_ARGUMENT`, `INSUFFICIENT_SPENDABLE`, `MESSAGE_TOO_LONG`, `MESSAGE_NOT_UTF8`, `METADATA_TOO_MANY`, `METADATA_KEY_INVALID`, `METADATA_VALUE_INVALID`, `OVERFLOW`, `CHANNEL_RULE`. */
+            /** @description Bad request. Codes: `invalid_argument`, `INVALID_ARGUMENT`, `INSUFFICIENT_SPENDABLE`, `MESSAGE_TOO_LONG`, `MESSAGE_NOT_UTF8`, `METADATA_TOO_MANY`, `METADATA_KEY_INVALID`, `METADATA_VALUE_INVALID`, `OVERFLOW`, `CHANNEL_RULE`, `REFUND_REFUSED`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2964,7 +2964,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
-            /** @description Valid request in the wrong state. Codes: `REFUND_EXCEEDS_ORIGINAL`, `REFUND_OF_REFUND`, `CHANNEL_NOT_OPEN`, `IDEMPOTENCY_KEY_REUSED`. */
+            /** @description Valid request in the wrong state. Codes: `REFUND_EXCEEDS_ORIGINAL`, `REFUND_OF_REFUND`, `TOO_MANY_REFUNDS`, `CHANNEL_NOT_OPEN`, `IDEMPOTENCY_KEY_REUSED`. */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3064,7 +3064,7 @@ export interface operations {
                     "application/json": components["schemas"]["Stream"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`, `BAD_STREAM_RATE`. */
+            /** @description Bad request. Codes: `invalid_argument`, `INVALID_ARGUMENT`, `BAD_STREAM_RATE`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3102,6 +3102,24 @@ export interface operations {
             };
             /** @description Valid request in the wrong state. Codes: `CHANNEL_NOT_OPEN`. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A bug or a failed read; details in the node log. Codes: `INTERNAL`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A dependency (peer, ledger, disk) is unavailable. Codes: `NODE_READ_ONLY`. */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3184,6 +3202,15 @@ export interface operations {
                     "application/json": components["schemas"]["Stream"];
                 };
             };
+            /** @description Bad request. Codes: `BAD_STREAM_RATE`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
             /** @description Missing, malformed, expired or revoked token (with `WWW-Authenticate: Bearer realm="tipd"`). Codes: `unauthenticated`, `TOKEN_REVOKED`, `TOKEN_EXPIRED`. */
             401: {
                 headers: {
@@ -3213,6 +3240,15 @@ export interface operations {
             };
             /** @description Valid request in the wrong state. Codes: `STREAM_STOPPED`. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A dependency (peer, ledger, disk) is unavailable. Codes: `NODE_READ_ONLY`. */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3244,6 +3280,15 @@ export interface operations {
                     "application/json": components["schemas"]["Stream"];
                 };
             };
+            /** @description Bad request. Codes: `BAD_STREAM_RATE`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
             /** @description Missing, malformed, expired or revoked token (with `WWW-Authenticate: Bearer realm="tipd"`). Codes: `unauthenticated`, `TOKEN_REVOKED`, `TOKEN_EXPIRED`. */
             401: {
                 headers: {
@@ -3273,6 +3318,15 @@ export interface operations {
             };
             /** @description Valid request in the wrong state. Codes: `STREAM_STOPPED`. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A dependency (peer, ledger, disk) is unavailable. Codes: `NODE_READ_ONLY`. */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3304,6 +3358,15 @@ export interface operations {
                     "application/json": components["schemas"]["Stream"];
                 };
             };
+            /** @description Bad request. Codes: `BAD_STREAM_RATE`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
             /** @description Missing, malformed, expired or revoked token (with `WWW-Authenticate: Bearer realm="tipd"`). Codes: `unauthenticated`, `TOKEN_REVOKED`, `TOKEN_EXPIRED`. */
             401: {
                 headers: {
@@ -3333,6 +3396,15 @@ export interface operations {
             };
             /** @description Valid request in the wrong state. Codes: `STREAM_STOPPED`. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A dependency (peer, ledger, disk) is unavailable. Codes: `NODE_READ_ONLY`. */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3365,7 +3437,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatsResponse"];
                 };
             };
-            /** @description Bad request. Codes: `BAD_RANGE`, `invalid_argument`. */
+            /** @description Bad request. Codes: `BAD_RANGE`, `BAD_ARGUMENT`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3473,7 +3545,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
-            /** @description Not found. Codes: `not_found`. */
+            /** @description Not found. Codes: `ANOMALY_NOT_FOUND`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3482,8 +3554,17 @@ export interface operations {
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
-            /** @description Valid request in the wrong state. Codes: `failed_precondition`. */
+            /** @description Valid request in the wrong state. Codes: `ANOMALY_NOT_HELD`. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A bug or a failed read; details in the node log. Codes: `INTERNAL`. */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3555,7 +3636,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreateWebhookResponse"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`, `INVALID_URL`, `FORBIDDEN_ADDRESS`, `INSECURE_URL`. */
+            /** @description Bad request. Codes: `invalid_argument`, `BAD_WEBHOOK_URL`, `INSECURE_WEBHOOK_URL`, `FORBIDDEN_WEBHOOK_ADDRESS`, `WEBHOOK_HOST_UNRESOLVED`, `UNKNOWN_EVENT_TYPE`, `BAD_WEBHOOK_DESCRIPTION`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3575,6 +3656,24 @@ export interface operations {
             };
             /** @description The token lacks the scope or a restriction refuses the call. Codes: `permission_denied`. */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description Valid request in the wrong state. Codes: `TOO_MANY_WEBHOOKS`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A bug or a failed read; details in the node log. Codes: `INTERNAL`. */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3606,15 +3705,6 @@ export interface operations {
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`. */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ApiError"];
-                };
-            };
             /** @description Missing, malformed, expired or revoked token (with `WWW-Authenticate: Bearer realm="tipd"`). Codes: `unauthenticated`, `TOKEN_REVOKED`, `TOKEN_EXPIRED`. */
             401: {
                 headers: {
@@ -3633,7 +3723,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
-            /** @description Not found. Codes: `not_found`. */
+            /** @description Not found. Codes: `WEBHOOK_NOT_FOUND`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3666,15 +3756,6 @@ export interface operations {
                     "application/json": components["schemas"]["DeleteWebhookResponse"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`. */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ApiError"];
-                };
-            };
             /** @description Missing, malformed, expired or revoked token (with `WWW-Authenticate: Bearer realm="tipd"`). Codes: `unauthenticated`, `TOKEN_REVOKED`, `TOKEN_EXPIRED`. */
             401: {
                 headers: {
@@ -3693,8 +3774,17 @@ export interface operations {
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
-            /** @description Not found. Codes: `not_found`. */
+            /** @description Not found. Codes: `WEBHOOK_NOT_FOUND`. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A bug or a failed read; details in the node log. Codes: `INTERNAL`. */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3728,7 +3818,7 @@ export interface operations {
                     "application/json": components["schemas"]["ListWebhookDeliveriesResponse"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`. */
+            /** @description Bad request. Codes: `BAD_LIMIT`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3755,7 +3845,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
-            /** @description Not found. Codes: `not_found`. */
+            /** @description Not found. Codes: `WEBHOOK_NOT_FOUND`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3792,7 +3882,7 @@ export interface operations {
                     "application/json": components["schemas"]["RedeliverWebhookResponse"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`. */
+            /** @description Bad request. Codes: `invalid_argument`, `EVENT_NOT_RETAINED`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3819,8 +3909,17 @@ export interface operations {
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
-            /** @description Not found. Codes: `not_found`. */
+            /** @description Not found. Codes: `WEBHOOK_NOT_FOUND`. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A bug or a failed read; details in the node log. Codes: `INTERNAL`. */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3856,7 +3955,7 @@ export interface operations {
                     "application/json": components["schemas"]["RotateWebhookSecretResponse"];
                 };
             };
-            /** @description Bad request. Codes: `invalid_argument`. */
+            /** @description Bad request. Codes: `invalid_argument`, `BAD_OVERLAP`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3883,8 +3982,17 @@ export interface operations {
                     "application/json": components["schemas"]["ApiError"];
                 };
             };
-            /** @description Not found. Codes: `not_found`. */
+            /** @description Not found. Codes: `WEBHOOK_NOT_FOUND`. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description A bug or a failed read; details in the node log. Codes: `INTERNAL`. */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
