@@ -46,9 +46,7 @@ export function followEvents(options: FollowEventsOptions): EventSubscription {
       return baseFetch(input, { ...init, headers });
     },
   });
-  source.onmessage = () => {
-    // Every tipd event is named (`event: <type>`); unnamed ones do not occur.
-  };
+  // Every tipd event is named (`event: <type>`), so one listener per type.
   const handler = (message: MessageEvent<string>) => {
     const event = JSON.parse(message.data) as TipdEvent;
     last = message.lastEventId || event.id;
