@@ -7,6 +7,7 @@
 // While running, `eventsource` reconnects by itself and sends the
 // Last-Event-ID header of the last event it saw.
 import { EventSource } from 'eventsource';
+import { TipdApiError } from './errors.js';
 import type { components } from './schema.js';
 
 type TipdEvent = components['schemas']['Event'];
@@ -20,8 +21,13 @@ export interface FollowEventsOptions {
   // Only these types (the node filters); default all.
   types?: EventType[];
   onEvent: (event: TipdEvent) => void;
-  // Connection errors (the stream reconnects by itself unless closed).
+  // Connection errors (the stream reconnects by itself unless closed), and a
+  // TipdApiError when the node ends the stream with `event: error` (its data
+  // is an ApiError, e.g. TOKEN_REVOKED or TOKEN_EXPIRED: the token no longer
+  // works, so do not reconnect with it).
   onError?: (error: Error) => void;
+  // Each time the stream is (re)connected (HTTP 200).
+  onOpen?: () => void;
   fetch?: typeof globalThis.fetch;
 }
 
@@ -46,6 +52,7 @@ export function followEvents(options: FollowEventsOptions): EventSubscription {
       return baseFetch(input, { ...init, headers });
     },
   });
+  source.onopen = () => options.onOpen?.();
   // Every tipd event is named (`event: <type>`), so one listener per type.
   const handler = (message: MessageEvent<string>) => {
     const event = JSON.parse(message.data) as TipdEvent;
@@ -56,6 +63,22 @@ export function followEvents(options: FollowEventsOptions): EventSubscription {
   for (const type of types) source.addEventListener(type, handler);
   if (!types.includes('reset')) source.addEventListener('reset', handler);
   source.onerror = (e) => options.onError?.(new Error(`event stream: ${e.message ?? 'connection error'} (code ${e.code ?? '-'})`));
+  // `event: error` from the node arrives as a MessageEvent named "error"
+  // (connection errors are ErrorEvents, handled by onerror above).
+  source.addEventListener('error', (e: Event) => {
+    if (!(e instanceof MessageEvent) || typeof e.data !== 'string') return;
+    let code = 'unknown';
+    let message = e.data;
+    try {
+      const body = JSON.parse(e.data) as { code?: string; message?: string };
+      code = body.code ?? code;
+      message = body.message ?? message;
+    } catch {
+      // not JSON: reported as it came
+    }
+    source.close();
+    options.onError?.(new TipdApiError(401, code, message));
+  });
   return {
     get lastEventId() {
       return last;

@@ -45,17 +45,8 @@ export function createTipdClient(options: TipdClientOptions): TipdClient {
   return client;
 }
 
-// Thrown by `unwrap` for a non-2xx answer.
-export class TipdApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(`${status} ${code}: ${message}`);
-    this.name = 'TipdApiError';
-  }
-}
+import { TipdApiError } from './errors.js';
+export { TipdApiError } from './errors.js';
 
 // Returns `data` of an openapi-fetch result or throws TipdApiError:
 //   const info = unwrap(await tipd.GET('/v1/info'));

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createTipdClient, followEvents, unwrap, verifyWebhook, WebhookVerificationError, type TipdEvent } from '../src/index.js';
+import { createTipdClient, followEvents, unwrap, verifyWebhook, TipdApiError, WebhookVerificationError, type TipdEvent } from '../src/index.js';
 import { contract } from './contract.js';
 import { startDevnet, waitFor, type Devnet } from './devnet.js';
 
@@ -186,6 +186,12 @@ test('a platform backend: capped token, tips, retry, history, events, webhook, r
     const self = await app.GET('/v1/tokens/self');
     conforms('GET', '/v1/tokens/self', 200, self.data);
     assert.equal(self.data!.spent_today, '1021');
+    // An open event stream of the token ends at the revocation.
+    const streamErrors: Error[] = [];
+    let open = false;
+    const appStream = followEvents({ baseUrl: payer.rpc_url, token: minted.data!.token, onEvent: () => {}, onError: (e) => streamErrors.push(e), onOpen: () => (open = true) });
+    t.after(() => appStream.close());
+    await waitFor('the token\'s event stream to open', () => (open ? true : undefined));
     const revoked = await admin.DELETE('/v1/tokens/{id}', { params: { path: { id: minted.data!.token_id } } });
     assert.equal(revoked.response.status, 200);
     conforms('DELETE', '/v1/tokens/{id}', 200, revoked.data);
@@ -193,5 +199,7 @@ test('a platform backend: capped token, tips, retry, history, events, webhook, r
     assert.equal(refused.response.status, 401);
     assert.equal(refused.error?.code, 'TOKEN_REVOKED');
     conforms('POST', '/v1/tips', 401, refused.error);
+    const ended = await waitFor('the end of the revoked token\'s event stream', () => streamErrors.find((e) => e instanceof TipdApiError));
+    assert.equal((ended as TipdApiError).code, 'TOKEN_REVOKED');
   });
 });
