@@ -262,7 +262,7 @@ export interface paths {
         };
         /**
          * Live events (Server-Sent Events)
-         * @description Each SSE event has `id:` (the event id), `event:` (its type) and `data:` (one Event as JSON). Resume with the `Last-Event-ID` header (or `last_event_id`), or start at `from`. A comment `: heartbeat` comes every 15 s.
+         * @description Each SSE event has `id:` (the event id), `event:` (its type) and `data:` (one Event as JSON). Resume with the `Last-Event-ID` header (or `last_event_id`), or start at `from`. A comment `: heartbeat` comes every 15 s. When the token of an open stream is revoked or expires, the node sends a last `event: error` whose `data:` is an ApiError (`TOKEN_REVOKED`, `TOKEN_EXPIRED`) and closes the stream; reconnecting with that token is answered 401.
          */
         get: operations["streamEvents"];
         put?: never;
