@@ -75,3 +75,33 @@ test('check_examples refuses an unmarked block, a mismatch and an abridged examp
   assert.equal(checkExamples(abridged).status, 1);
   assert.equal(checkExamples('<!-- schema: NoSuchSchema -->\n```json\n{}\n```\n').status, 1);
 });
+
+function checkProto(proto, schemas) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tipd-contract-proto-'));
+  fs.mkdirSync(path.join(dir, 'docs'));
+  fs.mkdirSync(path.join(dir, 'proto/tipd'), { recursive: true });
+  // 20 filler messages/schemas so the parser's sanity floor is met.
+  let filler = '';
+  const all = { ...schemas };
+  for (let i = 0; i < 20; i++) {
+    filler += `message Filler${i} { string a = 1; }\n`;
+    all[`Filler${i}`] = { type: 'object', properties: { a: { type: 'string' } } };
+  }
+  fs.writeFileSync(path.join(dir, 'proto/tipd/x.proto'), proto + filler);
+  fs.writeFileSync(path.join(dir, 'docs/openapi.json'), JSON.stringify({ components: { schemas: { Uint64: {}, ...all } } }));
+  const r = spawnSync(process.execPath, [path.join(here, 'check_proto.mjs'), dir], { encoding: 'utf8' });
+  fs.rmSync(dir, { recursive: true });
+  return r;
+}
+
+test('check_proto refuses a missing field, an extra one and a wrong JSON type', () => {
+  const proto = 'message Thing {\n  uint64 amount = 1;  // a comment\n  repeated string tags = 2;\n}\n';
+  const good = { Thing: { type: 'object', properties: { amount: { $ref: '#/components/schemas/Uint64' }, tags: { type: 'array', items: { type: 'string' } } } } };
+  assert.equal(checkProto(proto, good).status, 0);
+  const missing = { Thing: { type: 'object', properties: { amount: good.Thing.properties.amount } } };
+  assert.match(checkProto(proto, missing).stderr, /Thing\.tags: in proto\/tipd but not in docs/);
+  const extra = { Thing: { type: 'object', properties: { ...good.Thing.properties, more: { type: 'string' } } } };
+  assert.match(checkProto(proto, extra).stderr, /Thing\.more: in docs\/openapi.json but not in the proto/);
+  const number = { Thing: { type: 'object', properties: { ...good.Thing.properties, amount: { type: 'integer' } } } };
+  assert.match(checkProto(proto, number).stderr, /Thing\.amount: uint64 must be \$ref Uint64/);
+});

@@ -2,6 +2,7 @@
 # The contract's checks, as ctest runs them (tests/contract/CMakeLists.txt):
 #   run.sh lint        redocly lint of docs/openapi.json (redocly.yaml)
 #   run.sh examples    every ```json example of docs/api.md against its schema (ajv)
+#   run.sh proto       every schema named like a proto message has its fields and types
 #   run.sh selftest    node --test: the checkers refuse what they must
 #   run.sh generated   clients/typescript/src/schema.d.ts is what the spec generates
 #   run.sh client-e2e  tsc, then the client's end-to-end test against a real
@@ -32,6 +33,9 @@ case "${1:-}" in
     need "$contract"
     node "$contract/check_examples.mjs"
     ;;
+  proto)
+    node "$contract/check_proto.mjs"
+    ;;
   selftest)
     need "$contract"
     cd "$contract"
@@ -50,7 +54,7 @@ case "${1:-}" in
     node --test dist/test/*.test.js
     ;;
   *)
-    echo "usage: run.sh lint|examples|selftest|generated|client-e2e" >&2
+    echo "usage: run.sh lint|examples|proto|selftest|generated|client-e2e" >&2
     exit 2
     ;;
 esac
