@@ -3,6 +3,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <charconv>
 
+#include "api/openapi.h"
 #include "ledger/codec.h"
 #include "tipd/api.pb.h"
 #include "tipd/storage.pb.h"
@@ -99,6 +100,7 @@ void NodeApi::Register(RpcServer& server) {
                      [this](ApiRequest req, Responder r) { Transfer(std::move(req), r); });
   if (s_.channels != nullptr) RegisterChannelRoutes(server);
   RegisterBackupRoutes(server);
+  RegisterOpenApiRoute(server);
 }
 
 ApiResponse NodeApi::Info(const ApiRequest&) {

@@ -856,6 +856,13 @@ void RpcServer::HandleAsync(HttpMethod method, std::string_view pattern, RouteAu
   shared_->routes.push_back(std::move(r));
 }
 
+std::vector<RouteInfo> RpcServer::routes() const {
+  std::vector<RouteInfo> out;
+  out.reserve(shared_->routes.size());
+  for (const Route& r : shared_->routes) out.push_back(RouteInfo{r.method, r.pattern, r.auth});
+  return out;
+}
+
 Result<uint16_t> RpcServer::Listen(const std::string& host, uint16_t port) {
   beast::error_code ec;
   const std::string h = host == "localhost" ? "127.0.0.1" : host;

@@ -180,6 +180,13 @@ struct RouteAuth {
 };
 
 class TokenRegistry;
+// One registered route, as `RpcServer::routes()` lists it (the contract test
+// compares them with docs/openapi.json).
+struct RouteInfo {
+  HttpMethod method = HttpMethod::kGet;
+  std::string pattern;  // e.g. "/v1/channels/{id}/close"
+  RouteAuth auth;
+};
 
 using SyncHandler = std::function<ApiResponse(const ApiRequest&)>;
 using AsyncHandler = std::function<void(ApiRequest request, Responder responder)>;
@@ -210,6 +217,9 @@ class RpcServer {
   // Stops accepting and closes every connection and event stream.
   // Idempotent.
   void Stop();
+
+  // Every registered route, in registration order.
+  std::vector<RouteInfo> routes() const;
 
   // Open connections (closed ones no longer count, even before their
   // pending operations have finished).

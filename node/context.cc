@@ -368,5 +368,6 @@ ChannelManager& NodeContext::channels() { return *parts_->channels; }
 storage::Database& NodeContext::db() { return *parts_->db; }
 uint16_t NodeContext::p2p_port() const { return parts_->p2p_port; }
 uint16_t NodeContext::rpc_port() const { return parts_->rpc_port; }
+const api::RpcServer& NodeContext::rpc() const { return *parts_->rpc; }
 
 }  // namespace tipd::node

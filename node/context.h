@@ -75,6 +75,9 @@ class NodeContext {
   storage::Database& db();
   uint16_t p2p_port() const;
   uint16_t rpc_port() const;
+  // The HTTP API server with every route registered (the contract test lists
+  // its routes).
+  const api::RpcServer& rpc() const;
 
  private:
   NodeContext();

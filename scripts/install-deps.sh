@@ -17,6 +17,10 @@ PACKAGES=(
   clang libclang-rt-dev
   # The dashboard's browser test (dashboard/test/browser_test.mjs): headless Chromium.
   chromium
+  # The API contract checks and the TypeScript client (tests/contract,
+  # clients/typescript): node >= 20.19 with its own npm (NodeSource's
+  # `nodejs` package ships npm; Debian's `npm` package conflicts with it).
+  nodejs
 )
 
 missing=()
@@ -26,32 +30,31 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-# The dashboard's npm packages (the vendored chart library's source and
-# puppeteer-core), exactly as dashboard/package-lock.json pins them. Node.js
-# itself comes with the machine (its own nodejs package ships npm; Debian's
-# npm package would conflict with it). Skipped when node_modules already
-# matches the lock file.
-install_dashboard_npm() {
-  local dir lock stamp
-  dir="$(cd "$(dirname "$0")/.." && pwd)/dashboard"
-  lock="$dir/package-lock.json"
-  stamp="$dir/node_modules/.tipd-lock"
-  if ! command -v npm >/dev/null 2>&1; then
-    echo "install-deps: npm not found: install Node.js (20 or newer) for the dashboard's tests" >&2
-    return 1
-  fi
-  if [ -f "$stamp" ] && cmp -s "$lock" "$stamp"; then
-    echo "install-deps: dashboard npm packages present"
-    return 0
-  fi
-  echo "install-deps: npm ci in dashboard/"
-  (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund)
-  cp "$lock" "$stamp"
+# npm packages of the contract checks, the TypeScript client and the
+# dashboard's browser test (the vendored chart library's source and
+# puppeteer-core), from their committed lockfiles; skipped when node_modules
+# already matches the lockfile. Node.js itself comes with the machine (its
+# own nodejs package ships npm; Debian's npm package would conflict with it).
+npm_ci() {
+  local dir
+  for dir in tests/contract clients/typescript dashboard; do
+    if [ -f "$dir/node_modules/.tipd-lock" ] && cmp -s "$dir/package-lock.json" "$dir/node_modules/.tipd-lock"; then
+      continue
+    fi
+    if ! command -v npm >/dev/null; then
+      echo "install-deps: npm not found (node >= 20.19 with npm is needed for $dir)" >&2
+      exit 1
+    fi
+    echo "install-deps: npm ci in $dir"
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$dir/node_modules/.tipd-lock"
+  done
 }
+cd "$(dirname "$0")/.."
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
-  install_dashboard_npm
+  npm_ci
   exit 0
 fi
 
@@ -63,5 +66,5 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+npm_ci
 echo "install-deps: done"
-install_dashboard_npm
