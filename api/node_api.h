@@ -16,6 +16,7 @@
 #include "crypto/crypto.h"
 #include "ledger/chain.h"
 #include "ledger/link.h"
+#include "node/anomaly.h"
 #include "node/channel_manager.h"
 #include "node/config.h"
 #include "node/lifecycle.h"
@@ -37,8 +38,9 @@ struct NodeServices {
   const Clock& clock;
   Timers& timers;
   crypto::RandomSource& rng;
-  node::ChannelManager* channels = nullptr;  // channel and tip routes need it
-  SpendLimiter* spend = nullptr;             // token caps charged by tips
+  node::ChannelManager* channels = nullptr;    // channel and tip routes need it
+  SpendLimiter* spend = nullptr;               // token caps charged by tips
+  node::AnomalyDetector* anomalies = nullptr;  // GET /v1/anomalies; null: no routes
 };
 
 // Persistent peers added through the API survive restarts: ConnectPeer
@@ -79,6 +81,12 @@ class NodeApi {
   void SendTip(ApiRequest req, Responder responder);
   void SendTipBatch(ApiRequest req, Responder responder);
   ApiResponse ListTips(const ApiRequest& req);
+
+  // Stats and anomalies (stats_api.cc).
+  void RegisterStatsRoutes(RpcServer& server);
+  ApiResponse Stats(const ApiRequest& req);
+  ApiResponse ListAnomalies(const ApiRequest& req);
+  void ReleaseAnomaly(ApiRequest req, Responder responder);
 
   // Backups and the recovery export (backup_api.cc).
   struct BackupJobs;

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "crypto/crypto.h"
+#include "node/anomaly_rules.h"
 #include "node/logging.h"
 #include "util/status.h"
 
@@ -133,6 +134,9 @@ struct OptionSpec {
   bool required = false;             // resolution fails if no source provides it
   bool allow_port_zero = false;      // kHostPort only
   std::vector<std::string> choices;  // kString only; empty = any
+  // Checks a value beyond its type (e.g. an anomaly rule's grammar); its
+  // error is reported with the value's origin (file and line). May be null.
+  Status (*check)(std::string_view text) = nullptr;
 };
 
 // The tables. Stable for the life of the process.
@@ -256,6 +260,8 @@ struct NodeConfig {
   uint64_t rpc_max_connections = 256;
   uint64_t rpc_max_event_streams = 64;
   uint64_t rpc_max_stream_buffer = 1 << 20;
+  // Anomaly rules (node/anomaly_rules.h), in the order given.
+  std::vector<AnomalyRule> anomaly_rules;
 };
 
 struct LedgerConfig {

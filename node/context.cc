@@ -11,6 +11,7 @@
 #include "ledger/chain.h"
 #include "ledger/client.h"
 #include "ledger/genesis.h"
+#include "node/anomaly.h"
 #include "node/channel_manager.h"
 #include "node/logging.h"
 #include "node/seams.h"
@@ -75,6 +76,7 @@ struct NodeContext::Parts {
   std::unique_ptr<EventLog> events;
   std::unique_ptr<EventLogSink> event_sink;
   std::unique_ptr<SpendLimiter> spend;
+  std::unique_ptr<AnomalyDetector> anomalies;
   std::unique_ptr<ChannelManager> channels;
   std::unique_ptr<TokenAuthority> tokens;
   std::unique_ptr<RpcServer> rpc;
@@ -170,6 +172,13 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
                                        clock, *p.timers, crypto::SystemRng(), channel_options);
   p.channels->SetEventSink(p.event_sink.get());
   p.channels->RegisterMetrics(p.metrics);
+  // Anomaly rules from the config (node/anomaly.h); holds survive restarts.
+  p.anomalies =
+      std::make_unique<AnomalyDetector>(p.io, *p.db, *p.committer, clock, config.anomaly_rules);
+  TIPD_RETURN_IF_ERROR(p.anomalies->Load());
+  p.anomalies->SetEventSink(p.event_sink.get());
+  p.anomalies->RegisterMetrics(p.metrics);
+  p.channels->SetAnomalyDetector(p.anomalies.get());
 
   // HTTP/JSON API with bearer tokens (rpc.key and admin.token in the data dir).
   TIPD_ASSIGN_OR_RETURN(TokenAuthority authority,
@@ -195,6 +204,7 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   NodeServices services{
       p.io,      p.key, *p.chain,  *p.ledger,           *p.host,          *p.db,        *p.tokens,
       p.metrics, clock, *p.timers, crypto::SystemRng(), p.channels.get(), p.spend.get()};
+  services.anomalies = p.anomalies.get();
   p.api = std::make_unique<NodeApi>(services);
   p.api->Register(*p.rpc);
   api::EventRouteOptions event_options;

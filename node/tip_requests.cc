@@ -48,6 +48,8 @@ const char* TipErrorCode(TipError error) {
       return "NODE_READ_ONLY";
     case TipError::kInternal:
       return "INTERNAL";
+    case TipError::kAnomalyHold:
+      return "ANOMALY_HOLD";
   }
   return "INTERNAL";
 }
