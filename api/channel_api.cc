@@ -87,6 +87,7 @@ int TipRefusalStatus(TipError error) {
       return 409;
     case TipError::kSpendCapExceeded:
     case TipError::kQueueFull:
+    case TipError::kAnomalyHold:
       return 429;
     case TipError::kPeerOffline:
     case TipError::kNodeReadOnly:

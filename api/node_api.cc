@@ -99,6 +99,7 @@ void NodeApi::Register(RpcServer& server) {
   server.HandleAsync(HttpMethod::kPost, "/v1/ledger/transfer", RouteAuth::Needs(Scope::kAdmin),
                      [this](ApiRequest req, Responder r) { Transfer(std::move(req), r); });
   if (s_.channels != nullptr) RegisterChannelRoutes(server);
+  if (s_.channels != nullptr) RegisterStatsRoutes(server);
   RegisterBackupRoutes(server);
   RegisterOpenApiRoute(server);
 }

@@ -19,6 +19,7 @@
 #include "crypto/crypto.h"
 #include "ledger/chain.h"
 #include "ledger/link.h"
+#include "node/anomaly.h"
 #include "node/channel_manager.h"
 #include "node/config.h"
 #include "node/lifecycle.h"
@@ -57,6 +58,7 @@ struct NodeServices {
   // What GET /readyz reports of the ledger follower; null: the ledger
   // check only asks LedgerLink::connected().
   std::function<LedgerFollowState()> ledger_state = nullptr;
+  node::AnomalyDetector* anomalies = nullptr;  // GET /v1/anomalies; null: no routes
 };
 
 // Persistent peers added through the API survive restarts: ConnectPeer
@@ -116,6 +118,12 @@ class NodeApi {
   void SendTip(ApiRequest req, Responder responder);
   void SendTipBatch(ApiRequest req, Responder responder);
   ApiResponse ListTips(const ApiRequest& req);
+
+  // Stats and anomalies (stats_api.cc).
+  void RegisterStatsRoutes(RpcServer& server);
+  ApiResponse Stats(const ApiRequest& req);
+  ApiResponse ListAnomalies(const ApiRequest& req);
+  void ReleaseAnomaly(ApiRequest req, Responder responder);
 
   // Backups and the recovery export (backup_api.cc).
   struct BackupJobs;

@@ -13,6 +13,7 @@
 
 #include "channel/codec.h"
 #include "ledger/codec.h"
+#include "node/anomaly.h"
 #include "node/channel_manager_internal.h"
 #include "node/logging.h"
 #include "tipd/storage.pb.h"
@@ -104,6 +105,7 @@ ChannelManager::ChannelManager(boost::asio::io_context& io, const crypto::KeyPai
                         Agreed(std::move(c), std::move(tx), std::move(temp), wait, std::move(done));
                       }},
                   log_),
+      stats_(&db),
       alive_(std::make_shared<bool>(true)) {}
 
 ChannelManager::~ChannelManager() {
@@ -145,7 +147,18 @@ Status ChannelManager::Start() {
       live->pending_close = LiveChannel::PendingClose{std::move(body)};
     }
     std::string id = rec.channel_id();
+    stats_.NoteChannel(id, live->peer.Hex());
     channels_.emplace(id, std::move(live));
+  }
+  // The stats index: tips from before it existed (once), fees of blocks the
+  // chain holds but the index has not counted.
+  TIPD_RETURN_IF_ERROR(stats_.Load());
+  TIPD_RETURN_IF_ERROR(
+      stats_.BackfillFees(ledger_.chain().height(), key_.XOnly(),
+                          [this](uint64_t h) { return ledger_.chain().GetBlock(h); }));
+  if (anomalies_) {
+    anomalies_->SetKnownPeers(stats_.PeersWithTips(storage::Direction::kLocalToRemote),
+                              stats_.PeersWithTips(storage::Direction::kRemoteToLocal));
   }
   ledger_.AddBlockObserver([this, alive = alive_](const v1::Block& b) {
     if (*alive) OnBlock(b);
@@ -603,6 +616,12 @@ void ChannelManager::SendTip(TipRequestIn req, TipCallback done) {
   if (!health_.ok()) {
     return done(TipOutcome::Refused(TipError::kNodeReadOnly, health_.message()));
   }
+  // A held token is refused whatever the channel's state (node/anomaly.h).
+  if (anomalies_ && req.key_owner != "-" && anomalies_->held(req.key_owner)) {
+    ScreenedTip seen;
+    seen.token_id = req.key_owner;
+    return done(TipOutcome::Refused(TipError::kAnomalyHold, *anomalies_->Admit(seen)));
+  }
   if (live->phase() != v1::STORED_CHANNEL_PHASE_OPEN || live->close_requested || live->frozen()) {
     const std::string state = live->phase() == v1::STORED_CHANNEL_PHASE_OPEN
                                   ? std::string("closing")
@@ -623,6 +642,21 @@ void ChannelManager::SendTip(TipRequestIn req, TipCallback done) {
     return done(TipOutcome::Refused(
         TipError::kPeerOffline,
         "peer " + live->peer.Hex() + " is not connected; the tip was not sent"));
+  }
+  if (anomalies_) {
+    ScreenedTip seen;
+    seen.sent = true;
+    seen.token_id = req.key_owner == "-" ? std::string() : req.key_owner;
+    if (auto it = req.draft.metadata.find("app_name"); it != req.draft.metadata.end()) {
+      seen.app_name = it->second;
+    }
+    seen.peer = live->peer.Hex();
+    seen.channel_id = Hex(live->id);
+    seen.amount = req.draft.amount;
+    seen.now_ms = static_cast<uint64_t>(clock_.NowMs());
+    if (std::optional<std::string> why = anomalies_->Admit(seen)) {
+      return done(TipOutcome::Refused(TipError::kAnomalyHold, *why));
+    }
   }
   if (req.charge) {
     if (auto refused = req.charge->Admit(live->id, live->peer, req.draft.amount)) {
@@ -669,6 +703,8 @@ void ChannelManager::Pump(LiveChannel& live) {
           "staging update " + std::to_string(out->nonce()) + " of channel " + Short(live.id), s);
       return;
     }
+    stats_.StageTips(&batch, live.id, storage::Direction::kLocalToRemote, out->update.tips(),
+                     static_cast<uint64_t>(clock_.NowMs()));
     std::vector<v1::Event> staged;
     const uint64_t nonce = out->nonce();
     for (const v1::Tip& tip : out->update.tips()) {
@@ -808,6 +844,8 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
         "staging received update " + std::to_string(nonce) + " of channel " + Short(live->id), s);
     return;
   }
+  const uint64_t now_ms = static_cast<uint64_t>(clock_.NowMs());
+  stats_.StageTips(&batch, live->id, storage::Direction::kRemoteToLocal, m.tips(), now_ms);
   std::vector<v1::Event> staged;
   if (events_) {
     for (const v1::Tip& tip : m.tips()) {
@@ -828,8 +866,12 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
   LiveChannel* lp = live;
   // Persist proof, tips and our ack; only then send the ack (a receipt for
   // tips we hold durably) and announce the tips.
+  // Received tips are screened once acknowledged (flag only).
+  std::vector<v1::Tip> screened;
+  if (anomalies_) screened.assign(m.tips().begin(), m.tips().end());
   CommitThen(lp, std::move(batch),
-             [this, lp, ack = *ack, epoch, amount, count, staged = std::move(staged)](Status s) {
+             [this, lp, ack = *ack, epoch, amount, count, staged = std::move(staged),
+              screened = std::move(screened), now_ms](Status s) {
                PublishStaged(staged, s);
                if (!s.ok()) return;
                if (tips_received_) {
@@ -840,6 +882,20 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
                  v1::Envelope env;
                  *env.mutable_ack() = ack;
                  Send(*lp->session, env);
+               }
+               if (anomalies_) {
+                 for (const v1::Tip& tip : screened) {
+                   ScreenedTip seen;
+                   seen.sent = false;
+                   for (const v1::MetadataEntry& e : tip.metadata()) {
+                     if (e.key() == "app_name") seen.app_name = e.value();
+                   }
+                   seen.peer = lp->peer.Hex();
+                   seen.channel_id = Hex(lp->id);
+                   seen.amount = tip.amount();
+                   seen.now_ms = now_ms;
+                   anomalies_->Received(seen);
+                 }
                }
              });
 }

@@ -59,6 +59,7 @@
 #include "node/channel_db.h"
 #include "node/open_negotiator.h"
 #include "node/seams.h"
+#include "node/stats.h"
 #include "node/tip_requests.h"
 #include "node/tx_sender.h"
 #include "node/watcher.h"
@@ -91,6 +92,8 @@ struct ChannelManagerOptions {
   std::string debug_proof_log;
 };
 
+class AnomalyDetector;
+
 class ChannelManager {
  public:
   // Every reference must outlive the manager. `io` runs the event thread:
@@ -107,6 +110,9 @@ class ChannelManager {
   // before the event thread runs.
   Status Start();
   void SetEventSink(EventSink* sink) { events_ = sink; }
+  // Screens sent tips at admission and received ones once acknowledged
+  // (node/anomaly.h); null: no rules. Set before Start.
+  void SetAnomalyDetector(AnomalyDetector* detector) { anomalies_ = detector; }
   void RegisterMetrics(MetricsRegistry& metrics);
 
   // Transport events.
@@ -145,6 +151,9 @@ class ChannelManager {
   uint64_t FeeReserve(uint64_t extra = 0) const;
   // Not OK once a write failed: the node refuses new work (read-only).
   const Status& health() const { return health_; }
+
+  // GET /v1/stats: the aggregates staged with every update (node/stats.h).
+  const StatsIndex& stats() const { return stats_; }
 
   // For tests: the parts.
   const TipRequests& tip_requests() const { return requests_; }
@@ -228,6 +237,8 @@ class ChannelManager {
   Watcher watcher_;
   OpenNegotiator negotiator_;
   EventSink* events_ = nullptr;
+  StatsIndex stats_;
+  AnomalyDetector* anomalies_ = nullptr;
   Status health_;
   std::shared_ptr<bool> alive_;
   int proof_log_fd_ = -1;  // the debug proof log, -1 when off

@@ -34,6 +34,7 @@ ChannelManager::LiveChannel* ChannelManager::Adopt(AgreedChannel agreed,
   if (!ch.ok()) return nullptr;  // the negotiator checked the same parameters
   auto live = std::make_unique<LiveChannel>(agreed.record, std::move(*ch), agreed.peer);
   LiveChannel* lp = live.get();
+  stats_.NoteChannel(lp->id, agreed.peer.Hex());
   lp->session = peers_.FindPeer(agreed.peer);
   lp->known_since_height = ledger_.chain().height();
   channels_.emplace(lp->id, std::move(live));
@@ -157,7 +158,12 @@ void ChannelManager::Deposit(const std::string& channel_id, uint64_t amount,
 // ---------------------------------------------------------------------------
 // The ledger: opens, deposits, closes, and the watcher
 
-void ChannelManager::OnBlock(const v1::Block&) {
+void ChannelManager::OnBlock(const v1::Block& block) {
+  // The fees this node paid in the block, counted once (node/stats.h).
+  storage::WriteBatch fees;
+  if (stats_.StageBlockFees(&fees, block, ledger_.chain().params().chain_id, key_.XOnly())) {
+    committer_.Submit(std::move(fees), [](Status) {});
+  }
   for (auto& [id, live] : channels_) Reconcile(*live);
 }
 

@@ -403,6 +403,12 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
     s.push_back(connect);
     s.push_back(Spec("chain-id", OptionType::kString, "",
                      "expected chain id; must match the genesis when given"));
+    OptionSpec rule = Spec("anomaly-rule", OptionType::kString, "",
+                           "an anomaly rule, e.g. `rate per=token max=600/min hold=true`; repeat "
+                           "for several (docs/configuration.md, Anomaly rules)");
+    rule.repeatable = true;
+    rule.check = [](std::string_view text) { return ParseAnomalyRule(text).status(); };
+    s.push_back(rule);
     s.push_back(Spec("genesis", OptionType::kPath, "",
                      "genesis JSON file of the ledger (default: <datadir>/genesis.json)"));
     OptionSpec rpc = Spec("rpc-listen", OptionType::kHostPort, "127.0.0.1:8080",
@@ -797,6 +803,7 @@ Result<Options> ResolveOptions(const std::vector<OptionSpec>& specs, const RawVa
     if (chosen != nullptr) {
       for (const RawValue& v : *chosen) {
         Status st = CheckValue(spec, v.text);
+        if (st.ok() && spec.check != nullptr) st = spec.check(v.text);
         if (!st.ok()) {
           return Status::InvalidArgument(v.origin + ": invalid value " + Quote(v.text) + " for " +
                                          Quote(spec.name) + ": " + st.message());
@@ -827,6 +834,10 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   c.listen = o.GetHostPort("listen");
   c.ledger = o.GetLedgerAddress("ledger");
   c.connect = o.GetPeerAddresses("connect");
+  for (const std::string& text : o.GetList("anomaly-rule")) {
+    TIPD_ASSIGN_OR_RETURN(AnomalyRule rule, ParseAnomalyRule(text));
+    c.anomaly_rules.push_back(std::move(rule));
+  }
   if (o.Has("chain-id")) c.chain_id = o.GetString("chain-id");
   c.genesis =
       o.Has("genesis") ? std::filesystem::path(o.GetString("genesis")) : c.datadir / "genesis.json";

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "crypto/crypto.h"
+#include "node/anomaly_rules.h"
 #include "node/logging.h"
 #include "util/status.h"
 
@@ -133,6 +134,9 @@ struct OptionSpec {
   bool required = false;             // resolution fails if no source provides it
   bool allow_port_zero = false;      // kHostPort only
   std::vector<std::string> choices;  // kString only; empty = any
+  // Checks a value beyond its type (e.g. an anomaly rule's grammar); its
+  // error is reported with the value's origin (file and line). May be null.
+  Status (*check)(std::string_view text) = nullptr;
 };
 
 // The tables. Stable for the life of the process.
@@ -275,6 +279,8 @@ struct NodeConfig {
   bool webhook_allow_insecure_http = false;
   bool webhook_allow_private = false;
   std::filesystem::path webhook_ca_file;  // empty: the system CA store only
+  // Anomaly rules (node/anomaly_rules.h), in the order given.
+  std::vector<AnomalyRule> anomaly_rules;
 };
 
 struct LedgerConfig {

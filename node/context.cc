@@ -14,6 +14,7 @@
 #include "ledger/chain.h"
 #include "ledger/client.h"
 #include "ledger/genesis.h"
+#include "node/anomaly.h"
 #include "node/channel_manager.h"
 #include "node/logging.h"
 #include "node/seams.h"
@@ -81,6 +82,7 @@ struct NodeContext::Parts {
   std::unique_ptr<SpendLimiter> spend;
   // Before the channels: waiting tips hold token admissions.
   std::unique_ptr<TokenRegistry> registry;
+  std::unique_ptr<AnomalyDetector> anomalies;
   std::unique_ptr<ChannelManager> channels;
   std::unique_ptr<TokenAuthority> tokens;
   std::unique_ptr<api::HttpWebhookSender> webhook_sender;
@@ -206,6 +208,13 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
                                        clock, *p.timers, crypto::SystemRng(), channel_options);
   p.channels->SetEventSink(p.event_sink.get());
   p.channels->RegisterMetrics(p.metrics);
+  // Anomaly rules from the config (node/anomaly.h); holds survive restarts.
+  p.anomalies =
+      std::make_unique<AnomalyDetector>(p.io, *p.db, *p.committer, clock, config.anomaly_rules);
+  TIPD_RETURN_IF_ERROR(p.anomalies->Load());
+  p.anomalies->SetEventSink(p.event_sink.get());
+  p.anomalies->RegisterMetrics(p.metrics);
+  p.channels->SetAnomalyDetector(p.anomalies.get());
 
   // HTTP/JSON API with bearer tokens (rpc.key and admin.token in the data dir).
   TIPD_ASSIGN_OR_RETURN(TokenAuthority authority,
@@ -269,6 +278,7 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
     st.block_interval_ms = p.params.block_interval_ms;
     return st;
   };
+  services.anomalies = p.anomalies.get();
   p.api = std::make_unique<NodeApi>(services);
   p.api->ready_max_ledger_lag = config.ready_max_ledger_lag;
   p.api->admin_token_id = admin_claims.id;

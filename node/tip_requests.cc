@@ -52,6 +52,8 @@ const char* TipErrorCode(TipError error) {
       return "NOT_ALLOWED";
     case TipError::kRateLimited:
       return "RATE_LIMITED";
+    case TipError::kAnomalyHold:
+      return "ANOMALY_HOLD";
   }
   return "INTERNAL";
 }

@@ -48,6 +48,7 @@ enum class TipError {
   kInternal,              // a storage error while checking the request
   kNotAllowed,            // the requester's token may not send this tip
   kRateLimited,           // the requester's token sent too many tips too fast
+  kAnomalyHold,           // an anomaly rule holds the requester's token (node/anomaly.h)
 };
 const char* TipErrorCode(TipError error);
 

@@ -209,6 +209,64 @@ void PrintTips(const tipd::v1::ListTipsResponse& list) {
   PrintTable({"TIME", "DIR", "CHANNEL", "PEER", "AMOUNT", "MESSAGE"}, rows);
 }
 
+std::string Fixed(double v, int decimals) {
+  std::ostringstream o;
+  o.setf(std::ios::fixed);
+  o.precision(decimals);
+  o << v;
+  return o.str();
+}
+
+// `tipctl stats --human`: the groups, then the fees with the effective fee.
+void PrintStats(const tipd::v1::StatsResponse& st) {
+  std::cout << "tips from " << TimeText(st.from_ms()) << " to " << TimeText(st.to_ms()) << ", by "
+            << st.group_by() << "\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& g : st.groups()) {
+    std::string key = g.key().empty() ? "(none)" : g.key();
+    if (key.size() > 20) key = Short(key);
+    rows.push_back({key, std::to_string(g.sent().count()), std::to_string(g.sent().sum()),
+                    Fixed(g.sent().mean(), 1), std::to_string(g.sent().median()),
+                    std::to_string(g.received().count()), std::to_string(g.received().sum()),
+                    Fixed(g.received().mean(), 1), std::to_string(g.received().median()),
+                    std::to_string(g.peak_tips_per_second()),
+                    std::to_string(g.refunds().count()) + "/" + std::to_string(g.refunds().sum())});
+  }
+  PrintTable({"GROUP", "SENT", "SUM", "MEAN", "MEDIAN", "RECEIVED", "SUM", "MEAN", "MEDIAN",
+              "PEAK/S", "REFUNDS"},
+             rows);
+  std::cout << "\nledger fees paid (whole history)\n";
+  rows.clear();
+  auto row = [&](const std::string& name, uint64_t total, uint64_t open, uint64_t deposit,
+                 uint64_t close, uint64_t proofs, uint64_t tips, uint64_t amount, double per_tip,
+                 double percent) {
+    rows.push_back({name, std::to_string(total), std::to_string(open), std::to_string(deposit),
+                    std::to_string(close), std::to_string(proofs), std::to_string(tips),
+                    std::to_string(amount), Fixed(per_tip, 4), Fixed(percent, 4) + "%"});
+  };
+  for (const auto& c : st.channels()) {
+    row(Short(c.channel_id()), c.total(), c.open(), c.deposit(), c.close(), c.proofs(),
+        c.tips_carried(), c.amount_carried(), c.effective_fee_per_tip(), c.effective_fee_percent());
+  }
+  const auto& f = st.fees();
+  row("TOTAL", f.total(), f.open(), f.deposit(), f.close(), f.proofs(), f.tips_carried(),
+      f.amount_carried(), f.effective_fee_per_tip(), f.effective_fee_percent());
+  PrintTable({"CHANNEL", "FEES", "OPEN", "DEPOSIT", "CLOSE", "PROOFS", "TIPS", "AMOUNT", "FEE/TIP",
+              "FEE %"},
+             rows);
+}
+
+void PrintAnomalies(const tipd::v1::ListAnomaliesResponse& list) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& a : list.anomalies()) {
+    std::string state = !a.held() ? "flag" : a.released_at_ms() ? "released" : "HELD";
+    std::string subject = a.subject().size() > 20 ? Short(a.subject()) : a.subject();
+    rows.push_back({a.id(), TimeText(a.at_ms()), a.rule(), a.direction(),
+                    a.subject_kind() + " " + subject, state, a.detail()});
+  }
+  PrintTable({"ID", "TIME", "RULE", "DIR", "SUBJECT", "STATE", "DETAIL"}, rows);
+}
+
 // ---------------------------------------------------------------------------
 // Connection settings
 // ---------------------------------------------------------------------------
@@ -726,6 +784,46 @@ int main(int argc, char** argv) {
         std::cout << PrettyJson(ToJson(all)) << "\n";
       }
       return kExitOk;
+    };
+  });
+
+  // ---- stats and anomalies ----
+  std::string stats_group = "none";
+  uint64_t stats_from = 0, stats_to = 0;
+  auto* stats_cmd = app.add_subcommand(
+      "stats", "tip counts, amounts and the ledger fees per tip (GET /v1/stats)");
+  stats_cmd->add_option("--group-by", stats_group, "none, peer, channel, app_name or day")
+      ->check(CLI::IsMember({"none", "peer", "channel", "app_name", "day"}))
+      ->capture_default_str();
+  stats_cmd->add_option("--from-ms", stats_from, "range start, Unix ms (default: 30 days ago)");
+  stats_cmd->add_option("--to-ms", stats_to, "range end, Unix ms (default: now)");
+  stats_cmd->callback([&] {
+    action = [&] {
+      std::string query = "?group_by=" + stats_group;
+      if (stats_from) query += "&from_ms=" + std::to_string(stats_from);
+      if (stats_to) query += "&to_ms=" + std::to_string(stats_to);
+      return run.Call("GET", "/v1/stats" + query, "", Human<tipd::v1::StatsResponse>(PrintStats));
+    };
+  });
+  app.add_subcommand("anomalies", "anomalies the rules flagged, newest first (GET /v1/anomalies)")
+      ->callback([&] {
+        action = [&] {
+          return run.Call("GET", "/v1/anomalies", "",
+                          Human<tipd::v1::ListAnomaliesResponse>(PrintAnomalies));
+        };
+      });
+  std::string anomaly_id;
+  auto* release_cmd = app.add_subcommand(
+      "release-anomaly", "release the token an anomaly holds (POST /v1/anomalies/{id}/release)");
+  release_cmd->add_option("id", anomaly_id, "anomaly id")->required();
+  release_cmd->callback([&] {
+    action = [&] {
+      return run.Call(
+          "POST", "/v1/anomalies/" + UrlEncode(anomaly_id) + "/release", "",
+          Human<tipd::v1::ReleaseAnomalyResponse>([](const tipd::v1::ReleaseAnomalyResponse& r) {
+            std::cout << "anomaly " << r.anomaly().id() << " released: token "
+                      << r.anomaly().token_id() << " may send again\n";
+          }));
     };
   });
 

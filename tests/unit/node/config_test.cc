@@ -620,3 +620,35 @@ TEST(ConfigDocs, EveryOptionIsDocumentedInItsOwnRow) {
 
 }  // namespace
 }  // namespace tipd::node
+
+namespace tipd::node {
+namespace {
+
+TEST(ResolveNodeConfig, AnomalyRulesAreParsedInOrder) {
+  testing::TempDir dir;
+  WriteFile(dir.path() / "tipd.conf",
+            "anomaly-rule = rate per=token max=600/min hold=true\n"
+            "anomaly-rule = amount   per=app_name factor=10 window=1000\n");
+  auto c = ResolveNodeConfig(NodeFlags(dir.path()));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->anomaly_rules.size(), 2u);
+  EXPECT_EQ(c->anomaly_rules[0].text, "rate per=token max=600/min hold=true");
+  EXPECT_TRUE(c->anomaly_rules[0].hold);
+  EXPECT_EQ(c->anomaly_rules[1].text, "amount per=app_name factor=10 window=1000");
+}
+
+TEST(ResolveNodeConfig, AMalformedAnomalyRuleNamesTheFileAndLine) {
+  testing::TempDir dir;
+  WriteFile(dir.path() / "tipd.conf",
+            "# rules\n"
+            "anomaly-rule = rate per=token max=600/min\n"
+            "anomaly-rule = rate per=token max=600/week\n");
+  auto c = ResolveNodeConfig(NodeFlags(dir.path()));
+  ASSERT_FALSE(c.ok());
+  const std::string want = (dir.path() / "tipd.conf").string() + " line 3";
+  EXPECT_NE(ErrorOf(c).find(want), std::string::npos) << ErrorOf(c);
+  EXPECT_NE(ErrorOf(c).find("unit 'week' is not s, min or h"), std::string::npos) << ErrorOf(c);
+}
+
+}  // namespace
+}  // namespace tipd::node
