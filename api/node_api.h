@@ -19,6 +19,7 @@
 #include "node/channel_manager.h"
 #include "node/config.h"
 #include "node/lifecycle.h"
+#include "node/streams.h"
 #include "p2p/p2p.h"
 #include "storage/storage.h"
 #include "util/metrics.h"
@@ -39,7 +40,13 @@ struct NodeServices {
   crypto::RandomSource& rng;
   node::ChannelManager* channels = nullptr;  // channel and tip routes need it
   SpendLimiter* spend = nullptr;             // token caps charged by tips
+  node::StreamScheduler* streams = nullptr;  // the stream routes need it
 };
+
+// A token's daily cap as the budget a tip is charged to (null if it has none).
+std::shared_ptr<node::TipCharge> TokenCapChargeFor(SpendLimiter& spend, const TokenClaims& token);
+// A tip request's outcome as the API answers it (200, 202 or the refusal).
+ApiResponse TipAnswer(const node::TipOutcome& outcome);
 
 // Persistent peers added through the API survive restarts: ConnectPeer
 // stores them, RunNode redials them at start.
@@ -79,6 +86,14 @@ class NodeApi {
   void SendTip(ApiRequest req, Responder responder);
   void SendTipBatch(ApiRequest req, Responder responder);
   ApiResponse ListTips(const ApiRequest& req);
+
+  // Refunds and metered streams (stream_api.cc).
+  void RegisterStreamRoutes(RpcServer& server);
+  void RefundTip(ApiRequest req, Responder responder);
+  void CreateStream(ApiRequest req, Responder responder);
+  ApiResponse ListStreams(const ApiRequest& req);
+  ApiResponse GetStream(const ApiRequest& req);
+  void ControlStream(ApiRequest req, Responder responder, const std::string& action);
 
   // Backups and the recovery export (backup_api.cc).
   struct BackupJobs;

@@ -76,6 +76,7 @@ struct NodeContext::Parts {
   std::unique_ptr<EventLogSink> event_sink;
   std::unique_ptr<SpendLimiter> spend;
   std::unique_ptr<ChannelManager> channels;
+  std::unique_ptr<node::StreamScheduler> streams;
   std::unique_ptr<TokenAuthority> tokens;
   std::unique_ptr<RpcServer> rpc;
   std::unique_ptr<NodeApi> api;
@@ -170,6 +171,22 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
                                        clock, *p.timers, crypto::SystemRng(), channel_options);
   p.channels->SetEventSink(p.event_sink.get());
   p.channels->RegisterMetrics(p.metrics);
+  node::StreamOptions stream_options;
+  stream_options.max_per_second = config.stream_max_per_second;
+  stream_options.min_interval_ms = config.stream_min_interval_ms;
+  p.streams =
+      std::make_unique<node::StreamScheduler>(p.io, *p.db, *p.committer, clock, *p.timers,
+                                              *p.channels, crypto::SystemRng(), stream_options);
+  p.streams->SetEventSink(p.event_sink.get());
+  p.streams->SetChargeFor([spend = p.spend.get()](const v1::StoredStream& s) {
+    api::TokenClaims claims;
+    std::copy_n(s.token_id().begin(), std::min<size_t>(s.token_id().size(), claims.id.size()),
+                claims.id.begin());
+    claims.scopes = s.token_scopes();
+    claims.expires_at_ms = s.token_expires_at_ms();
+    claims.daily_cap = s.token_daily_cap();
+    return api::TokenCapChargeFor(*spend, claims);
+  });
 
   // HTTP/JSON API with bearer tokens (rpc.key and admin.token in the data dir).
   TIPD_ASSIGN_OR_RETURN(TokenAuthority authority,
@@ -192,9 +209,20 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   rpc_limits.max_event_streams = static_cast<size_t>(config.rpc_max_event_streams);
   rpc_limits.max_stream_buffer_bytes = static_cast<size_t>(config.rpc_max_stream_buffer);
   p.rpc = std::make_unique<RpcServer>(p.io, *p.tokens, clock, rpc_limits, &p.metrics);
-  NodeServices services{
-      p.io,      p.key, *p.chain,  *p.ledger,           *p.host,          *p.db,        *p.tokens,
-      p.metrics, clock, *p.timers, crypto::SystemRng(), p.channels.get(), p.spend.get()};
+  NodeServices services{p.io,
+                        p.key,
+                        *p.chain,
+                        *p.ledger,
+                        *p.host,
+                        *p.db,
+                        *p.tokens,
+                        p.metrics,
+                        clock,
+                        *p.timers,
+                        crypto::SystemRng(),
+                        p.channels.get(),
+                        p.spend.get(),
+                        p.streams.get()};
   p.api = std::make_unique<NodeApi>(services);
   p.api->Register(*p.rpc);
   api::EventRouteOptions event_options;
@@ -236,6 +264,7 @@ Status NodeContext::Start() {
   TIPD_ASSIGN_OR_RETURN(p.p2p_port,
                         p.host->Listen(NumericHost(config.listen.host), config.listen.port));
   TIPD_RETURN_IF_ERROR(p.channels->Start());
+  TIPD_RETURN_IF_ERROR(p.streams->Start());
   TIPD_RETURN_IF_ERROR(p.ledger->Start());
   TIPD_ASSIGN_OR_RETURN(auto saved_peers, LoadPersistentPeers(*p.db));
   for (const auto& [id, address] : saved_peers) {

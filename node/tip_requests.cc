@@ -48,6 +48,8 @@ const char* TipErrorCode(TipError error) {
       return "NODE_READ_ONLY";
     case TipError::kInternal:
       return "INTERNAL";
+    case TipError::kRefundRefused:
+      return "REFUND_REFUSED";
   }
   return "INTERNAL";
 }

@@ -46,6 +46,7 @@ enum class TipError {
   kQueueFull,             // too many tips wait for a window slot
   kNodeReadOnly,          // a write failed: the node refuses new work
   kInternal,              // a storage error while checking the request
+  kRefundRefused,         // a refund the original tip does not allow (409)
 };
 const char* TipErrorCode(TipError error);
 
