@@ -84,6 +84,7 @@ int TipRefusalStatus(TipError error) {
       return 400;
     case TipError::kIdempotencyKeyReused:
     case TipError::kChannelNotOpen:
+    case TipError::kRefundRefused:
       return 409;
     case TipError::kSpendCapExceeded:
     case TipError::kQueueFull:
@@ -128,13 +129,22 @@ Result<TipRequestIn> ToTipRequest(const v1::TipRequest& in, const ApiRequest& re
   if (in.amount() == 0) return Status::InvalidArgument("amount must be at least 1");
   out.draft.amount = in.amount();
   out.draft.message = in.message();
-  for (const auto& [k, v] : in.metadata()) out.draft.metadata[k] = v;
+  for (const auto& [k, v] : in.metadata()) {
+    // Refund links are made by POST /v1/tips/{channel_id}/{index}/refund only.
+    if (k == node::kRefundOfKey) {
+      return Status::InvalidArgument(
+          "metadata key 'refund_of' is set by POST /v1/tips/{channel_id}/{index}/refund");
+    }
+    out.draft.metadata[k] = v;
+  }
   out.idempotency_key = in.idempotency_key();
   // Keys belong to the token that used them.
   out.key_owner = req.token ? req.token->IdHex() : "-";
   if (req.token) out.charge = MakeTokenCharge(registry, spend, *req.token);
   return out;
 }
+
+}  // namespace
 
 ApiResponse TipAnswer(const TipOutcome& r) {
   if (r.refusal) {
@@ -148,8 +158,6 @@ ApiResponse TipAnswer(const TipOutcome& r) {
   }
   return ApiResponse::Json(r.response, r.acked ? 200 : 202);
 }
-
-}  // namespace
 
 std::shared_ptr<node::TipCharge> MakeTokenCharge(TokenRegistry* registry, SpendLimiter& spend,
                                                  const TokenClaims& token) {
@@ -183,6 +191,7 @@ void NodeApi::RegisterChannelRoutes(RpcServer& server) {
                      async(&NodeApi::SendTipBatch));
   server.Handle(HttpMethod::kGet, "/v1/tips", RouteAuth::Needs(Scope::kRead),
                 sync(&NodeApi::ListTips));
+  RegisterStreamRoutes(server);
 }
 
 void NodeApi::OpenChannel(ApiRequest req, Responder responder) {

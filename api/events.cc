@@ -51,7 +51,11 @@ Result<std::optional<uint64_t>> FirstIdAtOrAfter(const storage::Database& db, ui
 
 bool IsEventType(std::string_view type) {
   return type == kEventTipReceived || type == kEventTipSent || type == kEventAck ||
-         type == kEventChannel || type == kEventPeer || type == kEventWebhookDisabled;
+         type == kEventChannel || type == kEventPeer || type == kEventWebhookDisabled ||
+         type == "anomaly" ||
+         // Refunds and metered streams (node/refunds.h, node/streams.h).
+         type == "tip_refunded" || type == "stream_started" || type == "stream_tip" ||
+         type == "stream_stopped";
 }
 
 std::string EventKey(uint64_t id) {
@@ -268,7 +272,8 @@ Result<std::set<std::string>> ParseTypes(std::string_view list) {
     if (!IsEventType(item)) {
       return Status::InvalidArgument("unknown event type '" + std::string(item) +
                                      "' in types (valid: tip_received, tip_sent, ack, channel, "
-                                     "peer, webhook_disabled)");
+                                     "peer, webhook_disabled, anomaly, tip_refunded, "
+                                     "stream_started, stream_tip, stream_stopped)");
     }
     types.emplace(item);
   }

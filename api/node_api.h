@@ -23,6 +23,7 @@
 #include "node/channel_manager.h"
 #include "node/config.h"
 #include "node/lifecycle.h"
+#include "node/streams.h"
 #include "p2p/p2p.h"
 #include "storage/storage.h"
 #include "util/metrics.h"
@@ -59,7 +60,11 @@ struct NodeServices {
   // check only asks LedgerLink::connected().
   std::function<LedgerFollowState()> ledger_state = nullptr;
   node::AnomalyDetector* anomalies = nullptr;  // GET /v1/anomalies; null: no routes
+  node::StreamScheduler* streams = nullptr;  // the stream routes need it
 };
+
+// A tip request's outcome as the API answers it (200, 202 or the refusal).
+ApiResponse TipAnswer(const node::TipOutcome& outcome);
 
 // Persistent peers added through the API survive restarts: ConnectPeer
 // stores them, RunNode redials them at start.
@@ -124,6 +129,13 @@ class NodeApi {
   ApiResponse Stats(const ApiRequest& req);
   ApiResponse ListAnomalies(const ApiRequest& req);
   void ReleaseAnomaly(ApiRequest req, Responder responder);
+  // Refunds and metered streams (stream_api.cc).
+  void RegisterStreamRoutes(RpcServer& server);
+  void RefundTip(ApiRequest req, Responder responder);
+  void CreateStream(ApiRequest req, Responder responder);
+  ApiResponse ListStreams(const ApiRequest& req);
+  ApiResponse GetStream(const ApiRequest& req);
+  void ControlStream(ApiRequest req, Responder responder, const std::string& action);
 
   // Backups and the recovery export (backup_api.cc).
   struct BackupJobs;

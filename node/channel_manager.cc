@@ -82,6 +82,7 @@ ChannelManager::ChannelManager(boost::asio::io_context& io, const crypto::KeyPai
       chdb_(&db),
       log_(Logger("channels")),
       txs_(key, ledger, rng),
+      refunds_(std::make_shared<RefundBook>(db)),
       requests_(db, timers, options.ack_wait),
       watcher_(txs_, log_),
       negotiator_(key, ledger, peers, timers, rng, options.open,
@@ -586,6 +587,11 @@ void ChannelManager::ApplyPlan(LiveChannel& live, channel::ReestablishPlan plan)
 // Tips: sending
 
 void ChannelManager::SendTip(TipRequestIn req, TipCallback done) {
+  const Hash32 request_hash = TipRequestHash(req);
+  SendTipHashed(std::move(req), request_hash, std::move(done));
+}
+
+void ChannelManager::SendTipHashed(TipRequestIn req, const Hash32& request_hash, TipCallback done) {
   // Resolve the channel.
   LiveChannel* live = nullptr;
   if (!req.channel_id.empty()) {
@@ -605,7 +611,6 @@ void ChannelManager::SendTip(TipRequestIn req, TipCallback done) {
   } else {
     return done(TipOutcome::Refused(TipError::kInvalidArgument, "give a channel or a peer"));
   }
-  const Hash32 request_hash = TipRequestHash(req);
   // Idempotency: an identical request in progress, or answered before. A
   // replay is answered even in read-only mode and is never charged.
   if (requests_.Replay(req, request_hash, done, [this](const std::string& id, uint64_t nonce) {
@@ -715,13 +720,28 @@ void ChannelManager::Pump(LiveChannel& live) {
       *api.mutable_tip() = tip;
       api.set_nonce(nonce);
       api.set_idempotency_key(requests_.KeyOf(live.id, tip.index()));
+      const std::string* refund_of = RefundOfMetadata(tip);
+      if (refund_of != nullptr) api.set_refund_of(*refund_of);
       // The key's answer and the spend are durable with the payment: a retry
-      // after a crash finds the tip and never pays twice.
+      // after a crash finds the tip and never pays twice. A refund's charge
+      // stages the original's new refunded total here too.
       requests_.StageFolded(live.id, api, &batch);
       v1::Event e;
       e.set_type("tip_sent");
       *e.mutable_tip() = std::move(api);
       Emit(&batch, std::move(e), &staged);
+      if (auto link = refund_of ? ParseRefundOf(*refund_of) : std::nullopt) {
+        auto total = refunds_->Get(live.id, storage::Direction::kRemoteToLocal, link->second);
+        v1::Event r;
+        r.set_type("tip_refunded");
+        v1::RefundEvent& re = *r.mutable_refund();
+        re.set_channel_id(Hex(live.id));
+        re.set_original_index(link->second);
+        re.set_refund_index(tip.index());
+        re.set_amount(tip.amount());
+        re.set_refunded_total(total.ok() ? total->total() : 0);
+        Emit(&batch, std::move(r), &staged);
+      }
     }
     const uint64_t first = out->update.tips(0).index();
     const uint64_t last = out->update.tips(out->update.tips_size() - 1).index();
@@ -847,18 +867,30 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
   const uint64_t now_ms = static_cast<uint64_t>(clock_.NowMs());
   stats_.StageTips(&batch, live->id, storage::Direction::kRemoteToLocal, m.tips(), now_ms);
   std::vector<v1::Event> staged;
-  if (events_) {
-    for (const v1::Tip& tip : m.tips()) {
-      v1::Event e;
-      e.set_type("tip_received");
-      v1::TipApi& api = *e.mutable_tip();
-      api.set_channel_id(Hex(live->id));
-      api.set_direction("received");
-      api.set_peer_node_id(live->peer.Hex());
-      *api.mutable_tip() = tip;
-      api.set_nonce(nonce);
-      Emit(&batch, std::move(e), &staged);
+  for (const v1::Tip& tip : m.tips()) {
+    // The money is accepted whatever its refund link says; the link only
+    // counts if it is valid (docs/protocol.md "Refund links").
+    std::string link_error;
+    if (RefundOfMetadata(tip) != nullptr) {
+      link_error = AcceptRefundLink(*live, tip, &batch, &staged);
     }
+    if (!events_) continue;
+    v1::Event e;
+    e.set_type("tip_received");
+    v1::TipApi& api = *e.mutable_tip();
+    api.set_channel_id(Hex(live->id));
+    api.set_direction("received");
+    api.set_peer_node_id(live->peer.Hex());
+    *api.mutable_tip() = tip;
+    api.set_nonce(nonce);
+    if (const std::string* link = RefundOfMetadata(tip)) {
+      if (link_error.empty()) {
+        api.set_refund_of(*link);
+      } else {
+        api.set_refund_link_error(link_error);
+      }
+    }
+    Emit(&batch, std::move(e), &staged);
   }
   const uint64_t amount = validated->amount();
   const int count = m.tips_size();

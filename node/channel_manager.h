@@ -58,6 +58,7 @@
 #include "ledger/link.h"
 #include "node/channel_db.h"
 #include "node/open_negotiator.h"
+#include "node/refunds.h"
 #include "node/seams.h"
 #include "node/stats.h"
 #include "node/tip_requests.h"
@@ -132,6 +133,14 @@ class ChannelManager {
   void Close(const std::string& channel_id, bool force, std::chrono::milliseconds wait,
              ChannelCallback done);
   void SendTip(TipRequestIn request, TipCallback done);
+  // Refunds the received tip `index` of `channel_id` (docs/api.md
+  // "Refunds"): a tip back over the same channel whose metadata links it
+  // (refund_of). `request.draft.amount` 0 refunds what is left. Refusals:
+  // TIP_NOT_FOUND, REFUND_OF_REFUND, REFUND_EXCEEDS_ORIGINAL,
+  // TOO_MANY_REFUNDS (kChannelRule with that code), and every SendTip one.
+  // An idempotency key is bound to the request as given (channel, index,
+  // amount asked, message), so "refund the rest" replays after it was paid.
+  void Refund(TipRequestIn request, uint64_t index, TipCallback done);
 
   std::vector<v1::ChannelApi> ListChannels() const;
   Result<v1::ChannelApi> GetChannel(const std::string& channel_id) const;
@@ -163,6 +172,15 @@ class ChannelManager {
   struct LiveChannel;  // one channel's runtime state (channel_manager.cc)
 
  private:
+  void SendTipHashed(TipRequestIn request, const Hash32& request_hash, TipCallback done);
+  // A received tip that names a refund_of link: checks the link and stages
+  // its total (and the tip_refunded event) if valid; the error otherwise.
+  std::string AcceptRefundLink(LiveChannel& live, const v1::Tip& tip, storage::WriteBatch* batch,
+                               std::vector<v1::Event>* staged);
+  // Fills refund_of / refunded_total / refund_link_error of history tips.
+  Status AnnotateRefunds(const LiveChannel& live, storage::Direction dir,
+                         std::vector<v1::TipApi*>& tips) const;
+
   // Messages.
   void HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m);
   void HandleAck(p2p::PeerId peer, const v1::Ack& m);
@@ -233,6 +251,7 @@ class ChannelManager {
   ChannelDb chdb_;
   std::shared_ptr<spdlog::logger> log_;
   TxSender txs_;
+  std::shared_ptr<RefundBook> refunds_;
   TipRequests requests_;
   Watcher watcher_;
   OpenNegotiator negotiator_;

@@ -180,13 +180,16 @@ Result<v1::ListTipsResponse> ChannelManager::ListTips(const std::string& directi
       const size_t room = limit - static_cast<size_t>(out.tips_size());
       TIPD_ASSIGN_OR_RETURN(std::vector<v1::StoredTip> page,
                             chdb_.History(live.id, dir, from, room + 1));
+      std::vector<v1::TipApi*> added;
       for (size_t i = 0; i < page.size(); ++i) {
         if (i == room) {
+          TIPD_RETURN_IF_ERROR(AnnotateRefunds(live, dir, added));
           out.set_next_cursor(Hex(live.id) + "." + std::to_string(d) + "." +
                               std::to_string(page[i].tip().index()));
           return out;
         }
         v1::TipApi* t = out.add_tips();
+        added.push_back(t);
         t->set_channel_id(Hex(live.id));
         t->set_direction(dir == storage::Direction::kLocalToRemote ? "sent" : "received");
         t->set_peer_node_id(live.peer.Hex());
@@ -194,6 +197,7 @@ Result<v1::ListTipsResponse> ChannelManager::ListTips(const std::string& directi
         t->set_nonce(page[i].nonce());
         t->set_idempotency_key(page[i].idempotency_key());
       }
+      TIPD_RETURN_IF_ERROR(AnnotateRefunds(live, dir, added));
     }
   }
   return out;

@@ -436,6 +436,11 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
                      "most queued tips folded into one update under load"));
     s.push_back(Spec("max-queued-tips", OptionType::kUint64, "4096",
                      "tips waiting for a window slot per channel before new ones are refused"));
+    s.push_back(Spec("stream-max-per-second", OptionType::kUint64, "100000",
+                     "most all active metered streams together may pay per second (a new or "
+                     "resumed stream above it is refused with BAD_STREAM_RATE)"));
+    s.push_back(Spec("stream-min-interval", OptionType::kDurationMs, "1s",
+                     "shortest interval of a metered stream (at least 100ms)"));
     s.push_back(Spec("max-inbound-per-address", OptionType::kUint64, "8",
                      "inbound p2p connections accepted from one IP address, handshaking ones "
                      "included; loopback counts too (0: no limit)"));
@@ -869,6 +874,12 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   c.max_updates_in_flight = static_cast<uint32_t>(in_flight);
   c.max_tips_per_update = static_cast<uint32_t>(per_update);
   c.max_queued_tips = static_cast<size_t>(queued);
+  c.stream_max_per_second = o.GetUint("stream-max-per-second");
+  TIPD_ASSIGN_OR_RETURN(c.stream_min_interval_ms, PositiveDuration(o, "stream-min-interval"));
+  if (c.stream_max_per_second == 0 || c.stream_min_interval_ms < 100) {
+    return Status::InvalidArgument(
+        "stream-max-per-second must be at least 1 and stream-min-interval at least 100ms");
+  }
   TIPD_ASSIGN_OR_RETURN(c.rpc_read_timeout_ms, PositiveDuration(o, "rpc-read-timeout"));
   TIPD_ASSIGN_OR_RETURN(c.rpc_write_timeout_ms, PositiveDuration(o, "rpc-write-timeout"));
   c.rpc_max_connections = o.GetUint("rpc-max-connections");

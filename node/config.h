@@ -252,6 +252,9 @@ struct NodeConfig {
   uint32_t max_updates_in_flight = 16;
   uint32_t max_tips_per_update = 256;
   size_t max_queued_tips = 4096;
+  // Metered streams (node/streams.h).
+  uint64_t stream_max_per_second = 100'000;
+  uint64_t stream_min_interval_ms = 1000;
   // Test/debug only: every balance proof sent is appended here (empty: off).
   std::filesystem::path debug_proof_log;
   // HTTP API bounds (api::RpcLimits; docs/api.md "Limits").

@@ -84,6 +84,7 @@ struct NodeContext::Parts {
   std::unique_ptr<TokenRegistry> registry;
   std::unique_ptr<AnomalyDetector> anomalies;
   std::unique_ptr<ChannelManager> channels;
+  std::unique_ptr<node::StreamScheduler> streams;
   std::unique_ptr<TokenAuthority> tokens;
   std::unique_ptr<api::HttpWebhookSender> webhook_sender;
   std::unique_ptr<api::WebhookDispatcher> webhooks;
@@ -215,6 +216,23 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   p.anomalies->SetEventSink(p.event_sink.get());
   p.anomalies->RegisterMetrics(p.metrics);
   p.channels->SetAnomalyDetector(p.anomalies.get());
+  node::StreamOptions stream_options;
+  stream_options.max_per_second = config.stream_max_per_second;
+  stream_options.min_interval_ms = config.stream_min_interval_ms;
+  p.streams =
+      std::make_unique<node::StreamScheduler>(p.io, *p.db, *p.committer, clock, *p.timers,
+                                              *p.channels, crypto::SystemRng(), stream_options);
+  p.streams->SetEventSink(p.event_sink.get());
+  p.streams->SetChargeFor([spend = p.spend.get(), registry = p.registry.get()](
+                              const v1::StoredStream& s) {
+    api::TokenClaims claims;
+    std::copy_n(s.token_id().begin(), std::min<size_t>(s.token_id().size(), claims.id.size()),
+                claims.id.begin());
+    claims.scopes = s.token_scopes();
+    claims.expires_at_ms = s.token_expires_at_ms();
+    claims.daily_cap = s.token_daily_cap();
+    return api::MakeTokenCharge(registry, *spend, claims);
+  });
 
   // HTTP/JSON API with bearer tokens (rpc.key and admin.token in the data dir).
   TIPD_ASSIGN_OR_RETURN(TokenAuthority authority,
@@ -279,6 +297,8 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
     return st;
   };
   services.anomalies = p.anomalies.get();
+  services.streams = p.streams.get();
+
   p.api = std::make_unique<NodeApi>(services);
   p.api->ready_max_ledger_lag = config.ready_max_ledger_lag;
   p.api->admin_token_id = admin_claims.id;
@@ -337,6 +357,7 @@ Status NodeContext::Start() {
   TIPD_ASSIGN_OR_RETURN(p.p2p_port,
                         p.host->Listen(NumericHost(config.listen.host), config.listen.port));
   TIPD_RETURN_IF_ERROR(p.channels->Start());
+  TIPD_RETURN_IF_ERROR(p.streams->Start());
   TIPD_RETURN_IF_ERROR(p.ledger->Start());
   TIPD_ASSIGN_OR_RETURN(auto saved_peers, LoadPersistentPeers(*p.db));
   for (const auto& [id, address] : saved_peers) {

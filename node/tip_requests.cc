@@ -54,6 +54,8 @@ const char* TipErrorCode(TipError error) {
       return "RATE_LIMITED";
     case TipError::kAnomalyHold:
       return "ANOMALY_HOLD";
+    case TipError::kRefundRefused:
+      return "REFUND_REFUSED";
   }
   return "INTERNAL";
 }

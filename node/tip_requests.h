@@ -49,6 +49,7 @@ enum class TipError {
   kNotAllowed,            // the requester's token may not send this tip
   kRateLimited,           // the requester's token sent too many tips too fast
   kAnomalyHold,           // an anomaly rule holds the requester's token (node/anomaly.h)
+  kRefundRefused,         // a refund the original tip does not allow (409)
 };
 const char* TipErrorCode(TipError error);
 

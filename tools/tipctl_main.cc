@@ -921,6 +921,126 @@ int main(int argc, char** argv) {
     };
   });
 
+  // ---- refunds and streams ----
+  std::string refund_channel, refund_message, refund_key;
+  uint64_t refund_index = 0, refund_amount = 0;
+  auto* refund_cmd = app.add_subcommand(
+      "refund",
+      "send a received tip back, wholly or in part (POST /v1/tips/{channel}/{index}/refund)");
+  refund_cmd->add_option("channel", refund_channel, "channel id (hex)")->required();
+  refund_cmd->add_option("index", refund_index, "index of the received tip")->required();
+  refund_cmd->add_option("--amount", refund_amount, "default: what is left of the tip");
+  refund_cmd->add_option("--message", refund_message, "UTF-8 text sent with the refund");
+  refund_cmd->add_option("--idempotency-key", refund_key,
+                         "retry key; a repeat returns the first result (default: random)");
+  refund_cmd->callback([&] {
+    action = [&] {
+      tipd::v1::RefundRequest req;
+      req.set_amount(refund_amount);
+      req.set_message(refund_message);
+      if (refund_key.empty()) {
+        refund_key = RandomKey();
+        if (run.human()) {
+          std::cerr << "idempotency key " << refund_key << " (to retry safely: --idempotency-key "
+                    << refund_key << ")\n";
+        }
+      }
+      req.set_idempotency_key(refund_key);
+      return run.Call(
+          "POST",
+          "/v1/tips/" + UrlEncode(refund_channel) + "/" + std::to_string(refund_index) + "/refund",
+          ToJson(req), Human<tipd::v1::TipResponse>([](const tipd::v1::TipResponse& r) {
+            std::cout << "refunded " << r.tip().tip().amount() << " of tip " << r.tip().refund_of()
+                      << " as tip " << r.tip().tip().index()
+                      << (r.has_receipt() ? " (acked" : " (ack pending")
+                      << (r.replayed() ? ", replayed)" : ")") << "\n";
+          }));
+    };
+  });
+  auto stream_line = [](const tipd::v1::Stream& s) {
+    std::cout << s.id() << " " << s.state() << ": " << s.amount() << " every "
+              << s.interval_ms() / 1000.0 << " s to "
+              << (s.channel_id().empty() ? "peer " + Short(s.peer_node_id())
+                                         : "channel " + Short(s.channel_id()))
+              << ", paid " << s.paid_total() << " in " << s.tips_paid() << " tip(s), skipped "
+              << s.intervals_skipped()
+              << (s.stopped_reason().empty() ? "" : " (" + s.stopped_reason() + ")") << "\n";
+  };
+  auto* stream_cmd = app.add_subcommand("stream", "metered streams: a tip every interval");
+  stream_cmd->require_subcommand(1);
+  std::string stream_channel, stream_peer, stream_message, stream_interval, stream_missed = "skip";
+  std::string stream_id;
+  uint64_t stream_amount = 0, stream_max = 0, stream_end = 0;
+  std::vector<std::string> stream_meta;
+  auto* stream_create = stream_cmd->add_subcommand("create", "start a stream (POST /v1/streams)");
+  auto* stream_channel_opt =
+      stream_create->add_option("--channel", stream_channel, "channel id (hex)");
+  stream_channel_opt->excludes(
+      stream_create->add_option("--peer", stream_peer, "peer node id (hex): its open channel"));
+  stream_create->add_option("amount", stream_amount, "per interval, >= 1")->required();
+  stream_create->add_option("--every", stream_interval, "interval, e.g. 60s, 1m (>= 1s)")
+      ->required();
+  stream_create->add_option("--message", stream_message, "sent with every tip");
+  stream_create->add_option("--meta", stream_meta, "metadata KEY=VALUE (repeatable, <= 6)")
+      ->type_name("K=V");
+  stream_create->add_option("--max-total", stream_max, "stop once this much is paid");
+  stream_create->add_option("--end-at", stream_end, "stop at this time, Unix milliseconds")
+      ->type_name("MS");
+  stream_create
+      ->add_option("--missed", stream_missed,
+                   "intervals missed while down: skip (record them) or pay (at once)")
+      ->check(CLI::IsMember({"skip", "pay"}));
+  stream_create->callback([&] {
+    action = [&] {
+      if (stream_channel.empty() == stream_peer.empty()) {
+        return UsageError("stream create needs exactly one of --channel ID and --peer NODEID");
+      }
+      auto ms = tipd::node::ParseDurationMs(stream_interval);
+      if (!ms.ok()) return UsageError("--every: " + ms.status().message());
+      tipd::v1::CreateStreamRequest req;
+      req.set_channel_id(stream_channel);
+      req.set_peer_node_id(stream_peer);
+      req.set_amount(stream_amount);
+      req.set_interval_ms(*ms);
+      req.set_message(stream_message);
+      req.set_max_total(stream_max);
+      req.set_end_at_ms(stream_end);
+      req.set_missed(stream_missed);
+      for (const std::string& kv : stream_meta) {
+        size_t eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          return UsageError("--meta expects KEY=VALUE, got '" + kv + "'");
+        }
+        (*req.mutable_metadata())[kv.substr(0, eq)] = kv.substr(eq + 1);
+      }
+      return run.Call("POST", "/v1/streams", ToJson(req), Human<tipd::v1::Stream>(stream_line));
+    };
+  });
+  stream_cmd->add_subcommand("list", "every stream of the token (GET /v1/streams)")->callback([&] {
+    action = [&] {
+      return run.Call(
+          "GET", "/v1/streams", "",
+          Human<tipd::v1::ListStreamsResponse>([&](const tipd::v1::ListStreamsResponse& r) {
+            if (r.streams().empty()) std::cout << "no streams\n";
+            for (const auto& s : r.streams()) stream_line(s);
+          }));
+    };
+  });
+  for (const char* verb : {"get", "pause", "resume", "stop"}) {
+    const std::string v = verb;
+    auto* sub = stream_cmd->add_subcommand(
+        v, v == "get" ? "one stream (GET /v1/streams/{id})"
+                      : v + " a stream (POST /v1/streams/{id}/" + v + ")");
+    sub->add_option("id", stream_id, "stream id (hex)")->required();
+    sub->callback([&, v] {
+      action = [&, v] {
+        const std::string path = "/v1/streams/" + UrlEncode(stream_id);
+        if (v == "get") return run.Call("GET", path, "", Human<tipd::v1::Stream>(stream_line));
+        return run.Call("POST", path + "/" + v, "{}", Human<tipd::v1::Stream>(stream_line));
+      };
+    });
+  }
+
   // ---- tokens ----
   auto* token_cmd = app.add_subcommand("token", "API tokens");
   token_cmd->require_subcommand(1);
