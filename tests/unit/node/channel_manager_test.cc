@@ -1134,5 +1134,27 @@ TEST_F(ChannelManagerTest, ChannelListingPagesByCursor) {
             StatusCode::kInvalidArgument);
 }
 
+// A history that starts above index 1 (tips below a proof adopted at
+// reestablish are not stored) is listed whole: the page after the gap fills
+// up and the cursor leads on, instead of ending the listing early.
+TEST_F(ChannelManagerTest, TipListingContinuesPastAGapAtTheStartOfAHistory) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000);
+  for (int i = 1; i <= 10; ++i) ASSERT_TRUE(net_.Tip(*a_, id, 1, "t" + std::to_string(i)).ok());
+  storage::WriteBatch gap;
+  for (uint64_t i = 1; i <= 3; ++i) {
+    gap.Delete(storage::TipKey(id, storage::Direction::kRemoteToLocal, i));
+  }
+  ASSERT_TRUE(b_->db->Write(gap).ok());
+  auto page = b_->manager->ListTips("received", id, 5, "");
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  ASSERT_EQ(page->tips_size(), 5);
+  EXPECT_EQ(page->tips(0).tip().index(), 4u);
+  EXPECT_EQ(page->tips(4).tip().index(), 8u);
+  EXPECT_EQ(page->next_cursor(), HexEncode(AsSpan(id)) + ".1.9");
+  const auto all = Received(*b_, id);
+  ASSERT_EQ(all.size(), 7u);
+  EXPECT_EQ(all.back().tip().message(), "t10");
+}
+
 }  // namespace
 }  // namespace tipd::testing
