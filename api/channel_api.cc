@@ -213,10 +213,27 @@ void NodeApi::OpenChannel(ApiRequest req, Responder responder) {
                     });
 }
 
-ApiResponse NodeApi::ListChannels(const ApiRequest&) {
-  v1::ListChannelsResponse out;
-  for (v1::ChannelApi& c : s_.channels->ListChannels()) *out.add_channels() = std::move(c);
-  return ApiResponse::Json(out);
+ApiResponse NodeApi::ListChannels(const ApiRequest& req) {
+  auto limit_it = req.query.find("limit");
+  auto cursor_it = req.query.find("cursor");
+  if (limit_it == req.query.end() && cursor_it == req.query.end()) {
+    // No paging asked for: every channel, as before paging existed.
+    v1::ListChannelsResponse out;
+    for (v1::ChannelApi& c : s_.channels->ListChannels()) *out.add_channels() = std::move(c);
+    return ApiResponse::Json(out);
+  }
+  uint32_t limit = 100;
+  if (limit_it != req.query.end() && !limit_it->second.empty()) {
+    const std::string& text = limit_it->second;
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), limit);
+    if (ec != std::errc() || ptr != text.data() + text.size() || limit == 0 || limit > 1000) {
+      return ApiResponse::Error(400, "invalid_argument", "limit must be 1..1000");
+    }
+  }
+  auto page = s_.channels->ListChannelsPage(
+      limit, cursor_it == req.query.end() ? std::string() : cursor_it->second);
+  if (!page.ok()) return ApiResponse::FromStatus(page.status());
+  return ApiResponse::Json(*page);
 }
 
 ApiResponse NodeApi::GetChannel(const ApiRequest& req) {

@@ -153,6 +153,17 @@ class ChannelDb {
   Result<std::vector<v1::StoredTip>> History(std::string_view channel_id,
                                              storage::Direction direction, uint64_t from_index,
                                              size_t limit) const;
+  // Where the next stored tip is, at or after a position, in any channel
+  // (storage::TipHistoryStore::FirstFrom / FirstAfterChannel): one seek.
+  Result<std::optional<storage::TipPosition>> FirstTipFrom(std::string_view channel_id,
+                                                           storage::Direction direction,
+                                                           uint64_t from_index) const {
+    return tips_.FirstFrom(channel_id, direction, from_index);
+  }
+  Result<std::optional<storage::TipPosition>> FirstTipAfterChannel(
+      std::string_view channel_id) const {
+    return tips_.FirstAfterChannel(channel_id);
+  }
 
  private:
   storage::Database* db_;

@@ -143,6 +143,11 @@ class ChannelManager {
   void Refund(TipRequestIn request, uint64_t index, TipCallback done);
 
   std::vector<v1::ChannelApi> ListChannels() const;
+  // A page of GET /v1/channels: up to `limit` channels in channel id order
+  // after `cursor` (the hex id of the last channel of the previous page;
+  // empty: from the first). next_cursor is empty on the last page.
+  Result<v1::ListChannelsResponse> ListChannelsPage(uint32_t limit,
+                                                    const std::string& cursor) const;
   Result<v1::ChannelApi> GetChannel(const std::string& channel_id) const;
   // Tip history: both or one direction, every channel or one, by cursor.
   Result<v1::ListTipsResponse> ListTips(const std::string& direction, const std::string& channel_id,

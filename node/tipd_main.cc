@@ -4,6 +4,7 @@
 //   tipd ledger init --datadir D [--fund ACCOUNT=AMOUNT]...
 //   tipd ledger --datadir D [--listen HOST:PORT] ...
 //   tipd devnet [--nodes N] [--dir DIR] [--stream] ...   (docs/devnet.md)
+//   tipd bench [--quick] [--json FILE] [--seconds N] [--cores LIST]   (docs/performance.md)
 //   tipd restore --datadir D (--backup FILE | --recovery FILE) [--force]
 //               [--verify-only]              (docs/operator-guide.md, Backups)
 //
@@ -22,6 +23,7 @@
 #include "node/daemons.h"
 #include "node/lifecycle.h"
 #include "node/recovery.h"
+#include "tools/bench.h"
 #include "tools/devnet.h"
 
 namespace {
@@ -215,6 +217,26 @@ int main(int argc, char** argv) {
       "--duration", devnet_duration,
       "stop after this long (e.g. 30s, 5m) with a summary; default: until Ctrl-C");
 
+  CLI::App* bench_cmd = app.add_subcommand(
+      "bench", "measure throughput, latency, restart, memory, disk and listing on a local network");
+  tipd::tools::BenchOptions bench;
+  std::string bench_cores;
+  bench_cmd->add_flag("--quick", bench.quick, "CI smoke: everything scaled down (< 1 minute)");
+  bench_cmd->add_option("--json", bench.json, "also write every figure to this JSON file");
+  bench_cmd->add_option("--seconds", bench.seconds,
+                        "seconds of each closed-loop measurement (default 10, quick 3)");
+  bench_cmd->add_option("--cores", bench_cores,
+                        "core counts of the scaling run, e.g. 1,2 (default: 1 and all)");
+  bench_cmd->add_option("--tips", bench.history_tips,
+                        "history the size section builds (default 1000000, quick 20000)");
+  bench_cmd->add_option("--channels", bench.channels,
+                        "channels the size section opens (default 10000, quick 200)");
+  bench_cmd->add_option("--dir", bench.dir, "where the nodes live (default: a new temp dir)");
+  bench_cmd->add_flag("--keep", bench.keep, "keep the directory (state and logs) afterwards");
+  bench_cmd->add_option("--tipd", bench.tipd_binary,
+                        "run the ledger and nodes from this tipd binary (e.g. an older build, "
+                        "for before/after figures); default: this one");
+
   CLI::App* restore_cmd = app.add_subcommand(
       "restore", "write a node's db/ from an online backup or a recovery export");
   RestoreArgs restore;
@@ -259,6 +281,22 @@ int main(int argc, char** argv) {
     auto config = tipd::node::ResolveLedgerConfig(ledger_flags);
     if (!config.ok()) return Fail(config.status());
     return tipd::node::RunLedger(*config);
+  }
+  if (bench_cmd->parsed()) {
+    for (size_t pos = 0; pos < bench_cores.size();) {
+      size_t end = bench_cores.find(',', pos);
+      if (end == std::string::npos) end = bench_cores.size();
+      uint32_t k = 0;
+      const char* first = bench_cores.data() + pos;
+      const char* last = bench_cores.data() + end;
+      if (std::from_chars(first, last, k).ptr != last || k == 0) {
+        return Fail(tipd::Status::InvalidArgument("--cores expects counts like 1,2, got '" +
+                                                  bench_cores + "'"));
+      }
+      bench.cores.push_back(k);
+      pos = end + 1;
+    }
+    return tipd::tools::RunBench(bench);
   }
   if (devnet_cmd->parsed()) {
     if (devnet_cmd->count("--nodes") > 0) devnet.nodes = devnet_nodes;

@@ -451,9 +451,16 @@ class DirectionStore {
 };
 
 // Per-direction tip history, keyed by tip index.
+// Where a stored tip is: its channel, direction and index.
+struct TipPosition {
+  std::string channel_id;
+  Direction direction = Direction::kLocalToRemote;
+  uint64_t index = 0;
+};
+
 class TipHistoryStore {
  public:
-  explicit TipHistoryStore(Database* db) : records_(db) {}
+  explicit TipHistoryStore(Database* db) : db_(db), records_(db) {}
   // Adds each tip under its tip.tip().index(). kInvalidArgument (and nothing
   // added to `batch`) if the channel id is malformed.
   Status Append(WriteBatch* batch, std::string_view channel_id, Direction direction,
@@ -466,8 +473,20 @@ class TipHistoryStore {
   Result<std::vector<tipd::v1::StoredTip>> ReadRange(std::string_view channel_id,
                                                      Direction direction, uint64_t from_index,
                                                      size_t limit) const;
+  // The first stored tip at or after (channel_id, direction, from_index) in
+  // key order (channel id, direction, index), in any channel; nullopt if
+  // there is none. An empty channel_id starts at the very first tip. One
+  // seek: empty channels and directions in between cost nothing, which keeps
+  // GET /v1/tips independent of how many channels have no history.
+  Result<std::optional<TipPosition>> FirstFrom(std::string_view channel_id, Direction direction,
+                                               uint64_t from_index) const;
+  // The first stored tip of a channel after `channel_id` (its id is larger).
+  Result<std::optional<TipPosition>> FirstAfterChannel(std::string_view channel_id) const;
 
  private:
+  Result<std::optional<TipPosition>> FirstAtOrAfterKey(const std::string& start) const;
+
+  Database* db_;
   RecordStore<tipd::v1::StoredTip> records_;
 };
 

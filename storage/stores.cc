@@ -78,6 +78,46 @@ Result<std::optional<StoredTip>> TipHistoryStore::Get(std::string_view channel_i
   return records_.Get(TipKey(channel_id, direction, index));
 }
 
+Result<std::optional<TipPosition>> TipHistoryStore::FirstAtOrAfterKey(
+    const std::string& start) const {
+  const std::string family(1, static_cast<char>(KeyFamily::kTip));
+  std::optional<TipPosition> found;
+  const size_t expected = 1 + kChannelIdSize + 1 + 8;
+  TIPD_RETURN_IF_ERROR(
+      db_->Scan(start, PrefixEnd(family), 1, [&](std::string_view key, std::string_view) -> Status {
+        if (key.size() != expected || static_cast<uint8_t>(key[1 + kChannelIdSize]) > 1) {
+          return Status::Corruption("tip history key \"" + EscapeKey(key) +
+                                    "\" is not channel id + direction + index");
+        }
+        TipPosition p;
+        p.channel_id = std::string(key.substr(1, kChannelIdSize));
+        p.direction = static_cast<Direction>(key[1 + kChannelIdSize]);
+        for (char c : key.substr(key.size() - 8)) {
+          p.index = (p.index << 8) | static_cast<unsigned char>(c);
+        }
+        found = std::move(p);
+        return Status::Ok();
+      }));
+  return found;
+}
+
+Result<std::optional<TipPosition>> TipHistoryStore::FirstFrom(std::string_view channel_id,
+                                                              Direction direction,
+                                                              uint64_t from_index) const {
+  if (channel_id.empty())
+    return FirstAtOrAfterKey(std::string(1, static_cast<char>(KeyFamily::kTip)));
+  TIPD_RETURN_IF_ERROR(CheckChannelId(channel_id));
+  return FirstAtOrAfterKey(TipKey(channel_id, direction, from_index));
+}
+
+Result<std::optional<TipPosition>> TipHistoryStore::FirstAfterChannel(
+    std::string_view channel_id) const {
+  TIPD_RETURN_IF_ERROR(CheckChannelId(channel_id));
+  std::string prefix(1, static_cast<char>(KeyFamily::kTip));
+  prefix.append(channel_id);
+  return FirstAtOrAfterKey(PrefixEnd(prefix));
+}
+
 Result<std::vector<StoredTip>> TipHistoryStore::ReadRange(std::string_view channel_id,
                                                           Direction direction, uint64_t from_index,
                                                           size_t limit) const {

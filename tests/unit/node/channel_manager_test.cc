@@ -1051,5 +1051,110 @@ TEST(ChannelManagerCampaign, RandomRunsLoseNothingAcknowledged) {
   }
 }
 
+// GET /v1/tips seeks from stored tip to stored tip: channels without history
+// between two with tips are skipped, pages and cursors stay exact across
+// them, and the direction filter skips the other direction's tips.
+TEST_F(ChannelManagerTest, TipListingSeeksAcrossChannelsWithoutHistory) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(net_.OpenChannel(*a_, *b_, 10'000));
+  std::sort(ids.begin(), ids.end());  // the listing's order
+  // Tips on the first and the last channel only; one back from b on the last.
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(net_.Tip(*a_, ids[0], 1, "first " + std::to_string(i)).ok());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(net_.Tip(*a_, ids[3], 1, "last " + std::to_string(i)).ok());
+  ASSERT_TRUE(net_.Tip(*b_, ids[3], 1, "back").ok());
+
+  auto page = a_->manager->ListTips("sent", "", 4, "");
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  ASSERT_EQ(page->tips_size(), 4);
+  EXPECT_EQ(page->tips(2).tip().message(), "first 2");
+  EXPECT_EQ(page->tips(3).tip().message(), "last 0");
+  EXPECT_EQ(page->next_cursor(), HexEncode(AsSpan(ids[3])) + ".0.2");
+  page = a_->manager->ListTips("sent", "", 4, page->next_cursor());
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->tips_size(), 2);
+  EXPECT_EQ(page->tips(1).tip().message(), "last 2");
+  EXPECT_EQ(page->next_cursor(), "") << "no more sent tips, although received ones follow";
+
+  // Both directions: the received tip comes after the last channel's sent ones.
+  page = a_->manager->ListTips("", "", 7, "");
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->tips_size(), 7);
+  EXPECT_EQ(page->tips(6).direction(), "received");
+  EXPECT_EQ(page->tips(6).tip().message(), "back");
+  EXPECT_EQ(page->next_cursor(), "");
+  // A page that ends exactly before the last tip says there is more.
+  page = a_->manager->ListTips("", "", 6, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->next_cursor(), HexEncode(AsSpan(ids[3])) + ".1.1");
+
+  // One channel without history, and one with: the filter holds.
+  page = a_->manager->ListTips("", ids[1], 100, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->tips_size(), 0);
+  page = a_->manager->ListTips("received", ids[3], 100, "");
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->tips_size(), 1);
+  EXPECT_EQ(page->tips(0).tip().message(), "back");
+  // The receiver sees the same from its side.
+  EXPECT_EQ(Received(*b_, ids[0]).size(), 3u);
+  EXPECT_EQ(Received(*b_, ids[1]).size(), 0u);
+  EXPECT_EQ(Received(*b_, ids[3]).size(), 3u);
+}
+
+// GET /v1/channels?limit=&cursor=: pages in channel id order that add up to
+// the whole list; a cursor is the last id of the page before.
+TEST_F(ChannelManagerTest, ChannelListingPagesByCursor) {
+  for (int i = 0; i < 5; ++i) ASSERT_FALSE(net_.OpenChannel(*a_, *b_, 1'000).empty());
+  std::vector<std::string> all;
+  for (const auto& c : a_->manager->ListChannels()) all.push_back(c.channel_id());
+  ASSERT_EQ(all.size(), 5u);
+  std::vector<std::string> paged;
+  std::string cursor;
+  int pages = 0;
+  do {
+    auto page = a_->manager->ListChannelsPage(2, cursor);
+    ASSERT_TRUE(page.ok()) << page.status().ToString();
+    ++pages;
+    for (const auto& c : page->channels()) paged.push_back(c.channel_id());
+    if (!page->next_cursor().empty()) {
+      EXPECT_EQ(page->next_cursor(), paged.back());
+    }
+    cursor = page->next_cursor();
+  } while (!cursor.empty() && pages < 10);
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(paged, all);
+  // A page that holds exactly the rest has no next cursor.
+  auto rest = a_->manager->ListChannelsPage(3, all[1]);
+  ASSERT_TRUE(rest.ok());
+  EXPECT_EQ(rest->channels_size(), 3);
+  EXPECT_EQ(rest->next_cursor(), "");
+  EXPECT_EQ(a_->manager->ListChannelsPage(2, "not-a-cursor").status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+// A history that starts above index 1 (tips below a proof adopted at
+// reestablish are not stored) is listed whole: the page after the gap fills
+// up and the cursor leads on, instead of ending the listing early.
+TEST_F(ChannelManagerTest, TipListingContinuesPastAGapAtTheStartOfAHistory) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000);
+  for (int i = 1; i <= 10; ++i) ASSERT_TRUE(net_.Tip(*a_, id, 1, "t" + std::to_string(i)).ok());
+  storage::WriteBatch gap;
+  for (uint64_t i = 1; i <= 3; ++i) {
+    gap.Delete(storage::TipKey(id, storage::Direction::kRemoteToLocal, i));
+  }
+  ASSERT_TRUE(b_->db->Write(gap).ok());
+  auto page = b_->manager->ListTips("received", id, 5, "");
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  ASSERT_EQ(page->tips_size(), 5);
+  EXPECT_EQ(page->tips(0).tip().index(), 4u);
+  EXPECT_EQ(page->tips(4).tip().index(), 8u);
+  EXPECT_EQ(page->next_cursor(), HexEncode(AsSpan(id)) + ".1.9");
+  const auto all = Received(*b_, id);
+  ASSERT_EQ(all.size(), 7u);
+  EXPECT_EQ(all.back().tip().message(), "t10");
+}
+
 }  // namespace
 }  // namespace tipd::testing
