@@ -248,7 +248,6 @@ Result<v1::ListTipsResponse> ChannelManager::ListTips(const std::string& directi
     } else {
       // The rest of this direction, or (past its end) wherever the next tip is.
       TIPD_ASSIGN_OR_RETURN(pos, chdb_.FirstTipFrom(pos->channel_id, pos->direction, last + 1));
->>>>>>> bench
     }
   }
   return out;

@@ -503,6 +503,11 @@ void StreamScheduler::OnAnswer(const std::string& id, const TipOutcome& outcome)
       if (st.state() == "active")
         return Halt(s, "paused", "refused by the token's cap: " + why.message);
       return;
+    case TipError::kAnomalyHold:
+      // Held until an admin releases the token; the payer resumes after.
+      if (st.state() == "active") return Halt(s, "paused", why.code() + ": " + why.message);
+      return;
+    case TipError::kNotAllowed:  // the token was revoked or may not pay this channel
     case TipError::kNotFound:
     case TipError::kChannelNotOpen:
     case TipError::kInvalidArgument:
@@ -515,6 +520,7 @@ void StreamScheduler::OnAnswer(const std::string& id, const TipOutcome& outcome)
     case TipError::kChannelRule:
     case TipError::kIdempotencyKeyReused:
     case TipError::kInternal:
+    case TipError::kRateLimited:
       // Not paid: the interval stays due; a retry soon (the peer may be
       // reconnecting after a restart) settles it by the missed policy.
       Logger("streams")->warn("stream {}: interval not paid ({}): {}", id, why.code(), why.message);
