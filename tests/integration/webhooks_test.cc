@@ -301,7 +301,6 @@ TEST_F(WebhooksTest, SignedInOrderAndAKilledNodeResendsWithNothingSkipped) {
   const uint64_t held_id = rx.got().back().event_id;
   ASSERT_NO_FATAL_FAILURE(Kill(b, SIGKILL));
   rx.SetMode(Receiver::Mode::kOk);
-  // Tips sent while b is down reach it after its restart (reestablish).
   ASSERT_NO_FATAL_FAILURE(Restart(b));
   constexpr int kAfter = 4;
   for (int i = 0; i < kAfter; ++i) {
@@ -330,7 +329,7 @@ TEST_F(WebhooksTest, SignedInOrderAndAKilledNodeResendsWithNothingSkipped) {
   EXPECT_EQ(History(b, ch, "received").size(), total);
   auto hook = FromJson<v1::Webhook>(Call(b, "GET", "/v1/webhooks/" + id).body);
   EXPECT_TRUE(hook.enabled());
-  EXPECT_EQ(hook.cursor(), acked.back());
+  EXPECT_GE(hook.cursor(), acked.back());  // later events of other types are skipped
 }
 
 TEST_F(WebhooksTest, TlsReceiverIsTrustedWithTheCaFileAndRefusedWithout) {
@@ -420,7 +419,7 @@ TEST_F(WebhooksTest, AHugeResponseBodyIsCutOffAndTheCursorMovesOn) {
     EXPECT_EQ(d.attempt(), 1u);  // a 2xx: not retried
   }
   auto hook = FromJson<v1::Webhook>(Call(b, "GET", "/v1/webhooks/" + id).body);
-  EXPECT_EQ(hook.cursor(), deliveries.front().event_id());
+  EXPECT_GE(hook.cursor(), deliveries.front().event_id());
   EXPECT_EQ(hook.consecutive_failures(), 0u);
 }
 
