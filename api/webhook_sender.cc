@@ -211,13 +211,27 @@ class Delivery : public std::enable_shared_from_this<Delivery> {
     }
   }
 
+  // The header first: a Content-Length over the limit is cut off at once,
+  // without reading any of the body; otherwise the body, within the limit.
   void Read() {
     auto self = shared_from_this();
-    auto on_read = [self](const boost::system::error_code& ec, size_t) { self->OnRead(ec); };
+    auto on_header = [self](const boost::system::error_code& ec, size_t) {
+      if (ec) return self->OnRead(ec);
+      const auto length = self->parser_.content_length();
+      if (length && *length > self->impl_->options.max_response_bytes) {
+        return self->OnRead(http::error::body_limit);
+      }
+      auto on_read = [self](const boost::system::error_code& bec, size_t) { self->OnRead(bec); };
+      if (self->tls_) {
+        http::async_read(*self->tls_, self->buffer_, self->parser_, on_read);
+      } else {
+        http::async_read(self->plain_, self->buffer_, self->parser_, on_read);
+      }
+    };
     if (tls_) {
-      http::async_read(*tls_, buffer_, parser_, on_read);
+      http::async_read_header(*tls_, buffer_, parser_, on_header);
     } else {
-      http::async_read(plain_, buffer_, parser_, on_read);
+      http::async_read_header(plain_, buffer_, parser_, on_header);
     }
   }
 

@@ -497,6 +497,11 @@ void WebhookDispatcher::OnPublished(const v1::Event& event) {
       if (ep->cursor > ep->durable_cursor + options_.read_page) Pump(ep);
       continue;
     }
+    if (event.id() == ep->cursor + 1 && in_flight_ < options_.max_concurrent &&
+        ep->cursor + 1 >= log_->first_id()) {
+      StartAttempt(ep, event);  // the next one, in hand: no read
+      continue;
+    }
     Pump(ep);
   }
 }

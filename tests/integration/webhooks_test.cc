@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,10 +17,12 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
+
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -113,6 +116,12 @@ class Receiver {
     }
     cv_.notify_all();
     accept_thread_.join();
+    {
+      // A connection blocked in a read or write must not hang the test:
+      // shut every open one down (its thread then sees EOF or an error).
+      std::lock_guard<std::mutex> lock(mu_);
+      for (int fd : open_fds_) ::shutdown(fd, SHUT_RDWR);
+    }
     for (auto& t : conns_) t.join();
   }
 
@@ -216,16 +225,33 @@ class Receiver {
   }
 
   void Serve(tcp::socket socket) {
+    // Declared first so it is closed last, after the fd is unregistered.
+    std::optional<net::ssl::stream<tcp::socket>> tls_stream;
+    const int fd = socket.native_handle();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+      open_fds_.insert(fd);
+    }
+    // Unregisters before the socket (a parameter) or the stream is closed.
+    struct Unregister {
+      Receiver* r;
+      int fd;
+      ~Unregister() {
+        std::lock_guard<std::mutex> lock(r->mu_);
+        r->open_fds_.erase(fd);
+      }
+    } unregister{this, fd};
     if (tls_ == nullptr) return Handle(socket);
-    net::ssl::stream<tcp::socket> stream(std::move(socket), *tls_);
+    tls_stream.emplace(std::move(socket), *tls_);
     boost::system::error_code ec;
-    stream.handshake(net::ssl::stream_base::server, ec);
+    tls_stream->handshake(net::ssl::stream_base::server, ec);
     if (ec) {
       std::lock_guard<std::mutex> lock(mu_);
       ++handshake_failures_;
       return;
     }
-    Handle(stream);
+    Handle(*tls_stream);
   }
 
   net::ssl::context* tls_;
@@ -243,6 +269,7 @@ class Receiver {
   size_t held_ = 0;
   size_t handshake_failures_ = 0;
   std::vector<std::thread> conns_;
+  std::set<int> open_fds_;
 };
 
 class WebhooksTest : public ChannelFixture {
@@ -301,7 +328,6 @@ TEST_F(WebhooksTest, SignedInOrderAndAKilledNodeResendsWithNothingSkipped) {
   const uint64_t held_id = rx.got().back().event_id;
   ASSERT_NO_FATAL_FAILURE(Kill(b, SIGKILL));
   rx.SetMode(Receiver::Mode::kOk);
-  // Tips sent while b is down reach it after its restart (reestablish).
   ASSERT_NO_FATAL_FAILURE(Restart(b));
   constexpr int kAfter = 4;
   for (int i = 0; i < kAfter; ++i) {
@@ -312,8 +338,8 @@ TEST_F(WebhooksTest, SignedInOrderAndAKilledNodeResendsWithNothingSkipped) {
   }
   const size_t total = kBefore + 1 + kAfter;
   ASSERT_TRUE(WaitFor([&] {
-    std::set<uint64_t> distinct(rx.acked().begin(), rx.acked().end());
-    return distinct.size() == total;
+    const std::vector<uint64_t> acked = rx.acked();
+    return std::set<uint64_t>(acked.begin(), acked.end()).size() == total;
   })) << rx.acked().size();
 
   // The held event was sent again after the restart (at least once).
@@ -330,7 +356,7 @@ TEST_F(WebhooksTest, SignedInOrderAndAKilledNodeResendsWithNothingSkipped) {
   EXPECT_EQ(History(b, ch, "received").size(), total);
   auto hook = FromJson<v1::Webhook>(Call(b, "GET", "/v1/webhooks/" + id).body);
   EXPECT_TRUE(hook.enabled());
-  EXPECT_EQ(hook.cursor(), acked.back());
+  EXPECT_GE(hook.cursor(), acked.back());  // later events of other types are skipped
 }
 
 TEST_F(WebhooksTest, TlsReceiverIsTrustedWithTheCaFileAndRefusedWithout) {
@@ -416,11 +442,12 @@ TEST_F(WebhooksTest, AHugeResponseBodyIsCutOffAndTheCursorMovesOn) {
   const auto deliveries = Deliveries(b, id);
   for (const auto& d : deliveries) {
     EXPECT_EQ(d.status_code(), 200u);
-    EXPECT_NE(d.error().find("cut off"), std::string::npos) << d.error();
+    EXPECT_NE(d.error().find("cut off"), std::string::npos)
+        << Call(b, "GET", "/v1/webhooks/" + id + "/deliveries").body;
     EXPECT_EQ(d.attempt(), 1u);  // a 2xx: not retried
   }
   auto hook = FromJson<v1::Webhook>(Call(b, "GET", "/v1/webhooks/" + id).body);
-  EXPECT_EQ(hook.cursor(), deliveries.front().event_id());
+  EXPECT_GE(hook.cursor(), deliveries.front().event_id());
   EXPECT_EQ(hook.consecutive_failures(), 0u);
 }
 
