@@ -238,13 +238,21 @@ TEST_F(RefundTest, AForgedRefundLinkIsPaidButNotLinked) {
   EXPECT_EQ(CountEvents(*a_, "tip_refunded"), 1);
   // Every tip's money was received all the same.
   EXPECT_EQ(net_.Channel(*a_, id_).balance_local(), 10'000u - 500 + 150 + 5 + 5 + 5 + 60 + 41);
-  // A refund of a refund is not a link either (a's received 5 is b's tip 5).
-  ASSERT_TRUE(net_.Tip(*a_, id_, 1, "x").ok());
-  ASSERT_TRUE(Refund(*b_, 3, 1).ok());  // b refunds a's tip 3 (valid)
-  // b forges a refund of its own refund (b's sent tip 7 is not a's tip).
-  ASSERT_TRUE(TipWithLink(*b_, 1, Link(7)).ok());
+  // A refund of a refund is not a link either: a refunds a plain tip of b
+  // (a's sent tip 3 is then a refund), and b names that refund as original.
+  ASSERT_TRUE(net_.Tip(*b_, id_, 2, "plain").ok());  // a's received tip 7
+  TipAnswer a_refund = Refund(*a_, 7, 2);
+  ASSERT_TRUE(a_refund.ok());
+  ASSERT_EQ(a_refund.outcome.response.tip().tip().index(), 3u);
+  ASSERT_TRUE(TipWithLink(*b_, 1, Link(3)).ok());
   got = History(*a_, "received", id_);
+  ASSERT_EQ(got.size(), 8u);
   EXPECT_EQ(got.back().refund_of(), "");
+  EXPECT_FALSE(got.back().refund_link_error().empty());
+  EXPECT_EQ(History(*a_, "sent", id_)[2].refunded_total(), 0u);
+  // b's node counts a's refund of its tip 7 (a valid link, seen from b).
+  auto b_sent = History(*b_, "sent", id_);
+  EXPECT_EQ(b_sent[6].refunded_total(), 2u);
 }
 
 // ---------------------------------------------------------------------------
