@@ -51,7 +51,7 @@ Result<std::optional<uint64_t>> FirstIdAtOrAfter(const storage::Database& db, ui
 
 bool IsEventType(std::string_view type) {
   return type == kEventTipReceived || type == kEventTipSent || type == kEventAck ||
-         type == kEventChannel || type == kEventPeer;
+         type == kEventChannel || type == kEventPeer || type == kEventAnomaly;
 }
 
 std::string EventKey(uint64_t id) {
@@ -262,7 +262,7 @@ Result<std::set<std::string>> ParseTypes(std::string_view list) {
     if (!IsEventType(item)) {
       return Status::InvalidArgument("unknown event type '" + std::string(item) +
                                      "' in types (valid: tip_received, tip_sent, ack, channel, "
-                                     "peer)");
+                                     "peer, anomaly)");
     }
     types.emplace(item);
   }
