@@ -52,7 +52,7 @@ Result<std::optional<uint64_t>> FirstIdAtOrAfter(const storage::Database& db, ui
 bool IsEventType(std::string_view type) {
   return type == kEventTipReceived || type == kEventTipSent || type == kEventAck ||
          type == kEventChannel || type == kEventPeer || type == kEventWebhookDisabled ||
-         type == "anomaly" ||
+         type == kEventAnomaly ||
          // Refunds and metered streams (node/refunds.h, node/streams.h).
          type == "tip_refunded" || type == "stream_started" || type == "stream_tip" ||
          type == "stream_stopped";

@@ -68,6 +68,7 @@ inline constexpr std::string_view kEventTipSent = "tip_sent";
 inline constexpr std::string_view kEventAck = "ack";
 inline constexpr std::string_view kEventChannel = "channel";
 inline constexpr std::string_view kEventPeer = "peer";
+inline constexpr std::string_view kEventAnomaly = "anomaly";  // node/anomaly.h
 inline constexpr std::string_view kEventReset = "reset";
 inline constexpr std::string_view kEventWebhookDisabled = "webhook_disabled";
 

@@ -427,13 +427,18 @@ struct Group {
   Amounts dir[2];
   uint64_t refunds_count[2] = {0, 0}, refunds_sum[2] = {0, 0};
   uint64_t peak = 0;
-  uint64_t minute = UINT64_MAX;  // the minute `seconds` counts
+  // Tips per second of the group: slot s counts second s of minute
+  // slot_minute[s] (a slot of an older minute starts again from 0).
   uint32_t seconds[60] = {};
-  void FlushMinute() {
-    for (uint32_t& s : seconds) {
-      peak = std::max<uint64_t>(peak, s);
-      s = 0;
+  uint64_t slot_minute[60];
+  Group() { std::fill(std::begin(slot_minute), std::end(slot_minute), UINT64_MAX); }
+  void AddSecond(uint64_t minute, uint8_t second, uint32_t n) {
+    if (slot_minute[second] != minute) {
+      slot_minute[second] = minute;
+      seconds[second] = 0;
     }
+    seconds[second] += n;
+    peak = std::max<uint64_t>(peak, seconds[second]);
   }
 };
 
@@ -510,14 +515,9 @@ v1::StatsResponse StatsIndex::Query(uint64_t from_ms, uint64_t to_ms, StatsGroup
     }
     g->refunds_count[k.direction] += b.refund_count;
     g->refunds_sum[k.direction] += b.refund_sum;
-    if (g->minute != k.minute) {
-      g->FlushMinute();
-      g->minute = k.minute;
-    }
-    for (const auto& [second, n] : b.seconds) g->seconds[second] += n;
+    for (const auto& [second, n] : b.seconds) g->AddSecond(k.minute, second, n);
   }
   for (auto& [name, g] : groups) {
-    g.FlushMinute();
     v1::StatsGroup& o = *out.add_groups();
     o.set_key(name);
     g.dir[0].Fill(o.mutable_sent());

@@ -9,6 +9,7 @@
 
 #include <fstream>
 
+#include "api/http_client.h"
 #include "tests/integration/channel_fixture.h"
 #include "tests/integration/tipctl_runner.h"
 #include "tools/process.h"
@@ -150,6 +151,23 @@ TEST_F(StatsAnomalyTest, ARateRuleHoldsATokenUntilReleasedAndTheReceiverFlags) {
   EXPECT_EQ(flagged[0].amount(), 100u);
   EXPECT_FALSE(flagged[0].held());
   EXPECT_EQ(History(b, ch, "received").size(), 4u);  // flagged, still acknowledged
+  // The match is an `anomaly` event too (replayed from the start, filtered
+  // by type): the stream returns once the callback has seen it.
+  {
+    api::HttpClient client(api::HttpUrl{"127.0.0.1", b.rpc, ""}, b.token, 30s);
+    v1::Event seen;
+    Status st =
+        client.Stream("/v1/events?types=anomaly&from=0", {},
+                      [&](const std::string&, const std::string& type, const std::string& data) {
+                        if (type != "anomaly") return true;
+                        seen = FromJson<v1::Event>(data);
+                        return false;
+                      });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(seen.type(), "anomaly");
+    EXPECT_EQ(seen.anomaly().id(), flagged[0].id());
+    EXPECT_EQ(seen.anomaly().direction(), "received");
+  }
   auto metrics = Call(b, "GET", "/metrics");
   EXPECT_TRUE(Contains(metrics.body,
                        "tipd_anomalies_total{rule=\"amount per=peer factor=5 "
