@@ -47,6 +47,7 @@ struct Route {
   int literals = 0;
   RouteAuth auth;
   AsyncHandler handler;
+  size_t max_body_bytes = 0;  // 0: RpcLimits::max_body_bytes
 };
 
 std::vector<std::string> SplitPath(std::string_view path) {
@@ -144,6 +145,9 @@ struct RpcServer::Shared {
   Family<Counter>* requests = nullptr;
   Family<Histogram>* durations = nullptr;
   std::vector<Route> routes;
+  // The largest body any route accepts (the parser's first limit; the
+  // matched route's is applied once the header is read).
+  size_t max_route_body_bytes = 0;
   std::optional<tcp::acceptor> acceptor;
   bool stopped = false;
   size_t connections = 0;  // open (not yet closed) sessions
@@ -159,6 +163,9 @@ struct RpcServer::Shared {
   uint64_t accept_failures = 0;
 
   void Accept(const std::shared_ptr<Shared>& self);
+  // The body limit of the route that `target` (method + raw path) would
+  // reach: the route's own, else limits.max_body_bytes.
+  size_t BodyLimitFor(http::verb verb, std::string_view target) const;
   // Closes the connection that has waited longest for its client (a closing
   // one first, then the oldest still reading its request); false if every
   // connection is busy (handler running or event stream).
@@ -170,7 +177,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(std::shared_ptr<RpcServer::Shared> shared, tcp::socket socket)
       : shared_(std::move(shared)),
         stream_(std::move(socket)),
-        buffer_(shared_->limits.max_header_bytes + shared_->limits.max_body_bytes + 4096) {
+        buffer_(shared_->limits.max_header_bytes +
+                std::max(shared_->limits.max_body_bytes, shared_->max_route_body_bytes) + 4096) {
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -219,6 +227,10 @@ class Session : public std::enable_shared_from_this<Session> {
     if (close_after) keep_alive_ = false;
     Answer(std::move(r));
   }
+  ApiResponse TooLarge() const {
+    return ApiResponse::Error(413, "payload_too_large",
+                              "request body exceeds " + std::to_string(body_limit_) + " bytes");
+  }
   void GracefulClose();
   void Drain();
   void WriteNextStreamChunk();
@@ -241,6 +253,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<http::response<http::string_body>> res_;
   std::string remote_;
+  size_t body_limit_ = 0;  // of the request being read
   bool closed_ = false;
   bool keep_alive_ = true;
   std::string route_label_ = "unmatched";
@@ -339,7 +352,9 @@ void Session::ReadHeader() {
   if (closed_) return;
   parser_.emplace();
   parser_->header_limit(static_cast<std::uint32_t>(shared_->limits.max_header_bytes));
-  parser_->body_limit(shared_->limits.max_body_bytes);
+  // The largest any route takes; OnHeader narrows it to the route's.
+  body_limit_ = std::max(shared_->limits.max_body_bytes, shared_->max_route_body_bytes);
+  parser_->body_limit(body_limit_);
   route_label_ = "unmatched";
   SetPhase(Phase::kReading);
   stream_.expires_after(shared_->limits.read_timeout);
@@ -360,11 +375,7 @@ void Session::OnHeader(beast::error_code ec) {
           true);
     }
     if (ec == http::error::body_limit) {
-      return Respond(
-          ApiResponse::Error(
-              413, "payload_too_large",
-              "request body exceeds " + std::to_string(shared_->limits.max_body_bytes) + " bytes"),
-          true);
+      return Respond(TooLarge(), true);
     }
     if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
         ec != http::error::end_of_stream && ec != http::error::partial_message) {
@@ -375,6 +386,11 @@ void Session::OnHeader(beast::error_code ec) {
     return Close();
   }
   const auto& req = parser_->get();
+  body_limit_ = shared_->BodyLimitFor(req.method(), Sv(req.target()));
+  if (const auto length = parser_->content_length(); length && *length > body_limit_) {
+    return Respond(TooLarge(), true);
+  }
+  if (!parser_->is_done()) parser_->body_limit(body_limit_);
   if (beast::iequals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
     static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
     stream_.expires_after(shared_->limits.write_timeout);
@@ -400,11 +416,7 @@ void Session::OnBody(beast::error_code ec) {
   if (closed_) return;
   if (ec) {
     if (ec == http::error::body_limit || ec == http::error::buffer_overflow) {
-      return Respond(
-          ApiResponse::Error(
-              413, "payload_too_large",
-              "request body exceeds " + std::to_string(shared_->limits.max_body_bytes) + " bytes"),
-          true);
+      return Respond(TooLarge(), true);
     }
     if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
         ec != http::error::end_of_stream && ec != http::error::partial_message) {
@@ -766,6 +778,30 @@ void RpcServer::Shared::Accept(const std::shared_ptr<Shared>& self) {
   });
 }
 
+size_t RpcServer::Shared::BodyLimitFor(http::verb verb, std::string_view target) const {
+  if (max_route_body_bytes == 0) return limits.max_body_bytes;
+  const std::optional<HttpMethod> method = FromVerb(verb);
+  if (!method) return limits.max_body_bytes;
+  std::vector<std::string> segs;
+  for (const std::string& raw : SplitPath(target.substr(0, target.find('?')))) {
+    auto d = PercentDecode(raw, false);
+    if (!d) return limits.max_body_bytes;  // Dispatch answers 400
+    segs.push_back(std::move(*d));
+  }
+  // The same choice as Dispatch: the matching route with most literals.
+  const Route* best = nullptr;
+  for (const Route& r : routes) {
+    if (r.method != *method || r.segments.size() != segs.size()) continue;
+    bool match = true;
+    for (size_t i = 0; i < segs.size() && match; ++i) {
+      match = IsParam(r.segments[i]) ? !segs[i].empty() : r.segments[i] == segs[i];
+    }
+    if (match && (best == nullptr || r.literals > best->literals)) best = &r;
+  }
+  if (best == nullptr || best->max_body_bytes == 0) return limits.max_body_bytes;
+  return best->max_body_bytes;
+}
+
 bool RpcServer::Shared::EvictIdle() {
   std::shared_ptr<Session> victim;
   for (auto& [p, w] : sessions) {
@@ -814,8 +850,10 @@ void RpcServer::Handle(HttpMethod method, std::string_view pattern, RouteAuth au
 }
 
 void RpcServer::HandleAsync(HttpMethod method, std::string_view pattern, RouteAuth auth,
-                            AsyncHandler handler) {
+                            AsyncHandler handler, RouteOptions options) {
   Route r;
+  r.max_body_bytes = options.max_body_bytes;
+  shared_->max_route_body_bytes = std::max(shared_->max_route_body_bytes, options.max_body_bytes);
   r.method = method;
   r.pattern = std::string(pattern);
   r.segments = SplitPath(pattern);

@@ -19,7 +19,8 @@
 //
 // Per connection: requests are read one at a time (no pipelining overlap),
 // the header and then the body each within `read_timeout` (also the
-// keep-alive idle time), else the connection is closed. While a handler has
+// keep-alive idle time), else the connection is closed. The body limit is
+// the matched route's (RouteOptions), else RpcLimits::max_body_bytes. While a handler has
 // not answered, no timeout applies: the handler owns that wait. Memory per
 // connection is bounded by the header and body limits (and, for an event
 // stream, max_stream_buffer_bytes); connections by max_connections.
@@ -176,6 +177,16 @@ struct RouteAuth {
   Scope scope = Scope::kRead;
 };
 
+// Per-route options.
+struct RouteOptions {
+  // The body limit of this route instead of RpcLimits::max_body_bytes (0 =
+  // the server's). Checked once the request line and headers are read: a
+  // larger Content-Length (or chunked body) is answered 413. Routes that
+  // take bulk input (POST /v1/tips/batch: 1 MiB) raise it; every other
+  // route keeps the small default.
+  size_t max_body_bytes = 0;
+};
+
 using SyncHandler = std::function<ApiResponse(const ApiRequest&)>;
 using AsyncHandler = std::function<void(ApiRequest request, Responder responder)>;
 
@@ -196,7 +207,7 @@ class RpcServer {
   // wins. Register before Listen.
   void Handle(HttpMethod method, std::string_view pattern, RouteAuth auth, SyncHandler handler);
   void HandleAsync(HttpMethod method, std::string_view pattern, RouteAuth auth,
-                   AsyncHandler handler);
+                   AsyncHandler handler, RouteOptions options = {});
 
   // Binds and starts accepting; returns the bound port (pass 0 for any free
   // port). kInvalidArgument for a bad host, kUnavailable if the address is
