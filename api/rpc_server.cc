@@ -163,9 +163,13 @@ struct RpcServer::Shared {
   uint64_t accept_failures = 0;
 
   void Accept(const std::shared_ptr<Shared>& self);
-  // The body limit of the route that `target` (method + raw path) would
-  // reach: the route's own, else limits.max_body_bytes.
-  size_t BodyLimitFor(http::verb verb, std::string_view target) const;
+  // The route that `verb` and `target` (raw path) reach, or nullptr; the
+  // same choice as Session::Dispatch (the match with most literals).
+  const Route* FindRoute(http::verb verb, std::string_view target) const;
+  // Checks the bearer token (`authz`, the Authorization header) against
+  // `auth`: nullopt and `token` set if it passes, else the 401/403 answer.
+  std::optional<ApiResponse> Authenticate(const RouteAuth& auth, const std::string& authz,
+                                          std::optional<TokenClaims>* token) const;
   // Closes the connection that has waited longest for its client (a closing
   // one first, then the oldest still reading its request); false if every
   // connection is busy (handler running or event stream).
@@ -386,10 +390,25 @@ void Session::OnHeader(beast::error_code ec) {
     return Close();
   }
   const auto& req = parser_->get();
-  body_limit_ = shared_->BodyLimitFor(req.method(), Sv(req.target()));
-  if (const auto length = parser_->content_length(); length && *length > body_limit_) {
-    return Respond(TooLarge(), true);
+  // The route's body limit. A raised one (the batch route) is granted only
+  // to a client whose token the route accepts, so an unauthenticated client
+  // holds at most the default per connection; others get the route's 401 or
+  // 403 before their body is read.
+  body_limit_ = shared_->limits.max_body_bytes;
+  const auto length = parser_->content_length();
+  if (const Route* route = shared_->FindRoute(req.method(), Sv(req.target()));
+      route != nullptr && route->max_body_bytes > body_limit_) {
+    std::optional<TokenClaims> token;
+    auto refused = shared_->Authenticate(route->auth,
+                                         std::string(Sv(req[http::field::authorization])), &token);
+    if (!refused) {
+      body_limit_ = route->max_body_bytes;
+    } else if (!length || *length > body_limit_) {
+      route_label_ = route->pattern;
+      return Respond(std::move(*refused), true);
+    }
   }
+  if (length && *length > body_limit_) return Respond(TooLarge(), true);
   if (!parser_->is_done()) parser_->body_limit(body_limit_);
   if (beast::iequals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
     static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -518,38 +537,8 @@ void Session::Dispatch() {
   ar.method = best->method;
   ar.params = std::move(best_params);
 
-  if (!best->auth.is_public) {
-    const std::string& authz = ar.Header("authorization");
-    ApiResponse unauth;
-    bool failed = false;
-    if (authz.empty()) {
-      unauth = ApiResponse::Error(401, "unauthenticated",
-                                  "missing 'Authorization: Bearer <token>' header (tipctl reads "
-                                  "the admin token from <datadir>/admin.token)");
-      failed = true;
-    } else if (authz.size() < 7 || Lower(std::string_view(authz).substr(0, 7)) != "bearer ") {
-      unauth = ApiResponse::Error(401, "unauthenticated",
-                                  "the Authorization header must be 'Bearer <token>'");
-      failed = true;
-    } else {
-      std::string_view tok = std::string_view(authz).substr(7);
-      while (!tok.empty() && tok.front() == ' ') tok.remove_prefix(1);
-      Result<TokenClaims> claims = shared_->authority.Verify(tok, shared_->clock.NowMs());
-      if (!claims.ok()) {
-        unauth = ApiResponse::Error(401, "unauthenticated", claims.status().message());
-        failed = true;
-      } else {
-        ar.token = *claims;
-      }
-    }
-    if (failed) {
-      unauth.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"tipd\"");
-      return Respond(std::move(unauth), false);
-    }
-    Status scope = CheckScope(*ar.token, best->auth.scope);
-    if (!scope.ok()) {
-      return Respond(ApiResponse::Error(403, "permission_denied", scope.message()), false);
-    }
+  if (auto refused = shared_->Authenticate(best->auth, ar.Header("authorization"), &ar.token)) {
+    return Respond(std::move(*refused), false);
   }
 
   auto state = std::make_shared<Responder::State>(shared_from_this());
@@ -778,17 +767,15 @@ void RpcServer::Shared::Accept(const std::shared_ptr<Shared>& self) {
   });
 }
 
-size_t RpcServer::Shared::BodyLimitFor(http::verb verb, std::string_view target) const {
-  if (max_route_body_bytes == 0) return limits.max_body_bytes;
+const Route* RpcServer::Shared::FindRoute(http::verb verb, std::string_view target) const {
   const std::optional<HttpMethod> method = FromVerb(verb);
-  if (!method) return limits.max_body_bytes;
+  if (!method) return nullptr;
   std::vector<std::string> segs;
   for (const std::string& raw : SplitPath(target.substr(0, target.find('?')))) {
     auto d = PercentDecode(raw, false);
-    if (!d) return limits.max_body_bytes;  // Dispatch answers 400
+    if (!d) return nullptr;  // Dispatch answers 400
     segs.push_back(std::move(*d));
   }
-  // The same choice as Dispatch: the matching route with most literals.
   const Route* best = nullptr;
   for (const Route& r : routes) {
     if (r.method != *method || r.segments.size() != segs.size()) continue;
@@ -798,8 +785,37 @@ size_t RpcServer::Shared::BodyLimitFor(http::verb verb, std::string_view target)
     }
     if (match && (best == nullptr || r.literals > best->literals)) best = &r;
   }
-  if (best == nullptr || best->max_body_bytes == 0) return limits.max_body_bytes;
-  return best->max_body_bytes;
+  return best;
+}
+
+std::optional<ApiResponse> RpcServer::Shared::Authenticate(
+    const RouteAuth& auth, const std::string& authz, std::optional<TokenClaims>* token) const {
+  if (auth.is_public) return std::nullopt;
+  std::optional<ApiResponse> unauth;
+  if (authz.empty()) {
+    unauth = ApiResponse::Error(401, "unauthenticated",
+                                "missing 'Authorization: Bearer <token>' header (tipctl reads "
+                                "the admin token from <datadir>/admin.token)");
+  } else if (authz.size() < 7 || Lower(std::string_view(authz).substr(0, 7)) != "bearer ") {
+    unauth = ApiResponse::Error(401, "unauthenticated",
+                                "the Authorization header must be 'Bearer <token>'");
+  } else {
+    std::string_view tok = std::string_view(authz).substr(7);
+    while (!tok.empty() && tok.front() == ' ') tok.remove_prefix(1);
+    Result<TokenClaims> claims = authority.Verify(tok, clock.NowMs());
+    if (!claims.ok()) {
+      unauth = ApiResponse::Error(401, "unauthenticated", claims.status().message());
+    } else {
+      *token = *claims;
+    }
+  }
+  if (unauth) {
+    unauth->headers.emplace_back("WWW-Authenticate", "Bearer realm=\"tipd\"");
+    return unauth;
+  }
+  Status scope = CheckScope(**token, auth.scope);
+  if (!scope.ok()) return ApiResponse::Error(403, "permission_denied", scope.message());
+  return std::nullopt;
 }
 
 bool RpcServer::Shared::EvictIdle() {

@@ -183,7 +183,10 @@ struct RouteOptions {
   // the server's). Checked once the request line and headers are read: a
   // larger Content-Length (or chunked body) is answered 413. Routes that
   // take bulk input (POST /v1/tips/batch: 1 MiB) raise it; every other
-  // route keeps the small default.
+  // route keeps the small default. A raised limit is granted only once the
+  // request's token passes the route's auth (checked on the header): without
+  // one, a body above the default is answered 401/403 unread, so an
+  // unauthenticated client still holds at most the default per connection.
   size_t max_body_bytes = 0;
 };
 

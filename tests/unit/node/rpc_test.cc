@@ -311,6 +311,30 @@ TEST_F(RpcServerTest, UnknownRouteWrongMethodAndTooLarge) {
     EXPECT_TRUE(c.ReadUntilClosed());
   }
   {
+    // The raised limit needs a token the route accepts: none is 401 and a
+    // read token 403, answered before the body is read; within the default
+    // limit the body is read and the route answers as usual.
+    Client c(port_);
+    auto res = c.Do(http::verb::post, "/v1/tips/bulk", "", std::string(5000, 'x'));
+    EXPECT_EQ(res.result_int(), 401) << res.body();
+    EXPECT_EQ(ErrorCode(res.body()), "unauthenticated");
+    EXPECT_TRUE(c.ReadUntilClosed());
+  }
+  {
+    Client c(port_);
+    auto res = c.Do(http::verb::post, "/v1/tips/bulk", Token(kRead), std::string(5000, 'x'));
+    EXPECT_EQ(res.result_int(), 403) << res.body();
+    EXPECT_EQ(ErrorCode(res.body()), "permission_denied");
+    EXPECT_TRUE(c.ReadUntilClosed());
+  }
+  {
+    Client c(port_);
+    auto res = c.Do(http::verb::post, "/v1/tips/bulk", "", std::string(500, 'x'));
+    EXPECT_EQ(res.result_int(), 401) << res.body();
+    res = c.Do(http::verb::post, "/v1/tips/bulk", Token(kTip), std::string(500, 'x'));
+    EXPECT_EQ(res.result_int(), 200) << res.body();
+  }
+  {
     // The raised limit is the bulk route's only: the same size elsewhere is
     // refused with the server's limit, a query string does not change the
     // route, and a chunked body is held to the route's limit too.
