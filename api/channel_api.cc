@@ -1,6 +1,11 @@
 // NodeApi's channel and tip routes (docs/api.md), over the ChannelManager.
+#include <cctype>
 #include <charconv>
 #include <memory>
+#include <set>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "api/node_api.h"
 #include "api/token_registry.h"
@@ -144,6 +149,37 @@ Result<TipRequestIn> ToTipRequest(const v1::TipRequest& in, const ApiRequest& re
   return out;
 }
 
+constexpr int kMaxBatchTips = 1000;
+constexpr const char* kProtobufContentType = "application/x-protobuf";
+
+// "application/x-protobuf" (parameters and case ignored).
+bool IsProtobuf(std::string_view content_type) {
+  content_type = content_type.substr(0, content_type.find(';'));
+  while (!content_type.empty() && content_type.back() == ' ') content_type.remove_suffix(1);
+  if (content_type.size() != std::string_view(kProtobufContentType).size()) return false;
+  for (size_t i = 0; i < content_type.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(content_type[i])) != kProtobufContentType[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// An Accept header that names application/x-protobuf among its types.
+bool AcceptsProtobuf(std::string_view accept) {
+  size_t start = 0;
+  while (start <= accept.size()) {
+    const size_t comma = accept.find(',', start);
+    std::string_view item =
+        accept.substr(start, comma == accept.npos ? accept.npos : comma - start);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    if (IsProtobuf(item)) return true;
+    if (comma == accept.npos) break;
+    start = comma + 1;
+  }
+  return false;
+}
+
 }  // namespace
 
 ApiResponse TipAnswer(const TipOutcome& r) {
@@ -187,8 +223,10 @@ void NodeApi::RegisterChannelRoutes(RpcServer& server) {
                      async(&NodeApi::CloseChannel));
   server.HandleAsync(HttpMethod::kPost, "/v1/tips", RouteAuth::Needs(Scope::kTip),
                      async(&NodeApi::SendTip));
+  // 1000 tips with 200-byte messages and metadata fit in 1 MiB; every other
+  // route keeps the server's 64 KiB limit.
   server.HandleAsync(HttpMethod::kPost, "/v1/tips/batch", RouteAuth::Needs(Scope::kTip),
-                     async(&NodeApi::SendTipBatch));
+                     async(&NodeApi::SendTipBatch), RouteOptions{.max_body_bytes = 1 << 20});
   server.Handle(HttpMethod::kGet, "/v1/tips", RouteAuth::Needs(Scope::kRead),
                 sync(&NodeApi::ListTips));
   RegisterStreamRoutes(server);
@@ -293,15 +331,31 @@ void NodeApi::SendTip(ApiRequest req, Responder responder) {
 
 void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
   v1::TipBatchRequest in;
-  if (Status st = ParseJson(req.body, &in); !st.ok()) {
+  const bool proto_in = IsProtobuf(req.Header("content-type"));
+  if (proto_in) {
+    if (!in.ParseFromString(req.body)) {
+      return responder.Send(ApiResponse::Error(
+          400, "invalid_argument", "the body is not a valid tipd.v1.TipBatchRequest protobuf"));
+    }
+  } else if (Status st = ParseJson(req.body, &in); !st.ok()) {
     return responder.Send(ApiResponse::FromStatus(st));
   }
-  if (in.tips_size() == 0 || in.tips_size() > 1000) {
+  if (in.tips_size() == 0 || in.tips_size() > kMaxBatchTips) {
     return responder.Send(
         ApiResponse::Error(400, "invalid_argument", "a batch holds 1 to 1000 tips"));
   }
+  bool compact = in.compact();
+  if (auto a = req.query.find("answer"); a != req.query.end()) {
+    if (a->second != "compact" && a->second != "full") {
+      return responder.Send(ApiResponse::Error(
+          400, "invalid_argument", "answer must be 'compact' or 'full', got '" + a->second + "'"));
+    }
+    compact = compact || a->second == "compact";
+  }
+  const bool proto_out = AcceptsProtobuf(req.Header("accept"));
   // Every tip is checked before any is queued: a bad one refuses the batch.
   std::vector<TipRequestIn> tips;
+  tips.reserve(static_cast<size_t>(in.tips_size()));
   for (int i = 0; i < in.tips_size(); ++i) {
     auto tip = ToTipRequest(in.tips(i), req, *s_.spend, s_.registry);
     if (!tip.ok()) {
@@ -313,23 +367,71 @@ void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
   // Results come back in request order; each tip succeeds or fails alone
   // (the ones before a refused tip stay paid).
   struct Gather {
-    v1::TipBatchResponse out;
+    bool compact = false;
+    bool proto_out = false;
+    v1::TipBatchResponse full;
+    v1::TipBatchCompactResponse brief;
+    // (channel id hex, nonce) of the receipts already in `brief`.
+    std::set<std::pair<std::string, uint64_t>> receipts_seen;
+    std::vector<TipOutcome> outcomes;  // compact: filled as answers arrive
     size_t remaining = 0;
   };
   auto g = std::make_shared<Gather>();
+  g->compact = compact;
+  g->proto_out = proto_out;
   g->remaining = tips.size();
-  for (size_t i = 0; i < tips.size(); ++i) g->out.add_results();
-  for (size_t i = 0; i < tips.size(); ++i) {
-    s_.channels->SendTip(std::move(tips[i]), [g, i, responder](TipOutcome r) {
-      v1::TipResponse& slot = *g->out.mutable_results(static_cast<int>(i));
-      if (!r.refusal) {
-        slot = r.response;
-      } else {
-        slot.mutable_tip()->set_direction("sent");
-        slot.set_error_code(r.refusal->code());
-        slot.set_error_message(r.refusal->message);
+  if (compact) {
+    g->outcomes.resize(tips.size());
+  } else {
+    for (size_t i = 0; i < tips.size(); ++i) g->full.add_results();
+  }
+  auto finish = [](Gather& g, const Responder& responder) {
+    const google::protobuf::Message* out = &g.full;
+    if (g.compact) {
+      // Receipts in order of first appearance, so walk in request order.
+      for (size_t i = 0; i < g.outcomes.size(); ++i) {
+        TipOutcome& r = g.outcomes[i];
+        v1::TipBatchCompactResult& line = *g.brief.add_results();
+        line.set_index(static_cast<uint32_t>(i));
+        if (r.refusal) {
+          line.set_status("refused");
+          line.set_error_code(r.refusal->code());
+          line.set_error_message(r.refusal->message);
+          continue;
+        }
+        const v1::TipApi& tip = r.response.tip();
+        line.set_nonce(tip.nonce());
+        line.set_tip_index(tip.tip().index());
+        line.set_channel_id(tip.channel_id());
+        line.set_status(r.acked ? "acked" : "pending");
+        if (r.acked && r.response.has_receipt() &&
+            g.receipts_seen.emplace(r.response.receipt().channel_id(), r.response.receipt().nonce())
+                .second) {
+          *g.brief.add_receipts() = std::move(*r.response.mutable_receipt());
+        }
       }
-      if (--g->remaining == 0) responder.Send(ApiResponse::Json(g->out));
+      out = &g.brief;
+    }
+    if (g.proto_out) {
+      return responder.Send(ApiResponse::Text(200, kProtobufContentType, out->SerializeAsString()));
+    }
+    responder.Send(ApiResponse::Json(*out));
+  };
+  for (size_t i = 0; i < tips.size(); ++i) {
+    s_.channels->SendTip(std::move(tips[i]), [g, i, responder, finish](TipOutcome r) {
+      if (g->compact) {
+        g->outcomes[i] = std::move(r);
+      } else {
+        v1::TipResponse& slot = *g->full.mutable_results(static_cast<int>(i));
+        if (!r.refusal) {
+          slot = std::move(r.response);
+        } else {
+          slot.mutable_tip()->set_direction("sent");
+          slot.set_error_code(r.refusal->code());
+          slot.set_error_message(r.refusal->message);
+        }
+      }
+      if (--g->remaining == 0) finish(*g, responder);
     });
   }
 }

@@ -49,6 +49,7 @@ struct Route {
   int literals = 0;
   RouteAuth auth;
   AsyncHandler handler;
+  size_t max_body_bytes = 0;  // 0: RpcLimits::max_body_bytes
 };
 
 std::vector<std::string> SplitPath(std::string_view path) {
@@ -147,6 +148,9 @@ struct RpcServer::Shared {
   Family<Histogram>* durations = nullptr;
   std::vector<Route> routes;
   TokenRegistry* registry = nullptr;
+  // The largest body any route accepts (the parser's first limit; the
+  // matched route's is applied once the header is read).
+  size_t max_route_body_bytes = 0;
   std::optional<tcp::acceptor> acceptor;
   bool stopped = false;
   size_t connections = 0;  // open (not yet closed) sessions
@@ -162,6 +166,13 @@ struct RpcServer::Shared {
   uint64_t accept_failures = 0;
 
   void Accept(const std::shared_ptr<Shared>& self);
+  // The route that `verb` and `target` (raw path) reach, or nullptr; the
+  // same choice as Session::Dispatch (the match with most literals).
+  const Route* FindRoute(http::verb verb, std::string_view target) const;
+  // Checks the bearer token (`authz`, the Authorization header) against
+  // `auth`: nullopt and `token` set if it passes, else the 401/403 answer.
+  std::optional<ApiResponse> Authenticate(const RouteAuth& auth, const std::string& authz,
+                                          std::optional<TokenClaims>* token) const;
   // Closes the connection that has waited longest for its client (a closing
   // one first, then the oldest still reading its request); false if every
   // connection is busy (handler running or event stream).
@@ -173,7 +184,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(std::shared_ptr<RpcServer::Shared> shared, tcp::socket socket)
       : shared_(std::move(shared)),
         stream_(std::move(socket)),
-        buffer_(shared_->limits.max_header_bytes + shared_->limits.max_body_bytes + 4096) {
+        buffer_(shared_->limits.max_header_bytes +
+                std::max(shared_->limits.max_body_bytes, shared_->max_route_body_bytes) + 4096) {
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -226,6 +238,10 @@ class Session : public std::enable_shared_from_this<Session> {
     if (close_after) keep_alive_ = false;
     Answer(std::move(r));
   }
+  ApiResponse TooLarge() const {
+    return ApiResponse::Error(413, "payload_too_large",
+                              "request body exceeds " + std::to_string(body_limit_) + " bytes");
+  }
   void GracefulClose();
   void Drain();
   void WriteNextStreamChunk();
@@ -248,6 +264,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<http::response<http::string_body>> res_;
   std::string remote_;
+  size_t body_limit_ = 0;  // of the request being read
   bool closed_ = false;
   bool keep_alive_ = true;
   std::string route_label_ = "unmatched";
@@ -348,7 +365,9 @@ void Session::ReadHeader() {
   if (closed_) return;
   parser_.emplace();
   parser_->header_limit(static_cast<std::uint32_t>(shared_->limits.max_header_bytes));
-  parser_->body_limit(shared_->limits.max_body_bytes);
+  // The largest any route takes; OnHeader narrows it to the route's.
+  body_limit_ = std::max(shared_->limits.max_body_bytes, shared_->max_route_body_bytes);
+  parser_->body_limit(body_limit_);
   route_label_ = "unmatched";
   SetPhase(Phase::kReading);
   stream_.expires_after(shared_->limits.read_timeout);
@@ -369,11 +388,7 @@ void Session::OnHeader(beast::error_code ec) {
           true);
     }
     if (ec == http::error::body_limit) {
-      return Respond(
-          ApiResponse::Error(
-              413, "payload_too_large",
-              "request body exceeds " + std::to_string(shared_->limits.max_body_bytes) + " bytes"),
-          true);
+      return Respond(TooLarge(), true);
     }
     if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
         ec != http::error::end_of_stream && ec != http::error::partial_message) {
@@ -384,6 +399,26 @@ void Session::OnHeader(beast::error_code ec) {
     return Close();
   }
   const auto& req = parser_->get();
+  // The route's body limit. A raised one (the batch route) is granted only
+  // to a client whose token the route accepts, so an unauthenticated client
+  // holds at most the default per connection; others get the route's 401 or
+  // 403 before their body is read.
+  body_limit_ = shared_->limits.max_body_bytes;
+  const auto length = parser_->content_length();
+  if (const Route* route = shared_->FindRoute(req.method(), Sv(req.target()));
+      route != nullptr && route->max_body_bytes > body_limit_) {
+    std::optional<TokenClaims> token;
+    auto refused = shared_->Authenticate(route->auth,
+                                         std::string(Sv(req[http::field::authorization])), &token);
+    if (!refused) {
+      body_limit_ = route->max_body_bytes;
+    } else if (!length || *length > body_limit_) {
+      route_label_ = route->pattern;
+      return Respond(std::move(*refused), true);
+    }
+  }
+  if (length && *length > body_limit_) return Respond(TooLarge(), true);
+  if (!parser_->is_done()) parser_->body_limit(body_limit_);
   if (beast::iequals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
     static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
     stream_.expires_after(shared_->limits.write_timeout);
@@ -409,11 +444,7 @@ void Session::OnBody(beast::error_code ec) {
   if (closed_) return;
   if (ec) {
     if (ec == http::error::body_limit || ec == http::error::buffer_overflow) {
-      return Respond(
-          ApiResponse::Error(
-              413, "payload_too_large",
-              "request body exceeds " + std::to_string(shared_->limits.max_body_bytes) + " bytes"),
-          true);
+      return Respond(TooLarge(), true);
     }
     if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
         ec != http::error::end_of_stream && ec != http::error::partial_message) {
@@ -515,47 +546,8 @@ void Session::Dispatch() {
   ar.method = best->method;
   ar.params = std::move(best_params);
 
-  if (!best->auth.is_public) {
-    const std::string& authz = ar.Header("authorization");
-    ApiResponse unauth;
-    bool failed = false;
-    if (authz.empty()) {
-      unauth = ApiResponse::Error(401, "unauthenticated",
-                                  "missing 'Authorization: Bearer <token>' header (tipctl reads "
-                                  "the admin token from <datadir>/admin.token)");
-      failed = true;
-    } else if (authz.size() < 7 || Lower(std::string_view(authz).substr(0, 7)) != "bearer ") {
-      unauth = ApiResponse::Error(401, "unauthenticated",
-                                  "the Authorization header must be 'Bearer <token>'");
-      failed = true;
-    } else {
-      std::string_view tok = std::string_view(authz).substr(7);
-      while (!tok.empty() && tok.front() == ' ') tok.remove_prefix(1);
-      Result<TokenClaims> claims = shared_->authority.VerifySignature(tok);
-      if (!claims.ok()) {
-        unauth = ApiResponse::Error(401, "unauthenticated", claims.status().message());
-        failed = true;
-      } else if (claims->ExpiredAt(shared_->clock.NowMs())) {
-        unauth = ApiResponse::Error(401, "TOKEN_EXPIRED",
-                                    "token expired at " + std::to_string(claims->expires_at_ms) +
-                                        " ms (Unix); create a new one");
-        failed = true;
-      } else if (shared_->registry != nullptr) {
-        if (auto refused = shared_->registry->Authenticate(*claims)) {
-          unauth = ApiResponse::Error(refused->http_status, refused->code, refused->message);
-          failed = true;
-        }
-      }
-      if (!failed) ar.token = *claims;
-    }
-    if (failed) {
-      unauth.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"tipd\"");
-      return Respond(std::move(unauth), false);
-    }
-    Status scope = best->auth.any_scope ? Status::Ok() : CheckScope(*ar.token, best->auth.scope);
-    if (!scope.ok()) {
-      return Respond(ApiResponse::Error(403, "permission_denied", scope.message()), false);
-    }
+  if (auto refused = shared_->Authenticate(best->auth, ar.Header("authorization"), &ar.token)) {
+    return Respond(std::move(*refused), false);
   }
   token_ = ar.token;
 
@@ -797,6 +789,64 @@ void RpcServer::Shared::Accept(const std::shared_ptr<Shared>& self) {
   });
 }
 
+const Route* RpcServer::Shared::FindRoute(http::verb verb, std::string_view target) const {
+  const std::optional<HttpMethod> method = FromVerb(verb);
+  if (!method) return nullptr;
+  std::vector<std::string> segs;
+  for (const std::string& raw : SplitPath(target.substr(0, target.find('?')))) {
+    auto d = PercentDecode(raw, false);
+    if (!d) return nullptr;  // Dispatch answers 400
+    segs.push_back(std::move(*d));
+  }
+  const Route* best = nullptr;
+  for (const Route& r : routes) {
+    if (r.method != *method || r.segments.size() != segs.size()) continue;
+    bool match = true;
+    for (size_t i = 0; i < segs.size() && match; ++i) {
+      match = IsParam(r.segments[i]) ? !segs[i].empty() : r.segments[i] == segs[i];
+    }
+    if (match && (best == nullptr || r.literals > best->literals)) best = &r;
+  }
+  return best;
+}
+
+std::optional<ApiResponse> RpcServer::Shared::Authenticate(
+    const RouteAuth& auth, const std::string& authz, std::optional<TokenClaims>* token) const {
+  if (auth.is_public) return std::nullopt;
+  std::optional<ApiResponse> unauth;
+  if (authz.empty()) {
+    unauth = ApiResponse::Error(401, "unauthenticated",
+                                "missing 'Authorization: Bearer <token>' header (tipctl reads "
+                                "the admin token from <datadir>/admin.token)");
+  } else if (authz.size() < 7 || Lower(std::string_view(authz).substr(0, 7)) != "bearer ") {
+    unauth = ApiResponse::Error(401, "unauthenticated",
+                                "the Authorization header must be 'Bearer <token>'");
+  } else {
+    std::string_view tok = std::string_view(authz).substr(7);
+    while (!tok.empty() && tok.front() == ' ') tok.remove_prefix(1);
+    Result<TokenClaims> claims = authority.VerifySignature(tok);
+    if (!claims.ok()) {
+      unauth = ApiResponse::Error(401, "unauthenticated", claims.status().message());
+    } else if (claims->ExpiredAt(clock.NowMs())) {
+      unauth = ApiResponse::Error(401, "TOKEN_EXPIRED",
+                                  "token expired at " + std::to_string(claims->expires_at_ms) +
+                                      " ms (Unix); create a new one");
+    } else if (registry != nullptr) {
+      if (auto refused = registry->Authenticate(*claims)) {
+        unauth = ApiResponse::Error(refused->http_status, refused->code, refused->message);
+      }
+    }
+    if (!unauth) *token = *claims;
+  }
+  if (unauth) {
+    unauth->headers.emplace_back("WWW-Authenticate", "Bearer realm=\"tipd\"");
+    return unauth;
+  }
+  Status scope = auth.any_scope ? Status::Ok() : CheckScope(**token, auth.scope);
+  if (!scope.ok()) return ApiResponse::Error(403, "permission_denied", scope.message());
+  return std::nullopt;
+}
+
 bool RpcServer::Shared::EvictIdle() {
   std::shared_ptr<Session> victim;
   for (auto& [p, w] : sessions) {
@@ -845,8 +895,10 @@ void RpcServer::Handle(HttpMethod method, std::string_view pattern, RouteAuth au
 }
 
 void RpcServer::HandleAsync(HttpMethod method, std::string_view pattern, RouteAuth auth,
-                            AsyncHandler handler) {
+                            AsyncHandler handler, RouteOptions options) {
   Route r;
+  r.max_body_bytes = options.max_body_bytes;
+  shared_->max_route_body_bytes = std::max(shared_->max_route_body_bytes, options.max_body_bytes);
   r.method = method;
   r.pattern = std::string(pattern);
   r.segments = SplitPath(pattern);

@@ -19,7 +19,8 @@
 //
 // Per connection: requests are read one at a time (no pipelining overlap),
 // the header and then the body each within `read_timeout` (also the
-// keep-alive idle time), else the connection is closed. While a handler has
+// keep-alive idle time), else the connection is closed. The body limit is
+// the matched route's (RouteOptions), else RpcLimits::max_body_bytes. While a handler has
 // not answered, no timeout applies: the handler owns that wait. Memory per
 // connection is bounded by the header and body limits (and, for an event
 // stream, max_stream_buffer_bytes); connections by max_connections.
@@ -188,6 +189,19 @@ struct RouteInfo {
   RouteAuth auth;
 };
 
+// Per-route options.
+struct RouteOptions {
+  // The body limit of this route instead of RpcLimits::max_body_bytes (0 =
+  // the server's). Checked once the request line and headers are read: a
+  // larger Content-Length (or chunked body) is answered 413. Routes that
+  // take bulk input (POST /v1/tips/batch: 1 MiB) raise it; every other
+  // route keeps the small default. A raised limit is granted only once the
+  // request's token passes the route's auth (checked on the header): without
+  // one, a body above the default is answered 401/403 unread, so an
+  // unauthenticated client still holds at most the default per connection.
+  size_t max_body_bytes = 0;
+};
+
 using SyncHandler = std::function<ApiResponse(const ApiRequest&)>;
 using AsyncHandler = std::function<void(ApiRequest request, Responder responder)>;
 
@@ -208,7 +222,7 @@ class RpcServer {
   // wins. Register before Listen.
   void Handle(HttpMethod method, std::string_view pattern, RouteAuth auth, SyncHandler handler);
   void HandleAsync(HttpMethod method, std::string_view pattern, RouteAuth auth,
-                   AsyncHandler handler);
+                   AsyncHandler handler, RouteOptions options = {});
 
   // Binds and starts accepting; returns the bound port (pass 0 for any free
   // port). kInvalidArgument for a bad host, kUnavailable if the address is

@@ -685,7 +685,19 @@ void ChannelManager::SendTipHashed(TipRequestIn req, const Hash32& request_hash,
     return done(TipOutcome::Refused(TipError::kChannelRule, e.ToString(), e.code()));
   }
   requests_.Add(live->id, *queued, req, request_hash, std::move(done));
-  Pump(*live);
+  SchedulePump(*live);
+}
+
+void ChannelManager::SchedulePump(LiveChannel& live) {
+  if (live.pump_posted) return;
+  live.pump_posted = true;
+  boost::asio::post(io_, [this, alive = alive_, id = live.id] {
+    if (!*alive) return;
+    LiveChannel* l = Find(id);
+    if (l == nullptr) return;
+    l->pump_posted = false;
+    Pump(*l);
+  });
 }
 
 void ChannelManager::Pump(LiveChannel& live) {
@@ -711,15 +723,18 @@ void ChannelManager::Pump(LiveChannel& live) {
     stats_.StageTips(&batch, live.id, storage::Direction::kLocalToRemote, out->update.tips(),
                      static_cast<uint64_t>(clock_.NowMs()));
     std::vector<v1::Event> staged;
+    staged.reserve(static_cast<size_t>(out->update.tips_size()));
     const uint64_t nonce = out->nonce();
+    const std::string channel_hex = Hex(live.id);
+    const std::string peer_hex = live.peer.Hex();
     for (const v1::Tip& tip : out->update.tips()) {
       v1::TipApi api;
-      api.set_channel_id(Hex(live.id));
+      api.set_channel_id(channel_hex);
       api.set_direction("sent");
-      api.set_peer_node_id(live.peer.Hex());
+      api.set_peer_node_id(peer_hex);
       *api.mutable_tip() = tip;
       api.set_nonce(nonce);
-      api.set_idempotency_key(requests_.KeyOf(live.id, tip.index()));
+      if (auto k = keys.find(tip.index()); k != keys.end()) api.set_idempotency_key(k->second);
       const std::string* refund_of = RefundOfMetadata(tip);
       if (refund_of != nullptr) api.set_refund_of(*refund_of);
       // The key's answer and the spend are durable with the payment: a retry

@@ -205,6 +205,12 @@ class ChannelManager {
   const LiveChannel* Find(const std::string& channel_id) const;
   LiveChannel* FindForPeer(p2p::PeerId peer, const std::string& channel_id);
   void Pump(LiveChannel& live);
+  // Pumps `live` once the handlers already due on the io thread have run
+  // (one post per channel at a time): the tips that reach the node together
+  // (the tips of a batch request, the requests read in one poll) fold into
+  // one update instead of each taking a slot of the window alone. A lone
+  // tip waits for nothing but the post.
+  void SchedulePump(LiveChannel& live);
   void SendReestablish(LiveChannel& live);
   void ApplyPlan(LiveChannel& live, channel::ReestablishPlan plan);
   void MaybeProposeClose(LiveChannel& live);

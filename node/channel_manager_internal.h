@@ -43,6 +43,9 @@ struct ChannelManager::LiveChannel {
   bool reestablished = false;
   std::optional<v1::Reestablish> peer_reestablish;
   int commits_pending = 0;
+  // A Pump is posted for the tips queued in this turn of the io loop
+  // (SchedulePump), so tips that arrive together fold into one update.
+  bool pump_posted = false;
   std::map<uint64_t, internal::Clk::time_point> sent_at;  // by nonce, for ack latency
 
   // Closing. close_requested: this side wants to close (no new tips; phase

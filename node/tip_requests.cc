@@ -236,7 +236,14 @@ void TipRequests::AnswerAcked(const std::string& channel_id, uint64_t last_index
     if (c == waiting_.end()) break;
   }
   for (auto& [callbacks, r] : answers) {
-    for (auto& d : callbacks) d(r);
+    // The last (usually only) caller takes the answer; others get a copy.
+    for (size_t i = 0; i < callbacks.size(); ++i) {
+      if (i + 1 == callbacks.size()) {
+        callbacks[i](std::move(r));
+      } else {
+        callbacks[i](r);
+      }
+    }
   }
 }
 

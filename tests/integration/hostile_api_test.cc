@@ -374,6 +374,16 @@ TEST_F(HostileApiTest, OversizedAndHostileRequestsGetClearErrorsWhileTipsFlow) {
             }(),
         413}});
   attacks.push_back({"100k '[' (over the body limit)", {post(std::string(100'000, '[')), 413}});
+  // The batch route's 1 MiB is for callers with a tip token only; others
+  // are refused on the header, their body unread, and over 1 MiB is 413.
+  attacks.push_back({"1 MiB batch body without a token",
+                     {"POST /v1/tips/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" +
+                          std::string(256 * 1024, 'b'),
+                      401}});
+  attacks.push_back({"2 MB batch body with a token",
+                     {"POST /v1/tips/batch HTTP/1.1\r\nHost: x\r\n" + auth +
+                          "Content-Length: 2000000\r\n\r\n" + std::string(256 * 1024, 'b'),
+                      413}});
   attacks.push_back(
       {"60k nested arrays", {post("{\"channel_id\":" + std::string(60'000, '[')), 400}});
   attacks.push_back({"12k nested objects",

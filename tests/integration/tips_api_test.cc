@@ -456,6 +456,126 @@ TEST_F(TipsApiTest, BatchOfFiftyInOrderAndAnInvalidBatchPaysNothing) {
   EXPECT_FALSE(FromJson<v1::TipResponse>(fresh.body).replayed());
 }
 
+// The batch route's own body limit (1 MiB): 1000 tips with 200-byte messages
+// are accepted and every one lands; the compact answer is one line per tip
+// and one receipt per update; protobuf in and out; over the limit is 413,
+// and every other route keeps 64 KiB.
+TEST_F(TipsApiTest, BatchOfThousandLongTipsCompactProtobufAndLimits) {
+  Node a, b;
+  std::string ch;
+  ASSERT_NO_FATAL_FAILURE(TwoNodes(500'000, 0, &a, &b, &ch));
+  const uint64_t tips_before = Channel(a, ch).tips_sent();
+  std::string body = R"({"tips":[)";
+  uint64_t total = 0;
+  for (int i = 0; i < 1000; ++i) {
+    std::string msg = "#" + std::to_string(i) + " ";
+    msg += std::string(200 - msg.size(), 'm');
+    body += (i ? "," : "") + TipBody(ch, static_cast<uint64_t>(1 + i % 7), msg,
+                                     "big-" + std::to_string(i), {{"app_name", "perf"}});
+    total += static_cast<uint64_t>(1 + i % 7);
+  }
+  body += "]}";
+  ASSERT_GT(body.size(), 64u * 1024);
+  auto r = Call(a, "POST", "/v1/tips/batch?answer=compact", body);
+  ASSERT_EQ(r.status, 200) << r.body.substr(0, 500);
+  // Compact: far smaller than the echo of 1000 tips.
+  EXPECT_LT(r.body.size(), body.size() / 2);
+  auto compact = FromJson<v1::TipBatchCompactResponse>(r.body);
+  ASSERT_EQ(compact.results_size(), 1000);
+  std::set<uint64_t> nonces;
+  uint64_t last_nonce = 0;
+  for (int i = 0; i < 1000; ++i) {
+    SCOPED_TRACE(i);
+    const v1::TipBatchCompactResult& line = compact.results(i);
+    EXPECT_EQ(line.index(), static_cast<uint32_t>(i));
+    EXPECT_EQ(line.status(), "acked") << line.error_message();
+    EXPECT_TRUE(line.error_code().empty());
+    EXPECT_EQ(line.channel_id(), ch);
+    EXPECT_EQ(line.tip_index(), tips_before + 1 + static_cast<uint64_t>(i));
+    EXPECT_GE(line.nonce(), last_nonce);
+    EXPECT_GT(line.nonce(), 0u);
+    last_nonce = line.nonce();
+    nonces.insert(line.nonce());
+  }
+  // One receipt per distinct acknowledgement, none repeated, and every tip's
+  // update is covered by a receipt at or after its nonce.
+  ASSERT_GE(compact.receipts_size(), 1);
+  EXPECT_LE(static_cast<size_t>(compact.receipts_size()), nonces.size());
+  std::set<uint64_t> receipt_nonces;
+  for (const v1::TipReceiptApi& rc : compact.receipts()) {
+    EXPECT_EQ(rc.channel_id(), ch);
+    EXPECT_TRUE(rc.has_ack());
+    EXPECT_TRUE(receipt_nonces.insert(rc.nonce()).second) << "receipt repeated: " << rc.nonce();
+  }
+  for (uint64_t n : nonces) {
+    EXPECT_NE(receipt_nonces.lower_bound(n), receipt_nonces.end()) << "no receipt covers " << n;
+  }
+  EXPECT_EQ(compact.receipts(compact.receipts_size() - 1).transferred(), total);
+  ASSERT_TRUE(WaitFor([&] { return Channel(b, ch).tips_received() == tips_before + 1000; }));
+  auto received = History(b, ch, "received");
+  ASSERT_EQ(received.size(), tips_before + 1000);
+  const std::string& msg999 = received.at(tips_before + 1000).tip().message();
+  EXPECT_EQ(msg999.substr(0, 5), "#999 ");
+  EXPECT_EQ(msg999.size(), 200u);
+
+  // The body field asks for the same; answer=full (the default) echoes.
+  auto small = Call(a, "POST", "/v1/tips/batch",
+                    R"({"compact":true,"tips":[)" + TipBody(ch, 2, "c", "cf-1") + "]}");
+  ASSERT_EQ(small.status, 200) << small.body;
+  EXPECT_EQ(FromJson<v1::TipBatchCompactResponse>(small.body).results(0).status(), "acked");
+  auto full = Call(a, "POST", "/v1/tips/batch?answer=full",
+                   R"({"tips":[)" + TipBody(ch, 2, "f", "cf-2") + "]}");
+  ASSERT_EQ(full.status, 200) << full.body;
+  EXPECT_EQ(FromJson<v1::TipBatchResponse>(full.body).results(0).tip().tip().message(), "f");
+  EXPECT_EQ(Call(a, "POST", "/v1/tips/batch?answer=tiny",
+                 R"({"tips":[)" + TipBody(ch, 2, "t", "cf-3") + "]}")
+                .status,
+            400);
+
+  // Protobuf body and answer; a refused tip (the same key, another amount)
+  // is a "refused" line with its code, and the good one is paid.
+  v1::TipBatchRequest pb;
+  pb.set_compact(true);
+  v1::TipRequest* t = pb.add_tips();
+  t->set_channel_id(ch);
+  t->set_amount(3);
+  t->set_message("protobuf tip");
+  t->set_idempotency_key("pb-1");
+  v1::TipRequest* reused = pb.add_tips();
+  *reused = *t;
+  reused->set_idempotency_key("cf-1");  // used above with amount 2
+  auto pr = HttpRequest(a.rpc, "POST", "/v1/tips/batch", a.token, pb.SerializeAsString(),
+                        {{"Content-Type", "application/x-protobuf"},
+                         {"Accept", "application/x-protobuf, application/json"}});
+  ASSERT_EQ(pr.status, 200) << pr.body;
+  EXPECT_TRUE(Contains(pr.headers, "application/x-protobuf")) << pr.headers;
+  v1::TipBatchCompactResponse pb_out;
+  ASSERT_TRUE(pb_out.ParseFromString(pr.body));
+  ASSERT_EQ(pb_out.results_size(), 2);
+  EXPECT_EQ(pb_out.results(0).status(), "acked");
+  EXPECT_EQ(pb_out.results(1).status(), "refused");
+  EXPECT_FALSE(pb_out.results(1).error_code().empty());
+  EXPECT_EQ(pb_out.results(1).nonce(), 0u);
+  EXPECT_EQ(pb_out.receipts_size(), 1);
+  // A protobuf body that does not parse: 400, nothing paid.
+  auto garbage = HttpRequest(a.rpc, "POST", "/v1/tips/batch", a.token, std::string("\xff\xff\xff"),
+                             {{"Content-Type", "application/x-protobuf"}});
+  EXPECT_EQ(garbage.status, 400) << garbage.body;
+  const uint64_t paid = Channel(a, ch).tips_sent();
+  EXPECT_EQ(paid, tips_before + 1000 + 3);
+
+  // Over the batch route's 1 MiB: 413. The tips route keeps 64 KiB.
+  std::string huge = body.substr(0, body.size() - 2);
+  while (huge.size() <= (1u << 20)) huge += "," + TipBody(ch, 1, std::string(900, 'h'), "");
+  huge += "]}";
+  auto too_big = Call(a, "POST", "/v1/tips/batch", huge);
+  EXPECT_EQ(too_big.status, 413) << too_big.body;
+  EXPECT_TRUE(Contains(too_big.body, "payload_too_large")) << too_big.body;
+  auto single = Call(a, "POST", "/v1/tips", TipBody(ch, 1, std::string(70'000, 's'), ""));
+  EXPECT_EQ(single.status, 413) << single.body;
+  EXPECT_EQ(Channel(a, ch).tips_sent(), paid);
+}
+
 // ---------------------------------------------------------------------------
 // 5. Server-Sent Events.
 

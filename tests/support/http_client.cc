@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -12,6 +13,13 @@ namespace tipd::testing {
 
 HttpResult HttpRequest(uint16_t port, const std::string& method, const std::string& path,
                        const std::string& bearer_token, const std::string& body,
+                       std::chrono::milliseconds timeout) {
+  return HttpRequest(port, method, path, bearer_token, body, {}, timeout);
+}
+
+HttpResult HttpRequest(uint16_t port, const std::string& method, const std::string& path,
+                       const std::string& bearer_token, const std::string& body,
+                       const std::vector<std::pair<std::string, std::string>>& headers,
                        std::chrono::milliseconds timeout) {
   HttpResult result;
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -31,9 +39,14 @@ HttpResult HttpRequest(uint16_t port, const std::string& method, const std::stri
   }
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
   if (!bearer_token.empty()) req += "Authorization: Bearer " + bearer_token + "\r\n";
+  bool typed = false;
+  for (const auto& [name, value] : headers) {
+    req += name + ": " + value + "\r\n";
+    if (strcasecmp(name.c_str(), "content-type") == 0) typed = true;
+  }
   if (!body.empty() || method == "POST") {
-    req +=
-        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    if (!typed) req += "Content-Type: application/json\r\n";
+    req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   }
   req += "\r\n" + body;
   size_t sent = 0;

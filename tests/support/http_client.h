@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace tipd::testing {
 
@@ -16,6 +18,12 @@ struct HttpResult {
 
 HttpResult HttpRequest(uint16_t port, const std::string& method, const std::string& path,
                        const std::string& bearer_token = "", const std::string& body = "",
+                       std::chrono::milliseconds timeout = std::chrono::seconds(30));
+// The same with extra request headers (a Content-Type among them replaces
+// the default application/json).
+HttpResult HttpRequest(uint16_t port, const std::string& method, const std::string& path,
+                       const std::string& bearer_token, const std::string& body,
+                       const std::vector<std::pair<std::string, std::string>>& headers,
                        std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 }  // namespace tipd::testing
