@@ -808,11 +808,13 @@ Status Bench::OpenManyChannels(uint64_t target) {
           // TOO_MANY_PENDING_OPENS: the peer has not seen our last opens
           // land yet. CHANNEL_EXISTS: after a refused open the node hands
           // out an account nonce another of our pending opens still holds
-          // (ResetNonces; docs/performance.md, "Found while benchmarking").
+          // (ResetNonces; docs/performance.md, "Found while benchmarking"),
+          // or one below the chain's (OPENER_CANNOT_FUND).
           // Both are refused before any transaction: trying again is safe.
           bool retry = res->status == 503 ||
                        res->body.find("TOO_MANY_PENDING_OPENS") != std::string::npos ||
-                       res->body.find("CHANNEL_EXISTS") != std::string::npos;
+                       res->body.find("CHANNEL_EXISTS") != std::string::npos ||
+                       res->body.find("OPENER_CANNOT_FUND") != std::string::npos;
           if (!retry || Steady::now() > deadline) {
             s = api::HttpClient::ApiErrorStatus(*res);
             break;

@@ -444,7 +444,7 @@ TEST_F(ChannelNetTest, RefusalsChangeNothing) {
            R"({"peer_node_id":")" + b.id.Hex() + R"(","deposit":"1","push_deposit":"5000000"})");
   EXPECT_EQ(push.status, 409) << push.body;
   EXPECT_NE(push.body.find("INSUFFICIENT_FUNDS"), std::string::npos) << push.body;
-  EXPECT_EQ(Call(a, "GET", "/v1/channels").body, R"({"channels":[]})");
+  EXPECT_EQ(Call(a, "GET", "/v1/channels").body, R"({"channels":[],"next_cursor":""})");
 
   const std::string ch = Open(a, b, 1000, 0);
   auto fits = Tip(a, ch, 600, "fits");
