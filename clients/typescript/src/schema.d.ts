@@ -280,7 +280,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Every channel */
+        /** Channels, optionally a page at a time */
         get: operations["listChannels"];
         put?: never;
         /** Open a channel with a connected peer */
@@ -864,13 +864,13 @@ export interface components {
             scopes: string[];
             expires_at_ms: components["schemas"]["Uint64"];
             daily_spend_cap: components["schemas"]["Uint64"];
-            label?: string;
-            max_per_tip?: components["schemas"]["Uint64"];
-            rate_per_minute?: number;
-            channels?: string[];
-            peers?: string[];
-            created_by?: string;
-            created_at_ms?: components["schemas"]["Uint64"];
+            label: string;
+            max_per_tip: components["schemas"]["Uint64"];
+            rate_per_minute: number;
+            channels: string[];
+            peers: string[];
+            created_by: string;
+            created_at_ms: components["schemas"]["Uint64"];
         };
         MetadataEntry: {
             key: string;
@@ -928,11 +928,11 @@ export interface components {
             /** @description sent tips in POST answers and events; empty in GET /v1/tips */
             idempotency_key: string;
             /** @description a refund: "<channel_id hex>:<index>" of the tip it returns */
-            refund_of?: string;
+            refund_of: string;
             /** @description an original tip: the sum of its valid refunds so far */
-            refunded_total?: components["schemas"]["Uint64"];
+            refunded_total: components["schemas"]["Uint64"];
             /** @description a received tip whose refund_of link this node does not accept: why */
-            refund_link_error?: string;
+            refund_link_error: string;
         };
         TipResponse: {
             tip?: components["schemas"]["TipApi"];
@@ -1006,6 +1006,8 @@ export interface components {
         };
         ListChannelsResponse: {
             channels: components["schemas"]["ChannelApi"][];
+            /** @description Cursor of the next page; empty on the last page (and when every channel was listed). */
+            next_cursor: string;
         };
         GetChannelResponse: {
             channel: components["schemas"]["ChannelApi"];
@@ -2298,7 +2300,12 @@ export interface operations {
     };
     listChannels: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Page size (1..1000). Without limit and cursor every channel is listed in one answer. */
+                limit?: number;
+                /** @description The next_cursor of the previous page (channel id hex); the page starts after it. */
+                cursor?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2312,6 +2319,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ListChannelsResponse"];
+                };
+            };
+            /** @description Bad request. Codes: `invalid_argument`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
                 };
             };
             /** @description Missing, malformed, expired or revoked token (with `WWW-Authenticate: Bearer realm="tipd"`). Codes: `unauthenticated`, `TOKEN_REVOKED`, `TOKEN_EXPIRED`. */
