@@ -60,7 +60,7 @@ struct NodeServices {
   // check only asks LedgerLink::connected().
   std::function<LedgerFollowState()> ledger_state = nullptr;
   node::AnomalyDetector* anomalies = nullptr;  // GET /v1/anomalies; null: no routes
-  node::StreamScheduler* streams = nullptr;  // the stream routes need it
+  node::StreamScheduler* streams = nullptr;    // the stream routes need it
 };
 
 // A tip request's outcome as the API answers it (200, 202 or the refusal).

@@ -223,16 +223,16 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
       std::make_unique<node::StreamScheduler>(p.io, *p.db, *p.committer, clock, *p.timers,
                                               *p.channels, crypto::SystemRng(), stream_options);
   p.streams->SetEventSink(p.event_sink.get());
-  p.streams->SetChargeFor([spend = p.spend.get(), registry = p.registry.get()](
-                              const v1::StoredStream& s) {
-    api::TokenClaims claims;
-    std::copy_n(s.token_id().begin(), std::min<size_t>(s.token_id().size(), claims.id.size()),
-                claims.id.begin());
-    claims.scopes = s.token_scopes();
-    claims.expires_at_ms = s.token_expires_at_ms();
-    claims.daily_cap = s.token_daily_cap();
-    return api::MakeTokenCharge(registry, *spend, claims);
-  });
+  p.streams->SetChargeFor(
+      [spend = p.spend.get(), registry = p.registry.get()](const v1::StoredStream& s) {
+        api::TokenClaims claims;
+        std::copy_n(s.token_id().begin(), std::min<size_t>(s.token_id().size(), claims.id.size()),
+                    claims.id.begin());
+        claims.scopes = s.token_scopes();
+        claims.expires_at_ms = s.token_expires_at_ms();
+        claims.daily_cap = s.token_daily_cap();
+        return api::MakeTokenCharge(registry, *spend, claims);
+      });
 
   // HTTP/JSON API with bearer tokens (rpc.key and admin.token in the data dir).
   TIPD_ASSIGN_OR_RETURN(TokenAuthority authority,

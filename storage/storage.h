@@ -297,7 +297,7 @@ enum class KeyFamily : char {
   kIdempotency = 'I',      // StoredIdempotentResult: 'I' kind '/' key (node/node_api.h)
   kPeer = 'P',             // StoredPeer: 'P' node_id[33] (node/node_api.h)
   kEvent = 'E',            // StoredEvent: 'E' id[8 BE] (node/events.h), newest N kept
-  kToken = 'K',           // StoredToken: 'K' token_id[16] (api/token_registry.h)
+  kToken = 'K',            // StoredToken: 'K' token_id[16] (api/token_registry.h)
   kWebhook = 'W',          // StoredWebhook: 'W' webhook_id[16] (api/webhooks.h)
   kWebhookDelivery = 'V',  // StoredWebhookDelivery: 'V' webhook_id[16] seq[8 BE]
   // Reserved for ledger/ (layout chosen there, documented in docs/storage.md).
