@@ -125,6 +125,17 @@ Status RefundCharge::Reserve(uint64_t amount) {
   return Status::Ok();
 }
 
+std::optional<ChargeRefusal> RefundCharge::Admit(const std::string& channel_id,
+                                                 const crypto::PublicKey& peer, uint64_t amount) {
+  if (inner_) {
+    if (auto refused = inner_->Admit(channel_id, peer, amount)) return refused;
+  }
+  book_->Reserve(channel_id_, storage::Direction::kRemoteToLocal, index_, amount);
+  amount_ = amount;
+  reserved_ = true;
+  return std::nullopt;
+}
+
 void RefundCharge::CommitToBatch(storage::WriteBatch* batch) {
   if (inner_) inner_->CommitToBatch(batch);
   if (!reserved_) return;

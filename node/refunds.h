@@ -96,6 +96,10 @@ class RefundCharge final : public TipCharge {
   ~RefundCharge() override;
   Status Reserve(uint64_t amount) override;
   void CommitToBatch(storage::WriteBatch* batch) override;
+  // The requester's own admission (a token record's restrictions, rate and
+  // cap) first, then the refund's reservation against the original.
+  std::optional<ChargeRefusal> Admit(const std::string& channel_id, const crypto::PublicKey& peer,
+                                     uint64_t amount) override;
   // The total after this refund, once committed.
   uint64_t total_after() const { return total_after_; }
 

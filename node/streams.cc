@@ -61,6 +61,12 @@ class StreamScheduler::Charge final : public TipCharge {
     amount_ = amount;
     return inner_ ? inner_->Reserve(amount) : Status::Ok();
   }
+  // The token's own admission (its record's restrictions, rate and cap).
+  std::optional<ChargeRefusal> Admit(const std::string& channel_id, const crypto::PublicKey& peer,
+                                     uint64_t amount) override {
+    amount_ = amount;
+    return inner_ ? inner_->Admit(channel_id, peer, amount) : std::nullopt;
+  }
   void CommitToBatch(storage::WriteBatch* batch) override {
     if (inner_) inner_->CommitToBatch(batch);
     if (*alive_) s_->StagePaid(id_, start_at_, k_now_, paid_, skipped_, amount_, batch);
