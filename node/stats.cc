@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <bit>
 #include <ctime>
+#include <tuple>
+#include <unordered_map>
 
 #include "ledger/codec.h"
 #include "util/bytes.h"
@@ -14,6 +16,8 @@ namespace {
 constexpr char kFamily = 'G';
 constexpr uint64_t kMinuteMs = 60'000;
 constexpr uint64_t kDayMs = 24 * 3600 * 1000ull;
+constexpr uint64_t kHourMinutes = 60;
+constexpr uint64_t kDayMinutes = 24 * 60;
 // The progress height is written at least this often even without fees, so a
 // restart rescans few blocks.
 constexpr uint64_t kProgressEvery = 1000;
@@ -126,7 +130,17 @@ StatsIndex::StatsIndex(storage::Database* db) : db_(db) {}
 
 uint32_t StatsIndex::ChannelIndex(const std::string& channel_id) {
   auto [it, added] = channel_index_.emplace(channel_id, static_cast<uint32_t>(channels_.size()));
-  if (added) channels_.push_back(channel_id);
+  if (added) {
+    channels_.push_back(channel_id);
+    auto p = peers_.find(channel_id);
+    channel_peer_.push_back(PeerIndex(p == peers_.end() ? "unknown" : p->second));
+  }
+  return it->second;
+}
+
+uint32_t StatsIndex::PeerIndex(const std::string& peer_hex) {
+  auto [it, added] = peer_index_.emplace(peer_hex, static_cast<uint32_t>(peer_names_.size()));
+  if (added) peer_names_.push_back(peer_hex);
   return it->second;
 }
 
@@ -138,6 +152,108 @@ uint32_t StatsIndex::AppIndex(const std::string& app) {
 
 void StatsIndex::NoteChannel(const std::string& channel_id, const std::string& peer_hex) {
   peers_[channel_id] = peer_hex;
+  auto c = channel_index_.find(channel_id);
+  if (c == channel_index_.end()) return;  // no tips yet: ChannelIndex reads peers_
+  const uint32_t peer = PeerIndex(peer_hex);
+  if (channel_peer_[c->second] != peer) {
+    channel_peer_[c->second] = peer;
+    peer_peaks_stale_ = true;
+  }
+}
+
+namespace {
+
+template <typename Count>
+void AddToHistogram(std::vector<std::pair<uint16_t, Count>>* h, uint16_t bucket, Count n) {
+  auto it = std::lower_bound(h->begin(), h->end(), std::make_pair(bucket, Count{0}));
+  if (it != h->end() && it->first == bucket) {
+    it->second += n;
+  } else {
+    h->insert(it, {bucket, n});
+  }
+}
+
+void AddToRollup(StatsIndex::Rollup* r, uint64_t amount, bool refund) {
+  if (refund) {
+    ++r->refund_count;
+    r->refund_sum += amount;
+  } else {
+    ++r->count;
+    r->sum += amount;
+    AddToHistogram<uint64_t>(&r->histogram, static_cast<uint16_t>(AmountBucket(amount)), 1);
+  }
+}
+
+}  // namespace
+
+void StatsIndex::AddToRollups(const Key& k, const Bucket& b) {
+  for (int level = 0; level < 2; ++level) {
+    Key period = k;
+    period.minute = k.minute / (level == 0 ? kHourMinutes : kDayMinutes);
+    Rollup& r = (level == 0 ? hours_ : days_)[period];
+    r.count += b.count;
+    r.sum += b.sum;
+    r.refund_count += b.refund_count;
+    r.refund_sum += b.refund_sum;
+    for (const auto& [bucket, n] : b.histogram) {
+      AddToHistogram<uint64_t>(&r.histogram, bucket, n);
+    }
+  }
+}
+
+void StatsIndex::FoldPeaks(uint64_t minute, int second, unsigned kinds) const {
+  struct Cell {
+    uint8_t kind;
+    uint32_t group;
+    uint8_t second;
+    uint64_t tips;
+  };
+  std::vector<Cell> cells;
+  for (auto it = buckets_.lower_bound(Key{minute, 0, 0, 0});
+       it != buckets_.end() && it->first.minute == minute; ++it) {
+    const Key& k = it->first;
+    const uint32_t group[kPeakKinds] = {0, k.channel, k.app, channel_peer_[k.channel]};
+    for (const auto& [s, n] : it->second.seconds) {
+      if (second >= 0 && s != second) continue;
+      for (uint8_t kind = 0; kind < kPeakKinds; ++kind) {
+        if ((kinds >> kind) & 1) cells.push_back(Cell{kind, group[kind], s, n});
+      }
+    }
+  }
+  std::sort(cells.begin(), cells.end(), [](const Cell& a, const Cell& b) {
+    return std::tie(a.kind, a.group, a.second) < std::tie(b.kind, b.group, b.second);
+  });
+  for (size_t i = 0; i < cells.size();) {
+    const Cell& c = cells[i];
+    uint64_t tips = 0;
+    for (; i < cells.size() && cells[i].kind == c.kind && cells[i].group == c.group &&
+           cells[i].second == c.second;
+         ++i) {
+      tips += cells[i].tips;
+    }
+    for (int level = 0; level < 2; ++level) {
+      const uint64_t period = minute / (level == 0 ? kHourMinutes : kDayMinutes);
+      uint64_t& peak = peaks_[level][c.kind][{period, c.group}];
+      peak = std::max(peak, tips);
+    }
+  }
+}
+
+void StatsIndex::RebuildRollups() {
+  hours_.clear();
+  days_.clear();
+  for (auto& level : peaks_) {
+    for (PeakMap& m : level) m.clear();
+  }
+  uint64_t minute = UINT64_MAX;
+  for (const auto& [k, b] : buckets_) {
+    AddToRollups(k, b);
+    if (k.minute != minute) {
+      minute = k.minute;
+      FoldPeaks(minute, -1, (1u << kPeakKinds) - 1);
+    }
+  }
+  peer_peaks_stale_ = false;
 }
 
 void StatsIndex::Add(Bucket* b, uint64_t amount, bool refund, uint8_t second) {
@@ -270,6 +386,7 @@ Status StatsIndex::Load() {
   TIPD_RETURN_IF_ERROR(db_->ScanPrefix(
       std::string{kFamily, 'b'}, SIZE_MAX,
       [this](std::string_view key, std::string_view value) { return AddStored(key, value); }));
+  RebuildRollups();
   TIPD_RETURN_IF_ERROR(db_->ScanPrefix(
       std::string{kFamily, 'f'}, SIZE_MAX,
       [this](std::string_view key, std::string_view value) -> Status {
@@ -321,6 +438,11 @@ void StatsIndex::StageTips(storage::WriteBatch* batch, const std::string& channe
     const TipTraits traits = TraitsOf(tip);
     const Key key{minute, channel, dir, AppIndex(traits.app)};
     Add(&buckets_[key], tip.amount(), traits.refund, second);
+    for (int level = 0; level < 2; ++level) {
+      Key period = key;
+      period.minute = minute / (level == 0 ? kHourMinutes : kDayMinutes);
+      AddToRollup(&(level == 0 ? hours_ : days_)[period], tip.amount(), traits.refund);
+    }
     ++totals.tips[dir];
     totals.amount[dir] += tip.amount();
     if (std::find(touched.begin(), touched.end(), key) == touched.end()) touched.push_back(key);
@@ -328,6 +450,8 @@ void StatsIndex::StageTips(storage::WriteBatch* batch, const std::string& channe
   for (const Key& k : touched) {
     batch->Put(BucketKey(k.minute, channel_id, k.direction, apps_[k.app]), Encode(buckets_[k]));
   }
+  // The counts of this second only grew: fold them into the peaks.
+  if (!tips.empty()) FoldPeaks(minute, second, (1u << kPeakKinds) - 1);
 }
 
 void StatsIndex::AddFee(const std::string& channel_id, FeeKind kind, uint64_t fee) {
@@ -442,9 +566,166 @@ struct Group {
   }
 };
 
+void EmitGroups(std::map<std::string, Group>& groups, v1::StatsResponse* out) {
+  for (auto& [name, g] : groups) {
+    v1::StatsGroup& o = *out->add_groups();
+    o.set_key(name);
+    g.dir[0].Fill(o.mutable_sent());
+    g.dir[1].Fill(o.mutable_received());
+    o.set_peak_tips_per_second(g.peak);
+    o.mutable_refunds()->set_count(g.refunds_count[0] + g.refunds_count[1]);
+    o.mutable_refunds()->set_sum(g.refunds_sum[0] + g.refunds_sum[1]);
+    o.mutable_refunds_sent()->set_count(g.refunds_count[0]);
+    o.mutable_refunds_sent()->set_sum(g.refunds_sum[0]);
+    o.mutable_refunds_received()->set_count(g.refunds_count[1]);
+    o.mutable_refunds_received()->set_sum(g.refunds_sum[1]);
+  }
+}
+
+template <typename Count>
+void AddCounts(Group* g, uint8_t direction, uint64_t count, uint64_t sum, uint64_t refund_count,
+               uint64_t refund_sum, const std::vector<std::pair<uint16_t, Count>>& histogram) {
+  Amounts& a = g->dir[direction];
+  a.count += count;
+  a.sum += sum;
+  for (const auto& [bucket, n] : histogram) {
+    if (a.histogram.size() <= bucket) a.histogram.resize(bucket + 1);
+    a.histogram[bucket] += n;
+  }
+  g->refunds_count[direction] += refund_count;
+  g->refunds_sum[direction] += refund_sum;
+}
+
 }  // namespace
 
+uint64_t StatsIndex::GroupId(StatsGroupBy group_by, const Key& k, uint64_t day) const {
+  switch (group_by) {
+    case StatsGroupBy::kNone:
+      return 0;
+    case StatsGroupBy::kChannel:
+      return k.channel;
+    case StatsGroupBy::kPeer:
+      return channel_peer_[k.channel];
+    case StatsGroupBy::kAppName:
+      return k.app;
+    case StatsGroupBy::kDay:
+      return day;
+  }
+  return 0;
+}
+
+std::string StatsIndex::GroupName(StatsGroupBy group_by, uint64_t id) const {
+  switch (group_by) {
+    case StatsGroupBy::kNone:
+      return "all";
+    case StatsGroupBy::kChannel:
+      return HexEncode(AsSpan(channels_[id]));
+    case StatsGroupBy::kPeer:
+      return peer_names_[id];
+    case StatsGroupBy::kAppName:
+      return apps_[id];
+    case StatsGroupBy::kDay:
+      return DayOf(id * kDayMinutes);
+  }
+  return "all";
+}
+
 v1::StatsResponse StatsIndex::Query(uint64_t from_ms, uint64_t to_ms, StatsGroupBy group_by) const {
+  const uint64_t from_minute = from_ms / kMinuteMs;
+  const uint64_t to_minute = (to_ms + kMinuteMs - 1) / kMinuteMs;  // exclusive
+  v1::StatsResponse out;
+  out.set_from_ms(from_minute * kMinuteMs);
+  out.set_to_ms(to_minute * kMinuteMs);
+  out.set_group_by(StatsGroupByName(group_by));
+
+  if (group_by == StatsGroupBy::kPeer && peer_peaks_stale_) {
+    // A channel's peer became known after its tips: its peer peaks follow.
+    for (auto& level : peaks_) level[kPeakPeer].clear();
+    uint64_t minute = UINT64_MAX;
+    for (const auto& [k, b] : buckets_) {
+      if (k.minute == minute) continue;
+      minute = k.minute;
+      FoldPeaks(minute, -1, 1u << kPeakPeer);
+    }
+    peer_peaks_stale_ = false;
+  }
+
+  std::map<std::string, Group> groups;
+  std::unordered_map<uint64_t, Group*> by_id;
+  uint64_t last_id = UINT64_MAX;
+  Group* last_group = nullptr;
+  auto group_of = [&](uint64_t id) {
+    if (id == last_id) return last_group;
+    auto [it, added] = by_id.emplace(id, nullptr);
+    if (added) it->second = &groups[GroupName(group_by, id)];
+    last_id = id;
+    last_group = it->second;
+    return last_group;
+  };
+  // Minute buckets of [a, b).
+  auto minutes = [&](uint64_t a, uint64_t b) {
+    for (auto it = buckets_.lower_bound(Key{a, 0, 0, 0});
+         it != buckets_.end() && it->first.minute < b; ++it) {
+      const Key& k = it->first;
+      const Bucket& bucket = it->second;
+      Group* g = group_of(GroupId(group_by, k, k.minute / kDayMinutes));
+      AddCounts(g, k.direction, bucket.count, bucket.sum, bucket.refund_count, bucket.refund_sum,
+                bucket.histogram);
+      for (const auto& [second, n] : bucket.seconds) g->AddSecond(k.minute, second, n);
+    }
+  };
+  // Whole hours (level 0) or days (level 1) [p0, p1).
+  auto periods = [&](int level, uint64_t p0, uint64_t p1) {
+    const std::map<Key, Rollup>& rollups = level == 0 ? hours_ : days_;
+    const uint64_t per_day = level == 0 ? kDayMinutes / kHourMinutes : 1;
+    for (auto it = rollups.lower_bound(Key{p0, 0, 0, 0});
+         it != rollups.end() && it->first.minute < p1; ++it) {
+      const Key& k = it->first;
+      const Rollup& r = it->second;
+      Group* g = group_of(GroupId(group_by, k, k.minute / per_day));
+      AddCounts(g, k.direction, r.count, r.sum, r.refund_count, r.refund_sum, r.histogram);
+    }
+    PeakKind kind = kPeakAll;
+    if (group_by == StatsGroupBy::kChannel) kind = kPeakChannel;
+    if (group_by == StatsGroupBy::kAppName) kind = kPeakApp;
+    if (group_by == StatsGroupBy::kPeer) kind = kPeakPeer;
+    const PeakMap& peaks = peaks_[level][kind];
+    for (auto it = peaks.lower_bound({p0, 0}); it != peaks.end() && it->first.first < p1; ++it) {
+      const auto [period, group] = it->first;
+      uint64_t id = group;
+      if (group_by == StatsGroupBy::kDay) id = period / per_day;
+      Group* g = group_of(id);
+      g->peak = std::max(g->peak, it->second);
+    }
+  };
+  // [a, b) inside one day or spanning none: whole hours, minutes at the edges.
+  auto hours_and_minutes = [&](uint64_t a, uint64_t b) {
+    const uint64_t h0 = (a + kHourMinutes - 1) / kHourMinutes;
+    const uint64_t h1 = b / kHourMinutes;
+    if (h0 < h1) {
+      minutes(a, h0 * kHourMinutes);
+      periods(0, h0, h1);
+      minutes(h1 * kHourMinutes, b);
+    } else {
+      minutes(a, b);
+    }
+  };
+  const uint64_t d0 = (from_minute + kDayMinutes - 1) / kDayMinutes;
+  const uint64_t d1 = to_minute / kDayMinutes;
+  if (d0 < d1) {
+    hours_and_minutes(from_minute, d0 * kDayMinutes);
+    periods(1, d0, d1);
+    hours_and_minutes(d1 * kDayMinutes, to_minute);
+  } else {
+    hours_and_minutes(from_minute, to_minute);
+  }
+  EmitGroups(groups, &out);
+  AddFeesTo(&out);
+  return out;
+}
+
+v1::StatsResponse StatsIndex::QueryMinutes(uint64_t from_ms, uint64_t to_ms,
+                                           StatsGroupBy group_by) const {
   const uint64_t from_minute = from_ms / kMinuteMs;
   const uint64_t to_minute = (to_ms + kMinuteMs - 1) / kMinuteMs;  // exclusive
   v1::StatsResponse out;
@@ -517,25 +798,17 @@ v1::StatsResponse StatsIndex::Query(uint64_t from_ms, uint64_t to_ms, StatsGroup
     g->refunds_sum[k.direction] += b.refund_sum;
     for (const auto& [second, n] : b.seconds) g->AddSecond(k.minute, second, n);
   }
-  for (auto& [name, g] : groups) {
-    v1::StatsGroup& o = *out.add_groups();
-    o.set_key(name);
-    g.dir[0].Fill(o.mutable_sent());
-    g.dir[1].Fill(o.mutable_received());
-    o.set_peak_tips_per_second(g.peak);
-    o.mutable_refunds()->set_count(g.refunds_count[0] + g.refunds_count[1]);
-    o.mutable_refunds()->set_sum(g.refunds_sum[0] + g.refunds_sum[1]);
-    o.mutable_refunds_sent()->set_count(g.refunds_count[0]);
-    o.mutable_refunds_sent()->set_sum(g.refunds_sum[0]);
-    o.mutable_refunds_received()->set_count(g.refunds_count[1]);
-    o.mutable_refunds_received()->set_sum(g.refunds_sum[1]);
-  }
+  EmitGroups(groups, &out);
+  AddFeesTo(&out);
+  return out;
+}
 
+void StatsIndex::AddFeesTo(v1::StatsResponse* out) const {
   // Fees and what they carried: the whole history of every channel.
   std::set<std::string> ids;
   for (const auto& [id, f] : fees_) ids.insert(id);
   for (const auto& [id, t] : totals_) ids.insert(id);
-  v1::StatsFees& all = *out.mutable_fees();
+  v1::StatsFees& all = *out->mutable_fees();
   for (const std::string& id : ids) {
     v1::StoredChannelFees f;
     if (auto it = fees_.find(id); it != fees_.end()) f = it->second;
@@ -544,7 +817,7 @@ v1::StatsResponse StatsIndex::Query(uint64_t from_ms, uint64_t to_ms, StatsGroup
     const uint64_t tips = t.tips[0] + t.tips[1];
     const uint64_t amount = t.amount[0] + t.amount[1];
     const uint64_t total = FeeTotal(f);
-    v1::StatsChannelFees& c = *out.add_channels();
+    v1::StatsChannelFees& c = *out->add_channels();
     c.set_channel_id(HexEncode(AsSpan(id)));
     if (auto p = peers_.find(id); p != peers_.end()) c.set_peer_node_id(p->second);
     c.set_total(total);
@@ -566,7 +839,6 @@ v1::StatsResponse StatsIndex::Query(uint64_t from_ms, uint64_t to_ms, StatsGroup
   }
   all.set_effective_fee_per_tip(Ratio(all.total(), all.tips_carried()));
   all.set_effective_fee_percent(100.0 * Ratio(all.total(), all.amount_carried()));
-  return out;
 }
 
 std::set<std::string> StatsIndex::PeersWithTips(storage::Direction direction) const {

@@ -25,6 +25,15 @@
 //   'G' 'h'                                   StoredStatsProgress (fee height)
 //   'G' 'v'                                   StoredStatsProgress (backfill done)
 //
+// Roll-ups (memory only, derived from the minute buckets at Load and kept up
+// to date by StageTips): per hour and per day x channel x direction x
+// app_name the count, sum, refunds and merged histogram, and per hour and per
+// day the peak tips per second of every group a query can ask for (all, each
+// channel, each app_name, each peer: the sum over the group's buckets of one
+// second, maximised over the seconds of the period). Query reads whole days,
+// then whole hours, and minute buckets only at the edges of its range, and
+// answers exactly what the minute walk (QueryMinutes) answers.
+//
 // Threading: the manager's event thread only (stage, query, load).
 #pragma once
 
@@ -96,12 +105,17 @@ class StatsIndex {
 
   // REQUIRES: from_ms < to_ms (the API checks the range).
   v1::StatsResponse Query(uint64_t from_ms, uint64_t to_ms, StatsGroupBy group_by) const;
+  // The same answer from a walk of every minute bucket of the range (no
+  // roll-ups): the reference for tests and the bench.
+  v1::StatsResponse QueryMinutes(uint64_t from_ms, uint64_t to_ms, StatsGroupBy group_by) const;
 
   // Peers this node sent (or received) at least one tip with, for the
   // new-peer anomaly rule.
   std::set<std::string> PeersWithTips(storage::Direction direction) const;
 
   size_t bucket_count() const { return buckets_.size(); }
+  size_t hour_rollup_count() const { return hours_.size(); }
+  size_t day_rollup_count() const { return days_.size(); }
   uint64_t fee_height() const { return fee_height_; }
 
   struct Bucket {
@@ -119,6 +133,14 @@ class StatsIndex {
     uint32_t app;  // index into apps_
     auto operator<=>(const Key&) const = default;
   };
+  // An hour or a day of one channel x direction x app_name.
+  struct Rollup {
+    uint64_t count = 0;
+    uint64_t sum = 0;
+    uint64_t refund_count = 0;
+    uint64_t refund_sum = 0;
+    std::vector<std::pair<uint16_t, uint64_t>> histogram;  // bucket -> count, sorted
+  };
   struct ChannelTotals {
     uint64_t tips[2] = {0, 0};  // per direction, refunds included
     uint64_t amount[2] = {0, 0};
@@ -128,6 +150,18 @@ class StatsIndex {
   uint32_t ChannelIndex(const std::string& channel_id);
   uint32_t AppIndex(const std::string& app);
   void Add(Bucket* b, uint64_t amount, bool refund, uint8_t second);
+  void AddToRollups(const Key& minute_key, const Bucket& b);
+  // Folds the per-second tips of `minute` (only `second` when >= 0) of every
+  // group into the hourly and daily peaks of the kinds in `kinds` (bit k:
+  // PeakKind k).
+  void FoldPeaks(uint64_t minute, int second, unsigned kinds) const;
+  void RebuildRollups();
+  uint32_t PeerIndex(const std::string& peer_hex);
+  // Group id of a bucket for `group_by` (channel, app, peer index; day
+  // number; 0 for none) and its name.
+  uint64_t GroupId(StatsGroupBy group_by, const Key& k, uint64_t day) const;
+  std::string GroupName(StatsGroupBy group_by, uint64_t id) const;
+  void AddFeesTo(v1::StatsResponse* out) const;
   static std::string BucketKey(uint64_t minute, const std::string& channel_id, uint8_t direction,
                                const std::string& app);
   std::string Encode(const Bucket& b) const;
@@ -136,6 +170,19 @@ class StatsIndex {
 
   storage::Database* db_;
   std::map<Key, Bucket> buckets_;
+  // Key.minute holds the hour (minute / 60) or the day (minute / 1440).
+  std::map<Key, Rollup> hours_;
+  std::map<Key, Rollup> days_;
+  // Peaks by [0 hour, 1 day][PeakKind]: (period, group id) -> tips/s.
+  enum PeakKind { kPeakAll, kPeakChannel, kPeakApp, kPeakPeer, kPeakKinds };
+  using PeakMap = std::map<std::pair<uint64_t, uint32_t>, uint64_t>;
+  mutable PeakMap peaks_[2][kPeakKinds];
+  // The peer peaks follow the channel -> peer map; a channel's peer noted
+  // after its tips makes them stale until the next peer query rebuilds them.
+  mutable bool peer_peaks_stale_ = false;
+  std::vector<uint32_t> channel_peer_;  // channel index -> peer index
+  std::vector<std::string> peer_names_;
+  std::map<std::string, uint32_t> peer_index_;
   std::vector<std::string> channels_;  // channel id bytes by index
   std::map<std::string, uint32_t> channel_index_;
   std::vector<std::string> apps_;

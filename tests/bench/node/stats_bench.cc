@@ -6,6 +6,10 @@
 //
 // BM_StatsQuery/G: one query grouped by G (0 none, 1 peer, 2 channel,
 //   3 app_name, 4 day); counters p50_ms and p99_ms over 200 timed queries.
+//   It reads the daily and hourly roll-ups, minute buckets only at the edges.
+// BM_StatsQueryMinutes/G: the same answer from a walk of every minute bucket
+//   (QueryMinutes, the query before the roll-ups), 20 timed queries.
+// BM_Load: a reload of the 565k stored buckets, roll-ups derived (1 run).
 // BM_StageUpdate: the hot-path cost the index adds to one update of 4 tips
 //   (aggregate in memory, encode the touched bucket into the batch).
 //
@@ -64,6 +68,7 @@ struct Filled {
       channels.push_back(std::string(32, static_cast<char>(c + 1)));
       index->NoteChannel(channels.back(), "02peer" + std::to_string(c / 2));
     }
+    storage::WriteBatch all;  // written once at the end, for BM_Load
     int done = 0;
     uint64_t t = kStart;
     while (done < kTips) {
@@ -76,12 +81,12 @@ struct Filled {
         e->set_key("app_name");
         e->set_value(apps[rng() % 4]);
       }
-      storage::WriteBatch batch;  // staged, not written: the fill measures nothing
-      index->StageTips(&batch, channels[rng() % channels.size()],
+      index->StageTips(&all, channels[rng() % channels.size()],
                        static_cast<storage::Direction>(rng() % 2), tips, t);
       t += kSpan / (kTips / 4);
       done += n;
     }
+    if (!db->Write(all).ok()) std::abort();
   }
 };
 
@@ -90,13 +95,15 @@ Filled& Index() {
   return *f;
 }
 
+template <bool kMinutes>
 void BM_StatsQuery(benchmark::State& state) {
   Filled& f = Index();
   const auto group = static_cast<StatsGroupBy>(state.range(0));
   std::vector<double> ms;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    v1::StatsResponse r = f.index->Query(kStart, kStart + kSpan, group);
+    v1::StatsResponse r = kMinutes ? f.index->QueryMinutes(kStart, kStart + kSpan, group)
+                                   : f.index->Query(kStart, kStart + kSpan, group);
     benchmark::DoNotOptimize(r);
     ms.push_back(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
@@ -105,8 +112,32 @@ void BM_StatsQuery(benchmark::State& state) {
   state.counters["p50_ms"] = ms[ms.size() / 2];
   state.counters["p99_ms"] = ms[std::min(ms.size() - 1, ms.size() * 99 / 100)];
   state.counters["buckets"] = static_cast<double>(f.index->bucket_count());
+  state.counters["hours"] = static_cast<double>(f.index->hour_rollup_count());
+  state.counters["days"] = static_cast<double>(f.index->day_rollup_count());
 }
-BENCHMARK(BM_StatsQuery)->DenseRange(0, 4)->Iterations(200)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_StatsQuery<false>)
+    ->Name("BM_StatsQuery")
+    ->DenseRange(0, 4)
+    ->Iterations(200)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_StatsQuery<true>)
+    ->Name("BM_StatsQueryMinutes")
+    ->DenseRange(0, 4)
+    ->Iterations(20)
+    ->Unit(benchmark::kMillisecond);
+
+void BM_Load(benchmark::State& state) {
+  Filled& f = Index();
+  size_t hours = 0;
+  for (auto _ : state) {
+    StatsIndex reloaded(f.db.get());
+    if (!reloaded.Load().ok()) std::abort();
+    hours = reloaded.hour_rollup_count();
+    benchmark::DoNotOptimize(hours);
+  }
+  state.counters["hour_rollups"] = static_cast<double>(hours);
+}
+BENCHMARK(BM_Load)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 void BM_StageUpdate(benchmark::State& state) {
   Filled& f = Index();
