@@ -13,7 +13,7 @@
 // BM_StageUpdate: the hot-path cost the index adds to one update of 4 tips
 //   (aggregate in memory, encode the touched bucket into the batch).
 //
-// Run: build/tests/bench/node/bench_stats (TIPD_BENCH_DIR: where the
+// Run: build/bench/bench_stats (TIPD_BENCH_DIR: where the
 // scratch database goes, default /tmp).
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
