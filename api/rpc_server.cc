@@ -200,6 +200,14 @@ class Session : public std::enable_shared_from_this<Session> {
   enum class Phase { kReading, kBusy, kStream, kClosing };
   Phase phase() const { return phase_; }
   std::chrono::steady_clock::time_point phase_since() const { return phase_since_; }
+  // True if the client has sent bytes of its next request (read into the
+  // buffer, or waiting in the socket): such a connection is not idle, even
+  // if the io thread has not yet parsed what it sent.
+  bool HasInput() const {
+    if (buffer_.size() > 0) return true;
+    beast::error_code ec;
+    return stream_.socket().available(ec) > 0 && !ec;
+  }
 
   void Start(bool over_limit) {
     shared_->sessions[this] = weak_from_this();
@@ -848,21 +856,22 @@ std::optional<ApiResponse> RpcServer::Shared::Authenticate(
 }
 
 bool RpcServer::Shared::EvictIdle() {
+  // The victim: a closing connection first, then one that has sent nothing
+  // of its next request, oldest first. A client whose request is already in
+  // the socket but not yet read (the io thread was busy accepting a flood)
+  // is evicted only when no idle connection is left.
   std::shared_ptr<Session> victim;
+  int victim_rank = 0;  // 0 closing, 1 reading with no input, 2 reading with input
   for (auto& [p, w] : sessions) {
     auto s = w.lock();
     if (!s || s->closed()) continue;
     const Session::Phase ph = s->phase();
     if (ph != Session::Phase::kClosing && ph != Session::Phase::kReading) continue;
-    if (!victim) {
+    const int rank = ph == Session::Phase::kClosing ? 0 : (s->HasInput() ? 2 : 1);
+    if (!victim || rank < victim_rank ||
+        (rank == victim_rank && s->phase_since() < victim->phase_since())) {
       victim = std::move(s);
-      continue;
-    }
-    const bool s_closing = ph == Session::Phase::kClosing;
-    const bool v_closing = victim->phase() == Session::Phase::kClosing;
-    if ((s_closing && !v_closing) ||
-        (s_closing == v_closing && s->phase_since() < victim->phase_since())) {
-      victim = std::move(s);
+      victim_rank = rank;
     }
   }
   if (!victim) return false;
