@@ -232,6 +232,12 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--channels", bench.channels,
                         "channels the size section opens (default 10000, quick 200)");
   bench_cmd->add_option("--dir", bench.dir, "where the nodes live (default: a new temp dir)");
+  bench_cmd
+      ->add_option("--only", bench.only,
+                   "run only these sections: raw, throughput, loads, http, scaling, size, "
+                   "listing (comma-separated); skipped ones print zeros")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"raw", "throughput", "loads", "http", "scaling", "size", "listing"}));
   bench_cmd->add_flag("--keep", bench.keep, "keep the directory (state and logs) afterwards");
   bench_cmd->add_option("--tipd", bench.tipd_binary,
                         "run the ledger and nodes from this tipd binary (e.g. an older build, "

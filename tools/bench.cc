@@ -576,7 +576,7 @@ PreparedRequest Bench::Batch(const RawHttp& http, const std::string& channel, ui
     body += "\",\"metadata\":{\"app_name\":\"bench\"}}";
   }
   body += "]}";
-  return PreparedRequest{http.Build("POST", "/v1/tips/batch", body), tips, true};
+  return PreparedRequest{http.Build("POST", "/v1/tips/batch?answer=compact", body), tips, true};
 }
 
 PreparedRequest Bench::Single(const RawHttp& http, const std::string& channel, uint64_t seq) const {
@@ -1089,8 +1089,14 @@ int Bench::Run() {
   load_avg_ = LoadAverage();
   std::signal(SIGPIPE, SIG_IGN);
   Status s = Prepare();
-  auto step = [&](const char* what, const std::function<Status()>& f) {
+  auto wanted = [&](const char* section) {
+    return o_.only.empty() ||
+           std::find(o_.only.begin(), o_.only.end(), std::string(section)) != o_.only.end();
+  };
+  auto step = [&](const char* what, const std::function<Status()>& f,
+                  const char* section = nullptr) {
     if (!s.ok()) return;
+    if (section != nullptr && !wanted(section)) return;
     std::cout << "bench: " << what << "..." << std::endl;
     auto t0 = Steady::now();
     s = f();
@@ -1100,10 +1106,13 @@ int Bench::Run() {
       std::cout << "bench:   done in " << std::fixed << std::setprecision(1)
                 << Seconds(Steady::now() - t0) << " s" << std::endl;
   };
-  step("raw limits (sign, verify, synced batches)", [&] {
-    RawLimits();
-    return Status::Ok();
-  });
+  step(
+      "raw limits (sign, verify, synced batches)",
+      [&] {
+        RawLimits();
+        return Status::Ok();
+      },
+      "raw");
   step("starting a ledger and 4 nodes", [&] {
     TIPD_RETURN_IF_ERROR(StartLedger());
     for (BenchNode* n : {&a_, &b_, &c_, &d_}) TIPD_RETURN_IF_ERROR(StartNode(*n));
@@ -1113,12 +1122,18 @@ int Bench::Run() {
     TIPD_ASSIGN_OR_RETURN(naive_channel_, OpenChannel(c_, d_, kMainDeposit));
     return ProbeBatch();
   });
-  step("1-2. closed-loop maximum, coalesced then naive", [&] { return Throughput(); });
-  step("3. latency at fixed offered loads", [&] { return Loads(); });
-  step("4. HTTP single tips", [&] { return HttpSingle(); });
-  step("scaling over cores", [&] { return Scaling(); });
-  step("6. restart, memory and disk at size", [&] { return SizeTargets(); });
-  step("7. listing at size", [&] { return Listing(); });
+  step(
+      "1-2. closed-loop maximum, coalesced then naive", [&] { return Throughput(); }, "throughput");
+  step(
+      "3. latency at fixed offered loads", [&] { return Loads(); }, "loads");
+  step(
+      "4. HTTP single tips", [&] { return HttpSingle(); }, "http");
+  step(
+      "scaling over cores", [&] { return Scaling(); }, "scaling");
+  step(
+      "6. restart, memory and disk at size", [&] { return SizeTargets(); }, "size");
+  step(
+      "7. listing at size", [&] { return Listing(); }, "listing");
   int code = 0;
   if (s.ok()) {
     Report();

@@ -44,6 +44,9 @@ struct BenchOptions {
   bool keep = false;
   // The binary started as ledger and nodes; empty: /proc/self/exe.
   std::filesystem::path tipd_binary;
+  // Run only these sections (names: raw, throughput, loads, http, scaling,
+  // size, listing); empty: all. Skipped sections print and write zeros.
+  std::vector<std::string> only;
 };
 
 // Runs the benchmark; returns the exit code: 0 when every section ran, 1 if

@@ -128,9 +128,12 @@ Status RawHttp::RoundTrip(std::string_view request, int* status, std::string_vie
 
 BatchCount CountBatchAnswer(std::string_view body) {
   BatchCount c;
-  constexpr std::string_view kReceipt = "\"receipt\":{";
-  for (size_t pos = 0; (pos = body.find(kReceipt, pos)) != std::string_view::npos;
-       pos += kReceipt.size()) {
+  // The compact answer (?answer=compact) says "status":"acked" per tip; the
+  // full one holds a receipt per acknowledged tip.
+  const bool compact = body.find("\"results\":[") != std::string_view::npos;
+  const std::string_view acked = compact ? "\"status\":\"acked\"" : "\"receipt\":{";
+  for (size_t pos = 0; (pos = body.find(acked, pos)) != std::string_view::npos;
+       pos += acked.size()) {
     ++c.acked;
   }
   constexpr std::string_view kError = "\"error_code\":\"";
