@@ -80,9 +80,7 @@ TipRequests::TipRequests(storage::Database& db, Timers& timers, std::chrono::mil
 
 TipRequests::~TipRequests() {
   *alive_ = false;
-  for (auto& [id, tips] : waiting_) {
-    for (auto& [index, p] : tips) timers_.Cancel(p.timer);
-  }
+  for (Timers::Id id : armed_) timers_.Cancel(id);
 }
 
 size_t TipRequests::waiting() const {
@@ -103,7 +101,6 @@ void TipRequests::Forget(const std::string& channel_id, uint64_t index) {
   if (c == waiting_.end()) return;
   auto t = c->second.find(index);
   if (t == c->second.end()) return;
-  timers_.Cancel(t->second.timer);
   if (!t->second.key.empty()) by_key_.erase({t->second.owner, t->second.key});
   c->second.erase(t);
   if (c->second.empty()) waiting_.erase(c);
@@ -169,15 +166,60 @@ void TipRequests::Add(const std::string& channel_id, uint64_t index, const TipRe
   p.request_hash = request_hash;
   p.charge = req.charge;
   if (!p.key.empty()) by_key_[{p.owner, p.key}] = {channel_id, index};
-  p.timer = timers_.After(ack_wait_, [this, alive = alive_, channel_id, index] {
-    if (*alive) OnAckWaitOver(channel_id, index);
-  });
+  StartAckWait(channel_id, index);
+}
+
+// The ack wait runs per group of tips queued in the same turn of the event
+// loop (a batch of 1,000 is one group), not per tip: one timer closes the
+// group at the end of the turn, one answers what is still waiting when the
+// wait is over. Answered tips are simply not found then (no per-tip timer
+// to cancel: a timer per tip cost an allocation, a map entry and a
+// cancellation handler on the io thread, for every tip).
+void TipRequests::StartAckWait(const std::string& channel_id, uint64_t index) {
+  if (!open_group_) {
+    auto group = std::make_shared<AckWaitGroup>();
+    open_group_ = group;
+    const Timers::Id close = timers_.After(std::chrono::milliseconds(0), [this, alive = alive_,
+                                                                          group] {
+      if (!*alive) return;
+      armed_.erase(group->close_timer);
+      if (open_group_ == group) open_group_.reset();
+    });
+    group->close_timer = close;
+    armed_.insert(close);
+    const Timers::Id fire = timers_.After(ack_wait_, [this, alive = alive_, group] {
+      if (!*alive) return;
+      armed_.erase(group->fire_timer);
+      if (open_group_ == group) open_group_.reset();
+      OnAckWaitOver(*group);
+    });
+    group->fire_timer = fire;
+    armed_.insert(fire);
+  }
+  auto& ranges = open_group_->ranges;
+  if (!ranges.empty() && ranges.back().channel_id == channel_id && ranges.back().last < index) {
+    ranges.back().last = index;
+  } else {
+    ranges.push_back({channel_id, index, index});
+  }
+}
+
+void TipRequests::OnAckWaitOver(const AckWaitGroup& group) {
+  for (const auto& range : group.ranges) {
+    std::vector<uint64_t> due;
+    auto c = waiting_.find(range.channel_id);
+    if (c == waiting_.end()) continue;
+    for (auto it = c->second.lower_bound(range.first);
+         it != c->second.end() && it->first <= range.last; ++it) {
+      if (!it->second.done.empty()) due.push_back(it->first);
+    }
+    for (uint64_t index : due) OnAckWaitOver(range.channel_id, index);
+  }
 }
 
 void TipRequests::OnAckWaitOver(const std::string& channel_id, uint64_t index) {
   Pending* p = Find(channel_id, index);
   if (p == nullptr) return;
-  p->timer = 0;
   // Still in flight: answer 202 with what is known; a retry with the key
   // gets the final answer.
   auto callbacks = std::move(p->done);

@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -145,12 +146,22 @@ class TipRequests {
     v1::TipResponse response;  // the tip, filled once folded
     bool folded = false;
     bool durable = false;
-    Timers::Id timer = 0;
+  };
+  // Tips queued in one turn of the event loop share one ack-wait deadline.
+  struct AckWaitRange {
+    std::string channel_id;
+    uint64_t first = 0, last = 0;  // tip indexes
+  };
+  struct AckWaitGroup {
+    std::vector<AckWaitRange> ranges;
+    Timers::Id close_timer = 0, fire_timer = 0;
   };
   using Key = std::pair<std::string, std::string>;  // (owner, key)
   Pending* Find(const std::string& channel_id, uint64_t index);
   void Forget(const std::string& channel_id, uint64_t index);
   void OnAckWaitOver(const std::string& channel_id, uint64_t index);
+  void StartAckWait(const std::string& channel_id, uint64_t index);
+  void OnAckWaitOver(const AckWaitGroup& group);
 
   storage::Database& db_;
   Timers& timers_;
@@ -158,6 +169,8 @@ class TipRequests {
   // channel id -> tip index -> request.
   std::map<std::string, std::map<uint64_t, Pending>> waiting_;
   std::map<Key, std::pair<std::string, uint64_t>> by_key_;  // -> (channel, index)
+  std::shared_ptr<AckWaitGroup> open_group_;  // taking tips until the turn ends
+  std::set<Timers::Id> armed_;                // for the destructor
   std::shared_ptr<bool> alive_;
 };
 

@@ -445,6 +445,43 @@ TEST_F(ChannelManagerTest, SignedButUnackedTipIsAnsweredPendingWhenTheChannelSet
   EXPECT_GT(t->outcome.response.tip().nonce(), 0u);
 }
 
+// The ack wait (30 s here) runs per group of tips queued in one turn of the
+// event loop, not per tip: tips whose ack never comes are answered pending
+// (202, with their nonce) when their own group's wait is over, not before,
+// and answered tips leave nothing behind.
+TEST_F(ChannelManagerTest, TipsWithoutAckAreAnsweredPendingWhenTheirOwnWaitIsOver) {
+  const std::string id = net_.OpenChannel(*a_, *b_, 10'000);
+  net_.hold_if = [](const TestNode&, const v1::Envelope& env) { return env.has_ack(); };
+  std::vector<std::shared_ptr<TipAnswer>> early, late;
+  for (int i = 0; i < 50; ++i) early.push_back(net_.TipAsync(*a_, id, 1, "e" + std::to_string(i)));
+  net_.Settle();
+  net_.AdvanceMs(10'000);
+  for (int i = 0; i < 50; ++i) late.push_back(net_.TipAsync(*a_, id, 1, "l" + std::to_string(i)));
+  net_.Settle();
+  ASSERT_EQ(Received(*b_, id).size(), 100u);  // B holds them; its acks are held back
+  for (auto& t : early) EXPECT_FALSE(t->answered);
+  net_.AdvanceMs(19'999);  // 29.999 s after the first group
+  for (auto& t : early) EXPECT_FALSE(t->answered);
+  net_.AdvanceMs(1);
+  for (auto& t : early) {
+    ASSERT_TRUE(t->answered);
+    EXPECT_FALSE(t->outcome.refusal.has_value());
+    EXPECT_FALSE(t->outcome.acked);
+    EXPECT_GT(t->outcome.response.tip().nonce(), 0u);
+  }
+  for (auto& t : late) EXPECT_FALSE(t->answered) << "answered before its own wait was over";
+  net_.AdvanceMs(10'000);
+  for (auto& t : late) {
+    ASSERT_TRUE(t->answered);
+    EXPECT_FALSE(t->outcome.acked);
+    EXPECT_GT(t->outcome.response.tip().nonce(), 0u);
+  }
+  // The acks arrive after all: the waiting tips are forgotten.
+  net_.hold_if = nullptr;
+  net_.FlushMessages();
+  ASSERT_TRUE(net_.RunUntil([&] { return a_->manager->tip_requests().waiting() == 0; }));
+}
+
 // The watcher defends the node whoever closed: here the ledger holds an older
 // proof of B's direction than A has (A's close was built from a stale copy),
 // and A's watcher brings the newest one.
