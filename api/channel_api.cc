@@ -1,4 +1,6 @@
 // NodeApi's channel and tip routes (docs/api.md), over the ChannelManager.
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <cctype>
 #include <charconv>
 #include <memory>
@@ -12,6 +14,7 @@
 #include "tipd/api.pb.h"
 
 namespace tipd::api {
+namespace net = boost::asio;
 
 // The channel manager's request and answer types (node/tip_requests.h).
 using node::TipCharge;
@@ -329,17 +332,52 @@ void NodeApi::SendTip(ApiRequest req, Responder responder) {
                        [responder](TipOutcome r) { responder.Send(TipAnswer(r)); });
 }
 
-void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
-  v1::TipBatchRequest in;
-  const bool proto_in = IsProtobuf(req.Header("content-type"));
-  if (proto_in) {
-    if (!in.ParseFromString(req.body)) {
-      return responder.Send(ApiResponse::Error(
-          400, "invalid_argument", "the body is not a valid tipd.v1.TipBatchRequest protobuf"));
-    }
-  } else if (Status st = ParseJson(req.body, &in); !st.ok()) {
-    return responder.Send(ApiResponse::FromStatus(st));
+void NodeApi::OffIoThread(std::function<void()> work, std::function<void()> then) {
+  if (s_.work == nullptr) {
+    work();
+    then();
+    return;
   }
+  net::post(*s_.work, [io = &s_.io, work = std::move(work), then = std::move(then)]() mutable {
+    work();
+    net::post(*io, std::move(then));
+  });
+}
+
+// The body (up to 1 MiB of JSON) is parsed on the work pool: the io thread
+// only routes it and queues the tips.
+void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
+  struct Parsed {
+    std::string body;
+    bool proto_in = false;
+    v1::TipBatchRequest in;
+    std::optional<ApiResponse> error;
+  };
+  auto p = std::make_shared<Parsed>();
+  p->body = std::move(req.body);
+  p->proto_in = IsProtobuf(req.Header("content-type"));
+  OffIoThread(
+      [p] {
+        if (p->proto_in) {
+          if (!p->in.ParseFromString(p->body)) {
+            p->error = ApiResponse::Error(
+                400, "invalid_argument", "the body is not a valid tipd.v1.TipBatchRequest protobuf");
+          }
+        } else if (Status st = ParseJson(p->body, &p->in); !st.ok()) {
+          p->error = ApiResponse::FromStatus(st);
+        }
+        p->body.clear();
+        p->body.shrink_to_fit();
+      },
+      [this, alive = std::weak_ptr<bool>(alive_), p, req = std::move(req),
+       responder = std::move(responder)]() mutable {
+        if (alive.expired()) return;
+        if (p->error) return responder.Send(std::move(*p->error));
+        SendParsedTipBatch(std::move(req), std::move(responder), p->in);
+      });
+}
+
+void NodeApi::SendParsedTipBatch(ApiRequest req, Responder responder, v1::TipBatchRequest& in) {
   if (in.tips_size() == 0 || in.tips_size() > kMaxBatchTips) {
     return responder.Send(
         ApiResponse::Error(400, "invalid_argument", "a batch holds 1 to 1000 tips"));
@@ -385,7 +423,7 @@ void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
   } else {
     for (size_t i = 0; i < tips.size(); ++i) g->full.add_results();
   }
-  auto finish = [](Gather& g, const Responder& responder) {
+  auto finish = [](Gather& g) -> const google::protobuf::Message* {
     const google::protobuf::Message* out = &g.full;
     if (g.compact) {
       // Receipts in order of first appearance, so walk in request order.
@@ -412,13 +450,27 @@ void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
       }
       out = &g.brief;
     }
-    if (g.proto_out) {
-      return responder.Send(ApiResponse::Text(200, kProtobufContentType, out->SerializeAsString()));
-    }
-    responder.Send(ApiResponse::Json(*out));
+    return out;
+  };
+  // The answer (up to ~1 MB of JSON for 1,000 tips in full) is rendered on
+  // the work pool; the io thread only sends it.
+  auto render = [this, finish](std::shared_ptr<Gather> g, Responder responder) {
+    const google::protobuf::Message* out = finish(*g);
+    auto body = std::make_shared<std::string>();
+    const bool proto_out = g->proto_out;
+    // `g` (a thousand tips and their answers) is freed on the pool too.
+    OffIoThread(
+        [g = std::move(g), out, body]() mutable {
+          *body = g->proto_out ? out->SerializeAsString() : ToJson(*out);
+          g.reset();
+        },
+        [proto_out, body, responder = std::move(responder)] {
+          responder.Send(ApiResponse::Text(
+              200, proto_out ? kProtobufContentType : "application/json", std::move(*body)));
+        });
   };
   for (size_t i = 0; i < tips.size(); ++i) {
-    s_.channels->SendTip(std::move(tips[i]), [g, i, responder, finish](TipOutcome r) {
+    s_.channels->SendTip(std::move(tips[i]), [g, i, responder, render](TipOutcome r) {
       if (g->compact) {
         g->outcomes[i] = std::move(r);
       } else {
@@ -431,7 +483,7 @@ void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
           slot.set_error_message(r.refusal->message);
         }
       }
-      if (--g->remaining == 0) finish(*g, responder);
+      if (--g->remaining == 0) render(g, responder);
     });
   }
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -61,6 +62,9 @@ struct NodeServices {
   std::function<LedgerFollowState()> ledger_state = nullptr;
   node::AnomalyDetector* anomalies = nullptr;  // GET /v1/anomalies; null: no routes
   node::StreamScheduler* streams = nullptr;    // the stream routes need it
+  // CPU work that needs no node state (parsing a batch body, rendering a
+  // large answer) runs here, off the io thread; null: inline on it.
+  boost::asio::thread_pool* work = nullptr;
 };
 
 // A tip request's outcome as the API answers it (200, 202 or the refusal).
@@ -122,7 +126,12 @@ class NodeApi {
   void CloseChannel(ApiRequest req, Responder responder);
   void SendTip(ApiRequest req, Responder responder);
   void SendTipBatch(ApiRequest req, Responder responder);
+  void SendParsedTipBatch(ApiRequest req, Responder responder, v1::TipBatchRequest& in);
   ApiResponse ListTips(const ApiRequest& req);
+  // Runs `work` on the work pool (inline without one), then `then` on the io
+  // thread. `work` must touch no node state; `then` may (and owns anything
+  // that must be released on the io thread, such as a Responder).
+  void OffIoThread(std::function<void()> work, std::function<void()> then);
 
   // Stats and anomalies (stats_api.cc).
   void RegisterStatsRoutes(RpcServer& server);

@@ -297,7 +297,7 @@ std::optional<OutgoingUpdate> Channel::TakeNextUpdate(const crypto::KeyPair& loc
     assert(size + add <= params_.max_update_bytes);
     size += add;
     v1::Tip* tip = update.add_tips();
-    *tip = queued;
+    *tip = std::move(queue_[count]);  // erased below: moved, not copied
     tip->set_index(own_tip_count_ + count + 1);
     auto hash = TipHash(*tip);
     assert(hash.ok());  // content was validated by QueueTip
@@ -318,8 +318,8 @@ std::optional<OutgoingUpdate> Channel::TakeNextUpdate(const crypto::KeyPair& loc
   own_tip_count_ += count;
   queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(count));
   queued_amount_ -= amount;
-  in_flight_.push_back(OutgoingUpdate{update});
-  return in_flight_.back();
+  in_flight_.push_back(OutgoingUpdate{std::move(update)});
+  return in_flight_.back();  // the one copy: the caller sends it, in_flight_ keeps it for resends
 }
 
 ChannelStatus Channel::CheckChannelIdField(const std::string& field, const char* what) const {

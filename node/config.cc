@@ -459,6 +459,9 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
     s.push_back(Spec("rpc-max-stream-buffer", OptionType::kUint64, "1048576",
                      "API: bytes an event stream may have unsent before it is closed as too slow "
                      "(65536..1073741824)"));
+    s.push_back(Spec("rpc-threads", OptionType::kUint64, "0",
+                     "API: threads that parse batch bodies and render large answers off the "
+                     "io thread (0: one per core beyond the first, at least 1; 1..64)"));
     s.push_back(Spec("ready-max-ledger-lag", OptionType::kUint64, "10",
                      "GET /readyz: blocks the ledger follower may be behind the sequencer (or, "
                      "while disconnected, block intervals without contact) and still be ready"));
@@ -897,6 +900,11 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   if (c.rpc_max_stream_buffer < 65536 || c.rpc_max_stream_buffer > (uint64_t{1} << 30)) {
     return Status::InvalidArgument("rpc-max-stream-buffer must be 65536..1073741824, got " +
                                    std::to_string(c.rpc_max_stream_buffer));
+  }
+  c.rpc_threads = o.GetUint("rpc-threads");
+  if (c.rpc_threads > 64) {
+    return Status::InvalidArgument("rpc-threads must be 0 (one per core beyond the first) or "
+                                   "1..64, got " + std::to_string(c.rpc_threads));
   }
   c.ready_max_ledger_lag = o.GetUint("ready-max-ledger-lag");
   TIPD_ASSIGN_OR_RETURN(c.token_flush_interval_ms, PositiveDuration(o, "token-flush-interval"));

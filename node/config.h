@@ -263,6 +263,8 @@ struct NodeConfig {
   uint64_t rpc_max_connections = 256;
   uint64_t rpc_max_event_streams = 64;
   uint64_t rpc_max_stream_buffer = 1 << 20;
+  // Work-pool threads for the API's CPU work (0: cores - 1, at least 1).
+  uint64_t rpc_threads = 0;
   // GET /readyz: the ledger check fails beyond this many blocks behind.
   uint64_t ready_max_ledger_lag = 10;
   // How often token last-used times are written (and expired tokens' event

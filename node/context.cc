@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/asio/thread_pool.hpp>
+#include <thread>
 
 #include "api/auth.h"
 #include "api/events.h"
@@ -90,6 +92,9 @@ struct NodeContext::Parts {
   std::unique_ptr<api::WebhookDispatcher> webhooks;
   std::unique_ptr<RpcServer> rpc;
   std::unique_ptr<NodeApi> api;
+  // The API's work pool (parsing, rendering); destroyed first, so its
+  // threads are joined while everything they hand work back to exists.
+  std::unique_ptr<boost::asio::thread_pool> work;
   uint16_t p2p_port = 0;
   uint16_t rpc_port = 0;
   // The ledger connection as GET /readyz sees it.
@@ -298,6 +303,12 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   };
   services.anomalies = p.anomalies.get();
   services.streams = p.streams.get();
+  {
+    size_t threads = static_cast<size_t>(config.rpc_threads);
+    if (threads == 0) threads = std::max<size_t>(1, std::thread::hardware_concurrency() - 1);
+    p.work = std::make_unique<boost::asio::thread_pool>(threads);
+    services.work = p.work.get();
+  }
 
   p.api = std::make_unique<NodeApi>(services);
   p.api->ready_max_ledger_lag = config.ready_max_ledger_lag;
