@@ -360,8 +360,9 @@ void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
       [p] {
         if (p->proto_in) {
           if (!p->in.ParseFromString(p->body)) {
-            p->error = ApiResponse::Error(
-                400, "invalid_argument", "the body is not a valid tipd.v1.TipBatchRequest protobuf");
+            p->error =
+                ApiResponse::Error(400, "invalid_argument",
+                                   "the body is not a valid tipd.v1.TipBatchRequest protobuf");
           }
         } else if (Status st = ParseJson(p->body, &p->in); !st.ok()) {
           p->error = ApiResponse::FromStatus(st);

@@ -903,8 +903,10 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   }
   c.rpc_threads = o.GetUint("rpc-threads");
   if (c.rpc_threads > 64) {
-    return Status::InvalidArgument("rpc-threads must be 0 (one per core beyond the first) or "
-                                   "1..64, got " + std::to_string(c.rpc_threads));
+    return Status::InvalidArgument(
+        "rpc-threads must be 0 (one per core beyond the first) or "
+        "1..64, got " +
+        std::to_string(c.rpc_threads));
   }
   c.ready_max_ledger_lag = o.GetUint("ready-max-ledger-lag");
   TIPD_ASSIGN_OR_RETURN(c.token_flush_interval_ms, PositiveDuration(o, "token-flush-interval"));

@@ -179,12 +179,12 @@ void TipRequests::StartAckWait(const std::string& channel_id, uint64_t index) {
   if (!open_group_) {
     auto group = std::make_shared<AckWaitGroup>();
     open_group_ = group;
-    const Timers::Id close = timers_.After(std::chrono::milliseconds(0), [this, alive = alive_,
-                                                                          group] {
-      if (!*alive) return;
-      armed_.erase(group->close_timer);
-      if (open_group_ == group) open_group_.reset();
-    });
+    const Timers::Id close =
+        timers_.After(std::chrono::milliseconds(0), [this, alive = alive_, group] {
+          if (!*alive) return;
+          armed_.erase(group->close_timer);
+          if (open_group_ == group) open_group_.reset();
+        });
     group->close_timer = close;
     armed_.insert(close);
     const Timers::Id fire = timers_.After(ack_wait_, [this, alive = alive_, group] {

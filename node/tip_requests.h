@@ -169,8 +169,8 @@ class TipRequests {
   // channel id -> tip index -> request.
   std::map<std::string, std::map<uint64_t, Pending>> waiting_;
   std::map<Key, std::pair<std::string, uint64_t>> by_key_;  // -> (channel, index)
-  std::shared_ptr<AckWaitGroup> open_group_;  // taking tips until the turn ends
-  std::set<Timers::Id> armed_;                // for the destructor
+  std::shared_ptr<AckWaitGroup> open_group_;                // taking tips until the turn ends
+  std::set<Timers::Id> armed_;                              // for the destructor
   std::shared_ptr<bool> alive_;
 };
 
