@@ -321,15 +321,36 @@ void NodeApi::CloseChannel(ApiRequest req, Responder responder) {
                      });
 }
 
+// The JSON body is parsed and the answer rendered on the work pool; the io
+// thread checks the request against node state and queues the tip.
 void NodeApi::SendTip(ApiRequest req, Responder responder) {
-  v1::TipRequest in;
-  if (Status st = ParseJson(req.body, &in); !st.ok()) {
-    return responder.Send(ApiResponse::FromStatus(st));
-  }
-  auto tip = ToTipRequest(in, req, *s_.spend, s_.registry);
-  if (!tip.ok()) return responder.Send(ApiResponse::FromStatus(tip.status()));
-  s_.channels->SendTip(std::move(*tip),
-                       [responder](TipOutcome r) { responder.Send(TipAnswer(r)); });
+  struct Parsed {
+    std::string body;
+    v1::TipRequest in;
+    Status status;
+  };
+  auto p = std::make_shared<Parsed>();
+  p->body = std::move(req.body);
+  OffIoThread([p] { p->status = ParseJson(p->body, &p->in); },
+              [this, alive = std::weak_ptr<bool>(alive_), p, req = std::move(req),
+               responder = std::move(responder)]() mutable {
+                if (alive.expired()) return;
+                if (!p->status.ok()) return responder.Send(ApiResponse::FromStatus(p->status));
+                auto tip = ToTipRequest(p->in, req, *s_.spend, s_.registry);
+                if (!tip.ok()) return responder.Send(ApiResponse::FromStatus(tip.status()));
+                s_.channels->SendTip(
+                    std::move(*tip), [this, alive, responder](TipOutcome r) {
+                      if (alive.expired()) return responder.Send(TipAnswer(r));
+                      auto outcome = std::make_shared<TipOutcome>(std::move(r));
+                      auto answer = std::make_shared<ApiResponse>();
+                      OffIoThread(
+                          [outcome, answer]() mutable {
+                            *answer = TipAnswer(*outcome);
+                            outcome.reset();
+                          },
+                          [answer, responder] { responder.Send(std::move(*answer)); });
+                    });
+              });
 }
 
 void NodeApi::OffIoThread(std::function<void()> work, std::function<void()> then) {
