@@ -409,14 +409,22 @@ KeyPair KeyPair::FromSecret(const SecretKey& sk) {
         "secp256k1_ec_pubkey_create failed on a validated secret key");
   Result<PublicKey> pub = PublicKey::Parse(SerializeCompressed(pk));
   Check(pub.ok(), "derived public key does not parse");
-  return KeyPair(sk, *pub);
+  KeyPair kp(sk, *pub);
+  secp256k1_keypair keypair;
+  static_assert(sizeof(keypair) == sizeof(kp.keypair_.bytes));
+  MakeKeypair(sk, &keypair);
+  std::memcpy(kp.keypair_.bytes.data(), &keypair, sizeof(keypair));
+  SecureWipe(&keypair, sizeof(keypair));
+  return kp;
 }
+
+KeyPair::WipedBlob::~WipedBlob() { SecureWipe(bytes.data(), bytes.size()); }
 
 // ---- BIP-340 Schnorr ----
 
 Signature SchnorrSign(const KeyPair& kp, ByteSpan msg, const Key32& aux) {
   secp256k1_keypair keypair;
-  MakeKeypair(kp.secret(), &keypair);
+  std::memcpy(&keypair, kp.secp_keypair().data(), sizeof(keypair));
   secp256k1_schnorrsig_extraparams extra = SECP256K1_SCHNORRSIG_EXTRAPARAMS_INIT;
   // libsecp256k1 only reads ndata (as the 32 bytes of aux randomness).
   extra.ndata = const_cast<uint8_t*>(aux.data());

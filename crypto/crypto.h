@@ -126,11 +126,23 @@ class KeyPair {
   const SecretKey& secret() const { return sk_; }
   const PublicKey& public_key() const { return pk_; }
   XOnlyPubKey XOnly() const { return pk_.XOnly(); }
+  // libsecp256k1's precomputed keypair (secret and public point), made once:
+  // signing does not derive the public point again each time. Wiped with
+  // the KeyPair, like the secret.
+  const std::array<uint8_t, 96>& secp_keypair() const { return keypair_.bytes; }
 
  private:
+  struct WipedBlob {
+    std::array<uint8_t, 96> bytes{};
+    WipedBlob() = default;
+    WipedBlob(const WipedBlob&) = default;
+    WipedBlob& operator=(const WipedBlob&) = default;
+    ~WipedBlob();
+  };
   KeyPair(SecretKey sk, PublicKey pk) : sk_(std::move(sk)), pk_(pk) {}
   SecretKey sk_;
   PublicKey pk_;
+  WipedBlob keypair_;
 };
 
 // ---- BIP-340 Schnorr ----

@@ -238,6 +238,11 @@ int main(int argc, char** argv) {
                    "listing (comma-separated); skipped ones print zeros")
       ->delimiter(',')
       ->check(CLI::IsMember({"raw", "throughput", "loads", "http", "scaling", "size", "listing"}));
+  bench_cmd
+      ->add_option("--node-arg", bench.node_args,
+                   "an extra option for the coalescing pair's nodes (repeat for each word), e.g. "
+                   "--node-arg=--max-updates-in-flight --node-arg=4")
+      ->allow_extra_args(false);
   bench_cmd->add_flag("--keep", bench.keep, "keep the directory (state and logs) afterwards");
   bench_cmd->add_option("--tipd", bench.tipd_binary,
                         "run the ledger and nodes from this tipd binary (e.g. an older build, "

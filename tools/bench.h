@@ -47,6 +47,9 @@ struct BenchOptions {
   // Run only these sections (names: raw, throughput, loads, http, scaling,
   // size, listing); empty: all. Skipped sections print and write zeros.
   std::vector<std::string> only;
+  // Extra options for the coalescing pair (a and b), e.g. to compare
+  // settings: {"--max-updates-in-flight", "4"}.
+  std::vector<std::string> node_args;
 };
 
 // Runs the benchmark; returns the exit code: 0 when every section ran, 1 if
