@@ -1,14 +1,14 @@
 // Memory per idle channel (issue 11: <= 2 KiB resident per idle channel).
 //
 // A receiver node B holds N channels that peers opened to it and never used
-// (as `tipd bench` section 6 opens them). The figure is the heap the channel
-// manager holds after a restart: glibc's mallinfo2().uordblks (bytes in use)
-// before and after StartManager() over B's database, at N/2 and at N
-// channels; the marginal bytes per channel are the difference over N/2 (the
-// manager's fixed cost cancels out). The ledger follower (ledger::State, one
-// entry per channel on the chain) lives in the link, which survives the
-// restart, so it is not in this figure; `tipd bench --only size` measures
-// the whole process (RSS).
+// (as `tipd bench` section 6 opens them). The figure is the heap B holds
+// after a restart: glibc's mallinfo2().uordblks (bytes in use) before and
+// after the restart of B's channel manager and ledger follower (its
+// ledger::State has one entry per channel on the chain) over B's database,
+// at N/2 and at N channels; the marginal bytes per channel are the
+// difference over N/2 (the fixed costs cancel out). The API, its streams and
+// LevelDB's caches are not in it; `tipd bench --only size` measures the
+// whole process (RSS).
 //
 // BM_IdleChannelHeap: counters bytes_per_channel (marginal heap after a
 //   restart) and, for one restored channel, the parts: sizeof LiveChannel,
@@ -49,6 +49,7 @@ int Channels() {
 // Heap B's manager holds after a restart over its database.
 size_t RestartHeap(ChannelNet& net, TestNode& b) {
   b.StopManager();
+  b.link.reset();  // StartManager opens the chain again, as a restart does
   net.Settle();
   const size_t before = HeapInUse();
   b.StartManager();
@@ -115,12 +116,14 @@ void BM_IdleChannelHeap(benchmark::State& state) {
         {"    sizeof BalanceProof (x2)", sizeof(v1::BalanceProof)},
         {"    sizeof std::optional<Ack> (x2)", sizeof(std::optional<v1::Ack>)},
         {"  sizeof crypto::PublicKey", sizeof(crypto::PublicKey)},
-        {"  sizeof std::optional<Reestablish>", sizeof(std::optional<v1::Reestablish>)},
-        {"  sizeof std::optional<CloseRequest>", sizeof(std::optional<v1::CloseRequest>)},
-        {"  sizeof std::optional<FinalBalances>", sizeof(std::optional<channel::FinalBalances>)},
-        {"  sizeof std::optional<PendingClose>", sizeof(std::optional<Live::PendingClose>)},
-        {"  sizeof map<nonce, time> sent_at", sizeof(std::map<uint64_t, internal::Clk::time_point>)},
-        {"  sizeof vector<ChannelCallback> (x2)", sizeof(std::vector<ChannelCallback>)},
+        {"  sizeof peer_reestablish", sizeof(Live::peer_reestablish)},
+        {"  sizeof pending_proposal", sizeof(Live::pending_proposal)},
+        {"  sizeof proposed", sizeof(Live::proposed)},
+        {"  sizeof pending_close", sizeof(Live::pending_close)},
+        {"  sizeof sent_at", sizeof(Live::sent_at)},
+        {"  sizeof open_waiters, close_waiters (each)", sizeof(Live::open_waiters)},
+        {"(std::optional<Reestablish>, as before)", sizeof(std::optional<v1::Reestablish>)},
+        {"(std::optional<PendingClose>, as before)", sizeof(std::optional<Live::PendingClose>)},
         {"heap of the record", live->record.SpaceUsedLong() - sizeof(v1::StoredChannel)},
         {"heap of own proof", live->ch.own_proof().SpaceUsedLong() - sizeof(v1::BalanceProof)},
         {"heap of received proof",
@@ -132,7 +135,8 @@ void BM_IdleChannelHeap(benchmark::State& state) {
       std::vector<std::deque<v1::Tip>> q2(1000);
       benchmark::DoNotOptimize(q1.data());
       benchmark::DoNotOptimize(q2.data());
-      parts.emplace_back("two empty std::deque (objects + heap)", (HeapInUse() - h0) / 1000);
+      parts.emplace_back("(two empty std::deque, objects + heap, as before)",
+                         (HeapInUse() - h0) / 1000);
     }
     std::printf("bytes per idle channel (marginal heap after a restart, %d channels): %.0f\n", n,
                 state.counters["bytes_per_channel"].value);
