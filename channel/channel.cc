@@ -36,8 +36,10 @@ size_t RepeatedElementSize(size_t body) { return 1 + CodedOutputStream::VarintSi
 Channel::Channel(ChannelParams params) : params_(std::move(params)) {
   local_xonly_ = params_.local_key.XOnly();
   remote_xonly_ = params_.remote_key.XOnly();
-  own_ = InitialProof();
-  received_ = InitialProof();
+}
+
+const std::string& Channel::TipsRoot(const v1::BalanceProof& proof) {
+  return proof.nonce() == 0 ? kZeroRoot : proof.tips_root();
 }
 
 v1::BalanceProof Channel::InitialProof() const {
@@ -171,7 +173,7 @@ ChannelSnapshot Channel::Snapshot() const {
   s.deposit_remote = params_.deposit_remote;
   s.sent_nonce = own_.nonce();
   s.sent_transferred = own_.transferred();
-  s.sent_tips_root = own_.tips_root();
+  s.sent_tips_root = TipsRoot(own_);
   s.sent_tip_count = own_tip_count_;
   for (const OutgoingUpdate& u : in_flight_) s.in_flight_nonces.push_back(u.nonce());
   s.queued_tips = queue_.size();
@@ -180,7 +182,7 @@ ChannelSnapshot Channel::Snapshot() const {
   s.receipt_transferred = receipt_transferred_;
   s.received_nonce = received_.nonce();
   s.received_transferred = received_.transferred();
-  s.received_tips_root = received_.tips_root();
+  s.received_tips_root = TipsRoot(received_);
   s.received_tip_count = received_tip_count_;
   s.acked_received_nonce = sent_ack_ ? sent_ack_->nonce() : 0;
   s.acked_received_transferred = acked_received_transferred_;
@@ -278,7 +280,8 @@ std::optional<OutgoingUpdate> Channel::TakeNextUpdate(const crypto::KeyPair& loc
   v1::TipUpdate update;
   update.set_channel_id(ChannelIdBytes());
   v1::BalanceProof* proof = update.mutable_proof();
-  *proof = own_;
+  // Nonce 0: nothing signed yet, own_ is empty; start from the initial proof.
+  *proof = own_.nonce() > 0 ? own_ : InitialProof();
   // Size the envelope with the widest values the proof can take, so the
   // final update can only be smaller than what we budget here.
   proof->set_nonce(UINT64_MAX);
@@ -286,7 +289,7 @@ std::optional<OutgoingUpdate> Channel::TakeNextUpdate(const crypto::KeyPair& loc
   proof->set_signature(std::string(64, '\xff'));
   size_t size = update.ByteSizeLong();
 
-  Hash32 root = ToHash(own_.tips_root());
+  Hash32 root = ToHash(TipsRoot(own_));
   uint64_t amount = 0;
   size_t count = 0;
   while (count < queue_.size() && count < params_.max_tips_per_update) {
@@ -420,7 +423,7 @@ ChannelResult<ValidatedUpdate> Channel::CheckUpdate(const v1::TipUpdate& update)
                      "locked " + U(proof.locked()) + " / locks_root " +
                          ShortHex(proof.locks_root()) + " must be 0 / zero hash");
   }
-  Hash32 root = ToHash(received_.tips_root());
+  Hash32 root = ToHash(TipsRoot(received_));
   uint64_t amount = 0;
   uint64_t expected_index = received_tip_count_ + 1;
   for (const v1::Tip& tip : update.tips()) {
@@ -504,9 +507,9 @@ v1::Reestablish Channel::MakeReestablish() const {
   v1::Reestablish r;
   r.set_channel_id(ChannelIdBytes());
   r.set_sent_nonce(own_.nonce());
-  r.set_sent_tips_root(own_.tips_root());
+  r.set_sent_tips_root(TipsRoot(own_));
   r.set_received_nonce(received_.nonce());
-  r.set_received_tips_root(received_.tips_root());
+  r.set_received_tips_root(TipsRoot(received_));
   if (received_.nonce() > 0) *r.mutable_received_proof() = received_;
   r.set_acked_received_nonce(sent_ack_ ? sent_ack_->nonce() : 0);
   r.set_received_tip_count(received_tip_count_);
@@ -540,11 +543,11 @@ ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(
   }
   // The peer's direction: if it is ahead it resends, if it is behind it
   // adopts the copy in our Reestablish; equal nonces must agree.
-  if (peer.sent_nonce() == received_.nonce() && peer.sent_tips_root() != received_.tips_root()) {
+  if (peer.sent_nonce() == received_.nonce() && peer.sent_tips_root() != TipsRoot(received_)) {
     return PeerError(ChannelRule::kConflictingState,
                      "peer's nonce " + U(peer.sent_nonce()) + " has root " +
                          ShortHex(peer.sent_tips_root()) + ", we hold " +
-                         ShortHex(received_.tips_root()));
+                         ShortHex(TipsRoot(received_)));
   }
 
   ReestablishPlan plan;
@@ -552,13 +555,13 @@ ChannelResult<ReestablishPlan> Channel::OnPeerReestablish(
   const uint64_t theirs = peer.received_nonce();
   const uint64_t mine = own_.nonce();
   if (theirs == mine) {
-    if (peer.received_tips_root() != own_.tips_root() ||
+    if (peer.received_tips_root() != TipsRoot(own_) ||
         (peer_received_tip_count && *peer_received_tip_count != own_tip_count_)) {
       return PeerError(ChannelRule::kConflictingState,
                        "peer holds our nonce " + U(theirs) + " with root " +
                            ShortHex(peer.received_tips_root()) + " and " +
                            U(peer_received_tip_count.value_or(own_tip_count_)) +
-                           " tips, we signed root " + ShortHex(own_.tips_root()) + " with " +
+                           " tips, we signed root " + ShortHex(TipsRoot(own_)) + " with " +
                            U(own_tip_count_) + " tips");
     }
     return plan;

@@ -145,7 +145,8 @@ Status ChannelManager::Start() {
       v1::UnilateralCloseTx& u = *body.mutable_unilateral_close();
       u.set_channel_id(rec.channel_id());
       if (live->partner_proof().nonce() > 0) *u.mutable_partner_proof() = live->partner_proof();
-      live->pending_close = LiveChannel::PendingClose{std::move(body)};
+      live->pending_close =
+          std::make_unique<LiveChannel::PendingClose>(LiveChannel::PendingClose{std::move(body)});
     }
     std::string id = rec.channel_id();
     stats_.NoteChannel(id, live->peer.Hex());
@@ -539,7 +540,7 @@ void ChannelManager::HandleReestablish(p2p::PeerId peer, const v1::Reestablish& 
     Send(peer, Wrap(e));
     return;
   }
-  live->peer_reestablish = m;
+  live->peer_reestablish = std::make_unique<v1::Reestablish>(m);
   live->reestablished = false;
   SendReestablish(*live);
 }

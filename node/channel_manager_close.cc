@@ -132,7 +132,7 @@ void ChannelManager::HandleCloseRequest(p2p::PeerId peer, const v1::CloseRequest
   if (!live->shutdown_sent || !live->shutdown_received || live->ch.updates_in_flight() > 0) {
     log_->info("channel {}: close proposal before we are quiescent; answering it once we are",
                Short(live->id));
-    live->pending_proposal = m;
+    live->pending_proposal = std::make_unique<v1::CloseRequest>(m);
     return;
   }
   live->pending_proposal.reset();
@@ -245,7 +245,8 @@ void ChannelManager::ForceClose(LiveChannel& live, const std::string& why, Chann
 
 void ChannelManager::SubmitClose(LiveChannel& live, v1::Transaction tx,
                                  std::function<void(const ledger::SubmitOutcome&)> answer) {
-  LiveChannel::PendingClose& pending = live.pending_close.emplace();
+  live.pending_close = std::make_unique<LiveChannel::PendingClose>();
+  LiveChannel::PendingClose& pending = *live.pending_close;
   pending.body = tx;
   pending.in_flight = true;
   pending.sent_height = ledger_.chain().height();

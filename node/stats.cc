@@ -133,7 +133,7 @@ uint32_t StatsIndex::ChannelIndex(const std::string& channel_id) {
   if (added) {
     channels_.push_back(channel_id);
     auto p = peers_.find(channel_id);
-    channel_peer_.push_back(PeerIndex(p == peers_.end() ? "unknown" : p->second));
+    channel_peer_.push_back(p == peers_.end() ? PeerIndex("unknown") : p->second);
   }
   return it->second;
 }
@@ -151,10 +151,10 @@ uint32_t StatsIndex::AppIndex(const std::string& app) {
 }
 
 void StatsIndex::NoteChannel(const std::string& channel_id, const std::string& peer_hex) {
-  peers_[channel_id] = peer_hex;
+  const uint32_t peer = PeerIndex(peer_hex);
+  peers_[channel_id] = peer;
   auto c = channel_index_.find(channel_id);
   if (c == channel_index_.end()) return;  // no tips yet: ChannelIndex reads peers_
-  const uint32_t peer = PeerIndex(peer_hex);
   if (channel_peer_[c->second] != peer) {
     channel_peer_[c->second] = peer;
     peer_peaks_stale_ = true;
@@ -773,7 +773,7 @@ v1::StatsResponse StatsIndex::QueryMinutes(uint64_t from_ms, uint64_t to_ms,
           break;
         case StatsGroupBy::kPeer: {
           auto p = peers_.find(channels_[k.channel]);
-          name = p == peers_.end() ? "unknown" : p->second;
+          name = p == peers_.end() ? "unknown" : peer_names_[p->second];
           break;
         }
         case StatsGroupBy::kAppName:
@@ -819,7 +819,7 @@ void StatsIndex::AddFeesTo(v1::StatsResponse* out) const {
     const uint64_t total = FeeTotal(f);
     v1::StatsChannelFees& c = *out->add_channels();
     c.set_channel_id(HexEncode(AsSpan(id)));
-    if (auto p = peers_.find(id); p != peers_.end()) c.set_peer_node_id(p->second);
+    if (auto p = peers_.find(id); p != peers_.end()) c.set_peer_node_id(peer_names_[p->second]);
     c.set_total(total);
     c.set_open(f.open());
     c.set_deposit(f.deposit());
@@ -846,7 +846,7 @@ std::set<std::string> StatsIndex::PeersWithTips(storage::Direction direction) co
   const auto d = static_cast<size_t>(direction);
   for (const auto& [id, t] : totals_) {
     if (t.tips[d] == 0) continue;
-    if (auto p = peers_.find(id); p != peers_.end()) out.insert(p->second);
+    if (auto p = peers_.find(id); p != peers_.end()) out.insert(peer_names_[p->second]);
   }
   return out;
 }

@@ -187,7 +187,9 @@ class StatsIndex {
   std::map<std::string, uint32_t> channel_index_;
   std::vector<std::string> apps_;
   std::map<std::string, uint32_t> app_index_;
-  std::map<std::string, std::string> peers_;  // channel id bytes -> peer hex
+  // Channel id bytes -> peer index (peer_names_): one hex string per peer,
+  // not per channel.
+  std::map<std::string, uint32_t> peers_;
   std::map<std::string, ChannelTotals> totals_;
   std::map<std::string, v1::StoredChannelFees> fees_;  // channel id bytes
   uint64_t fee_height_ = 0;                            // blocks counted (staged)

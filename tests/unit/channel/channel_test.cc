@@ -776,6 +776,50 @@ TEST(Close, RefusedWhileUpdatesAreInFlight) {
   EXPECT_EQ(sig.error().consequence, Consequence::kRefuseRequest);
 }
 
+// ---- idle channels (issue 11: memory per idle channel) ----
+
+// A channel with no update yet holds no proof (own_ and received_ stay
+// empty), yet everything it shows or sends is what the initial proof said:
+// zero roots in the snapshot and the reestablish, and a first update with
+// the chain id, channel id and zero locks root.
+TEST(IdleChannel, HoldsNoProofUntilTheFirstUpdateAndBehavesAsBefore) {
+  ChannelPair pair(1000, 1000);
+  const std::string zero(32, '\0');
+  for (const Channel* ch : {&pair.a, &pair.b}) {
+    EXPECT_EQ(ch->own_proof().ByteSizeLong(), 0u);
+    EXPECT_EQ(ch->received_proof().ByteSizeLong(), 0u);
+    const ChannelSnapshot s = ch->Snapshot();
+    EXPECT_EQ(s.sent_tips_root, zero);
+    EXPECT_EQ(s.received_tips_root, zero);
+    const v1::Reestablish r = ch->MakeReestablish();
+    EXPECT_EQ(r.sent_tips_root(), zero);
+    EXPECT_EQ(r.received_tips_root(), zero);
+    EXPECT_FALSE(r.has_sent_proof());
+    EXPECT_FALSE(r.has_received_proof());
+  }
+  // Two idle sides reestablish with nothing to do.
+  auto plan = pair.a.OnPeerReestablish(pair.b.MakeReestablish(), 0);
+  ASSERT_TRUE(plan.ok()) << plan.error().ToString();
+  EXPECT_FALSE(plan->send_ack);
+  EXPECT_TRUE(plan->resend.empty());
+
+  ASSERT_TRUE(pair.a.QueueTip(Draft(5)).ok());
+  auto out = pair.a.TakeNextUpdate(pair.key_a, pair.rng);
+  ASSERT_TRUE(out.has_value());
+  const v1::BalanceProof& p = out->update.proof();
+  EXPECT_EQ(p.chain_id(), pair.a.params().chain_id);
+  EXPECT_EQ(p.channel_id(), std::string(AsStringView(pair.a.params().channel_id)));
+  EXPECT_EQ(p.locks_root(), zero);
+  EXPECT_EQ(p.nonce(), 1u);
+  EXPECT_EQ(p.transferred(), 5u);
+  EXPECT_TRUE(VerifyBalanceProof(p, pair.key_a.XOnly()).ok());
+  EXPECT_EQ(pair.a.own_proof().SerializeAsString(), p.SerializeAsString());
+  auto v = pair.b.CheckUpdate(out->update);
+  ASSERT_TRUE(v.ok()) << v.error().ToString();
+  ASSERT_TRUE(pair.b.ApplyUpdate(*v).ok());
+  EXPECT_EQ(pair.b.received_proof().SerializeAsString(), p.SerializeAsString());
+}
+
 // ---- restore ----
 
 TEST(Restore, RebuildsTheSameStateAndContinues) {
