@@ -149,6 +149,7 @@ Status ChannelManager::Start() {
     }
     std::string id = rec.channel_id();
     stats_.NoteChannel(id, live->peer.Hex());
+    IndexPhase(*live);
     channels_.emplace(id, std::move(live));
   }
   // The stats index: tips from before it existed (once), fees of blocks the
@@ -331,6 +332,7 @@ void ChannelManager::SetPhase(LiveChannel& live, v1::StoredChannelPhase phase,
   const std::string previous = PhaseName(live.phase());
   Status s = chdb_.StagePhase(batch, &live.record, phase);
   if (!s.ok()) log_->error("channel {}: stage phase: {}", Short(live.id), s.ToString());
+  IndexPhase(live);
   log_->info("channel {} with {}: {} -> {}", Short(live.id), live.peer.Hex().substr(0, 16),
              previous, PhaseName(phase));
   v1::Event e;
