@@ -85,14 +85,18 @@ ChannelManager::ChannelManager(boost::asio::io_context& io, const crypto::KeyPai
       refunds_(std::make_shared<RefundBook>(db)),
       requests_(db, timers, options.ack_wait),
       watcher_(txs_, log_),
-      negotiator_(key, ledger, peers, timers, rng, options.open,
+      negotiator_(key, ledger, txs_, peers, timers, rng, options.open,
                   OpenNegotiator::Callbacks{
                       [this](const std::string& id) { return Find(id) != nullptr; },
                       [this](uint64_t extra) { return FeeReserve(extra); },
                       [this](const crypto::PublicKey& peer) {
                         size_t with_peer = 0, in_all = 0;
-                        for (const auto& [id, ch] : channels_) {
-                          if (ch->phase() != v1::STORED_CHANNEL_PHASE_OPENING) continue;
+                        // The opening ones are in the per-block index.
+                        for (const std::string& id : every_block_) {
+                          const LiveChannel* ch = Find(id);
+                          if (ch == nullptr || ch->phase() != v1::STORED_CHANNEL_PHASE_OPENING) {
+                            continue;
+                          }
                           ++in_all;
                           with_peer += ch->peer == peer;
                         }

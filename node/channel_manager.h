@@ -174,6 +174,9 @@ class ChannelManager {
   const TipRequests& tip_requests() const { return requests_; }
   const Watcher& watcher() const { return watcher_; }
   const OpenNegotiator& negotiator() const { return negotiator_; }
+  // This node's ledger transactions, in nonce order (the transfer API
+  // submits through it too).
+  TxSender& tx_sender() { return txs_; }
   // For tests: how many times Reconcile looked at a channel. A block looks
   // only at the channels its transactions name and at the opening and
   // closing ones, never at every idle open channel.

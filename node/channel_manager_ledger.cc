@@ -65,22 +65,23 @@ void ChannelManager::Agreed(AgreedChannel agreed, v1::Transaction tx, std::strin
   storage::WriteBatch batch;
   LiveChannel* lp = Adopt(std::move(agreed), &batch);
   if (lp == nullptr) {
-    ledger_.ResetNonces();
+    txs_.Release(tx.nonce());  // the open will not happen: the next transaction takes it
     return done(Status::Internal("cannot record the new channel"), "");
   }
   lp->open_waiters.push_back(std::move(done));
   CommitThen(lp, std::move(batch), [this, lp, tx, peer, temporary_id, wait](Status s) {
     if (!s.ok()) {
+      txs_.Release(tx.nonce());
       auto waiters = std::move(lp->open_waiters);
       for (auto& w : waiters) w(health_, "");
       return;
     }
     EmitChannel(*lp, "");
     const Hash32 tx_id = *ledger::TransactionId(tx);
-    ledger_.Submit(tx, [this, alive = alive_, lp, tx_id, peer, temporary_id,
-                        wait](const ledger::SubmitOutcome& out) {
+    // The nonce reserved for this open (node/tx_sender.h) leaves with it.
+    txs_.SubmitReserved(tx, [this, alive = alive_, lp, tx_id, peer, temporary_id,
+                             wait](const ledger::SubmitOutcome& out) {
       if (!*alive) return;
-      if (!out.accepted()) ledger_.ResetNonces();
       if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
         // Refused by a rule: it will never be included.
         storage::WriteBatch b;

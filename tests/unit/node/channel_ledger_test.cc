@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "ledger/codec.h"
+#include "node/tx_sender.h"
 #include "tests/unit/node/channel_harness.h"
 
 namespace tipd::testing {
@@ -174,6 +177,142 @@ TEST_F(ChannelLedgerTest, OpeningChannelsAreReconciledEveryBlockUntilOpen) {
   const uint64_t before = b_->manager->reconciles();
   net_.SealBlocks(3);
   EXPECT_EQ(b_->manager->reconciles(), before + 3) << "the opening channel was not watched";
+}
+
+// Issue 11: concurrent opens from one node used to fail spuriously. An open
+// that ended without a transaction (the peer refused) reset every handed-out
+// nonce, so a later open reused one another still held (CHANNEL_EXISTS, or a
+// replay the ledger refuses) and the ones after it left a gap the ledger
+// refused. Now each nonce is used once, in order, and a released one is
+// taken by the next transaction.
+TEST(ConcurrentOpens, AllSucceedWhileOthersAreRefusedOrPending) {
+  ChannelNet net;
+  TestNode& a = net.AddNode("a", 10'000'000);
+  TestNode& b = net.AddNode("b", 1'000);
+  TestNode& c = net.AddNode("c", 1'000);
+  TestNode& d = net.AddNode("d", 1'000);  // funds nothing: refuses a push
+  d.options.open.max_accept_deposit = 0;
+  for (TestNode* n : {&a, &b, &c, &d}) n->StartManager();
+  net.Connect(a, b);
+  net.Connect(a, c);
+  net.Connect(a, d);
+  std::vector<std::optional<Result<v1::ChannelApi>>> answers(8);
+  auto open = [&](size_t i, TestNode& to, uint64_t push) {
+    a.manager->Open(
+        to.key.public_key(), 1'000 + i, push, 10, 60'000ms,
+        [&answers, i](Result<v1::ChannelApi> r, std::string) { answers[i] = std::move(r); });
+  };
+  // All at once: two to b, one to c, one d refuses, then more behind it.
+  open(0, b, 0);
+  open(1, c, 0);
+  open(2, d, 5);  // DEPOSIT_REFUSED: ends without a transaction
+  open(3, b, 0);
+  open(4, c, 0);
+  open(5, d, 7);  // refused again
+  open(6, b, 0);
+  net.Settle();
+  for (int round = 0; round < 10; ++round) {
+    net.Seal();
+    if (std::all_of(answers.begin(), answers.begin() + 7,
+                    [](const auto& x) { return x.has_value(); }))
+      break;
+  }
+  for (size_t i = 0; i < 7; ++i) {
+    ASSERT_TRUE(answers[i].has_value()) << "open " << i << " never answered";
+    if (i == 2 || i == 5) {
+      ASSERT_FALSE(answers[i]->ok());
+      EXPECT_NE(answers[i]->status().message().find("DEPOSIT_REFUSED"), std::string::npos)
+          << answers[i]->status().ToString();
+      continue;
+    }
+    ASSERT_TRUE(answers[i]->ok()) << "open " << i << ": " << answers[i]->status().ToString();
+    EXPECT_EQ((*answers[i])->state(), "open") << "open " << i;
+  }
+  // Every transaction A sent used a distinct nonce and the ledger took each.
+  const ledger::Account* acct = net.ledger().state().FindAccount(a.key.XOnly());
+  ASSERT_NE(acct, nullptr);
+  EXPECT_EQ(acct->nonce, 5u);
+  std::set<uint64_t> nonces;
+  for (const v1::Transaction& tx : a.link->submitted) nonces.insert(tx.nonce());
+  EXPECT_EQ(nonces.size(), a.link->submitted.size()) << "a nonce was used twice";
+  // A deposit and two opens, all at once, after all that.
+  const std::string first = std::string(AsStringView(*HexDecode((*answers[0])->channel_id())));
+  std::optional<Result<v1::ChannelApi>> deposit;
+  a.manager->Deposit(first, 50, 60'000ms,
+                     [&](Result<v1::ChannelApi> r, std::string) { deposit = std::move(r); });
+  open(7, c, 0);
+  std::optional<Result<v1::ChannelApi>> extra;
+  a.manager->Open(d.key.public_key(), 900, 0, 10, 60'000ms,
+                  [&](Result<v1::ChannelApi> r, std::string) { extra = std::move(r); });
+  net.Settle();
+  for (int round = 0; round < 10 && !(deposit && answers[7] && extra); ++round) net.Seal();
+  ASSERT_TRUE(deposit && answers[7] && extra);
+  EXPECT_TRUE(deposit->ok()) << deposit->status().ToString();
+  EXPECT_TRUE(answers[7]->ok()) << answers[7]->status().ToString();
+  EXPECT_TRUE(extra->ok()) << extra->status().ToString();
+  EXPECT_EQ(net.ledger().state().FindAccount(a.key.XOnly())->nonce, 8u);
+}
+
+// The nonce rules of node/tx_sender.h, one by one, against the fake ledger.
+TEST(TxSenderNonces, OneUseEachInOrderAndAGivenBackNonceIsTakenNext) {
+  ChannelNet net;
+  TestNode& a = net.AddNode("a", 1'000'000);
+  TestNode& b = net.AddNode("b", 0);
+  a.StartManager();
+  node::TxSender txs(a.key, *a.link, net.rng());
+  std::vector<ledger::SubmitOutcome> answers;
+  auto transfer = [&] {
+    v1::Transaction tx = txs.NewTx();
+    tx.mutable_transfer()->set_to(std::string(AsStringView(b.key.XOnly())));
+    tx.mutable_transfer()->set_amount(1);
+    txs.Submit(std::move(tx), [&](const ledger::SubmitOutcome& out) { answers.push_back(out); });
+  };
+  // An open's nonce is reserved; a transaction behind it waits.
+  std::optional<uint64_t> reserved;
+  txs.Reserve([&](uint64_t n) { reserved = n; });
+  ASSERT_EQ(reserved, 0u);
+  transfer();
+  net.Settle();
+  EXPECT_EQ(txs.queued(), 1u);
+  EXPECT_TRUE(a.link->submitted.empty()) << "sent above a nonce that had not left";
+  // A second reservation waits for the first.
+  std::optional<uint64_t> second;
+  txs.Reserve([&](uint64_t n) { second = n; });
+  EXPECT_FALSE(second.has_value());
+  // Given back: the waiting transfer takes it, then the next reservation.
+  txs.Release(0);
+  net.Settle();
+  ASSERT_EQ(a.link->submitted.size(), 1u);
+  EXPECT_EQ(a.link->submitted[0].nonce(), 0u);
+  ASSERT_EQ(second, 1u);
+  // The reserved transaction leaves at its nonce; the next one follows it.
+  transfer();
+  EXPECT_EQ(txs.queued(), 1u);
+  v1::Transaction open_like = txs.NewTx();
+  open_like.set_nonce(1);
+  open_like.mutable_transfer()->set_to(std::string(AsStringView(b.key.XOnly())));
+  open_like.mutable_transfer()->set_amount(2);
+  ASSERT_TRUE(ledger::SignTransaction(&open_like, a.key, net.rng()).ok());
+  txs.SubmitReserved(open_like, [&](const ledger::SubmitOutcome& out) { answers.push_back(out); });
+  net.Settle();
+  ASSERT_EQ(a.link->submitted.size(), 3u);
+  EXPECT_EQ(a.link->submitted[1].nonce(), 1u);
+  EXPECT_EQ(a.link->submitted[2].nonce(), 2u);
+  // A refusal: the next transaction starts again from the nonce not taken.
+  net.mode = LedgerMode::kRefuse;
+  transfer();
+  net.Settle();
+  net.mode = LedgerMode::kInclude;
+  transfer();
+  net.Settle();
+  ASSERT_EQ(a.link->submitted.size(), 5u);
+  EXPECT_EQ(a.link->submitted[3].nonce(), 3u);
+  EXPECT_EQ(a.link->submitted[4].nonce(), 3u);
+  ASSERT_EQ(answers.size(), 5u);
+  EXPECT_EQ(answers[3].kind, ledger::SubmitOutcome::Kind::kRefused);
+  for (size_t i : {0u, 1u, 2u, 4u}) EXPECT_TRUE(answers[i].accepted()) << answers[i].ToString();
+  net.Seal();
+  EXPECT_EQ(net.ledger().state().FindAccount(a.key.XOnly())->nonce, 4u);
 }
 
 }  // namespace
