@@ -426,35 +426,42 @@ void NodeApi::Transfer(ApiRequest req, Responder responder) {
   v1::Transaction tx;
   tx.set_chain_id(s_.chain.params().chain_id);
   tx.set_signer(Str(s_.key.XOnly()));
-  tx.set_nonce(s_.ledger.NextNonce(s_.key.XOnly()));
   tx.set_fee(s_.chain.params().fee_per_tx);
   tx.mutable_transfer()->set_to(Str(*to));
   tx.mutable_transfer()->set_amount(in.amount());
-  if (Status st = ledger::SignTransaction(&tx, s_.key, s_.rng); !st.ok()) {
-    return responder.Send(ApiResponse::FromStatus(st));
+  if (!in.idempotency_key().empty() && transfers_queued_.count(record_key) > 0) {
+    return responder.Send(
+        ApiResponse::Error(503, "TRANSFER_IN_PROGRESS",
+                           "the transfer with this idempotency_key is still waiting for its "
+                           "turn; retry with the same key"));
   }
-  Hash32 tx_id = *ledger::TransactionId(tx);
   auto response = std::make_shared<v1::TransferResponse>();
-  response->set_tx_id(HexEncode(tx_id));
-  response->set_nonce(tx.nonce());
-  response->set_fee(tx.fee());
-  if (!in.idempotency_key().empty()) {
+  auto tx_id = std::make_shared<Hash32>();
+  // Runs with the signed transaction right before it leaves.
+  auto before_send = [this, responder, response, tx_id, record_key, request_hash,
+                      keyed = !in.idempotency_key().empty()](const v1::Transaction& signed_tx) {
+    transfers_queued_.erase(record_key);
+    *tx_id = *ledger::TransactionId(signed_tx);
+    response->set_tx_id(HexEncode(*tx_id));
+    response->set_nonce(signed_tx.nonce());
+    response->set_fee(signed_tx.fee());
+    if (!keyed) return Status::Ok();
     // Persisted before the transaction leaves: a retry after a crash finds
     // this record and never pays twice.
     v1::StoredIdempotentResult rec;
     rec.set_request_hash(Str(request_hash));
     rec.set_response(response->SerializeAsString());
     storage::WriteBatch batch;
-    records.Put(&batch, record_key, rec);
-    if (Status st = s_.db.Write(batch); !st.ok()) {
-      return responder.Send(ApiResponse::FromStatus(st));
-    }
-  }
+    IdempotencyRecords(&s_.db).Put(&batch, record_key, rec);
+    Status st = s_.db.Write(batch);
+    if (!st.ok()) responder.Send(ApiResponse::FromStatus(st));
+    return st;
+  };
   auto alive = alive_;
-  s_.ledger.Submit(tx, [this, alive, responder, response, record_key, tx_id,
-                        keyed = !in.idempotency_key().empty()](const ledger::SubmitOutcome& out) {
+  auto answered = [this, alive, responder, response, record_key, tx_id,
+                   keyed = !in.idempotency_key().empty()](const ledger::SubmitOutcome& out) {
     if (!*alive) return;
-    if (!out.accepted()) s_.ledger.ResetNonces();  // resynchronise with the chain on the next one
+    transfers_queued_.erase(record_key);  // (a transaction that could not be signed)
     if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
       if (keyed) {
         // Refused by a ledger rule: never included, so the key may be retried.
@@ -476,7 +483,7 @@ void NodeApi::Transfer(ApiRequest req, Responder responder) {
       ledger::LedgerLink::WaitId wait = 0;
     };
     auto w = std::make_shared<Wait>();
-    w->wait = s_.ledger.WhenIncluded(tx_id, [this, alive, responder, response, w](uint64_t h) {
+    w->wait = s_.ledger.WhenIncluded(*tx_id, [this, alive, responder, response, w](uint64_t h) {
       if (!*alive || w->answered) return;
       w->answered = true;
       s_.timers.Cancel(w->timer);
@@ -490,6 +497,23 @@ void NodeApi::Transfer(ApiRequest req, Responder responder) {
       s_.ledger.CancelWait(w->wait);
       responder.Send(ApiResponse::Json(*response, 202));  // still pending
     });
+  };
+  if (s_.channels != nullptr) {
+    if (!in.idempotency_key().empty()) transfers_queued_.insert(record_key);
+    // This node's account nonces have one owner (node/tx_sender.h): the
+    // transfer takes its turn after the channel transactions queued before it.
+    s_.channels->tx_sender().Submit(std::move(tx), std::move(answered), std::move(before_send));
+    return;
+  }
+  tx.set_nonce(s_.ledger.NextNonce(s_.key.XOnly()));
+  if (Status st = ledger::SignTransaction(&tx, s_.key, s_.rng); !st.ok()) {
+    return responder.Send(ApiResponse::FromStatus(st));
+  }
+  if (!before_send(tx).ok()) return;
+  s_.ledger.Submit(tx, [this, alive, answered](const ledger::SubmitOutcome& out) {
+    if (!*alive) return;
+    if (!out.accepted()) s_.ledger.ResetNonces();  // resynchronise with the chain on the next one
+    answered(out);
   });
 }
 

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "api/auth.h"
@@ -160,6 +161,9 @@ class NodeApi {
   NodeServices s_;
   RpcServer* server_ = nullptr;  // set by Register (revocation ends its streams)
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  // Keyed transfers waiting for their nonce (node/tx_sender.h): their record
+  // is written only at their turn, so a retry meanwhile must not pay again.
+  std::set<std::string> transfers_queued_;
   std::shared_ptr<BackupJobs> backups_;  // last: joined before s_ goes
 };
 

@@ -85,14 +85,18 @@ ChannelManager::ChannelManager(boost::asio::io_context& io, const crypto::KeyPai
       refunds_(std::make_shared<RefundBook>(db)),
       requests_(db, timers, options.ack_wait),
       watcher_(txs_, log_),
-      negotiator_(key, ledger, peers, timers, rng, options.open,
+      negotiator_(key, ledger, txs_, peers, timers, rng, options.open,
                   OpenNegotiator::Callbacks{
                       [this](const std::string& id) { return Find(id) != nullptr; },
                       [this](uint64_t extra) { return FeeReserve(extra); },
                       [this](const crypto::PublicKey& peer) {
                         size_t with_peer = 0, in_all = 0;
-                        for (const auto& [id, ch] : channels_) {
-                          if (ch->phase() != v1::STORED_CHANNEL_PHASE_OPENING) continue;
+                        // The opening ones are in the per-block index.
+                        for (const std::string& id : every_block_) {
+                          const LiveChannel* ch = Find(id);
+                          if (ch == nullptr || ch->phase() != v1::STORED_CHANNEL_PHASE_OPENING) {
+                            continue;
+                          }
                           ++in_all;
                           with_peer += ch->peer == peer;
                         }
@@ -150,6 +154,7 @@ Status ChannelManager::Start() {
     }
     std::string id = rec.channel_id();
     stats_.NoteChannel(id, live->peer.Hex());
+    IndexPhase(*live);
     channels_.emplace(id, std::move(live));
   }
   // The stats index: tips from before it existed (once), fees of blocks the
@@ -332,6 +337,7 @@ void ChannelManager::SetPhase(LiveChannel& live, v1::StoredChannelPhase phase,
   const std::string previous = PhaseName(live.phase());
   Status s = chdb_.StagePhase(batch, &live.record, phase);
   if (!s.ok()) log_->error("channel {}: stage phase: {}", Short(live.id), s.ToString());
+  IndexPhase(live);
   log_->info("channel {} with {}: {} -> {}", Short(live.id), live.peer.Hex().substr(0, 16),
              previous, PhaseName(phase));
   v1::Event e;

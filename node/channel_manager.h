@@ -50,6 +50,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -173,6 +174,13 @@ class ChannelManager {
   const TipRequests& tip_requests() const { return requests_; }
   const Watcher& watcher() const { return watcher_; }
   const OpenNegotiator& negotiator() const { return negotiator_; }
+  // This node's ledger transactions, in nonce order (the transfer API
+  // submits through it too).
+  TxSender& tx_sender() { return txs_; }
+  // For tests: how many times Reconcile looked at a channel. A block looks
+  // only at the channels its transactions name and at the opening and
+  // closing ones, never at every idle open channel.
+  uint64_t reconciles() const { return reconciles_; }
 
   struct LiveChannel;  // one channel's runtime state (channel_manager.cc)
 
@@ -239,6 +247,9 @@ class ChannelManager {
   // Ledger.
   void OnBlock(const v1::Block& block);
   void Reconcile(LiveChannel& live);
+  // Keeps `live` in every_block_ exactly while its phase needs a look at
+  // every height (OPENING, CLOSING); called wherever a phase is set.
+  void IndexPhase(const LiveChannel& live);
   void WaitForInclusion(const Hash32& tx_id, std::chrono::milliseconds wait,
                         std::function<void(bool included)> done);
 
@@ -274,6 +285,18 @@ class ChannelManager {
   int proof_log_fd_ = -1;  // the debug proof log, -1 when off
 
   std::map<std::string, std::unique_ptr<LiveChannel>> channels_;  // by channel id bytes
+  // The channels Reconcile must see at every height, whatever the block
+  // holds: OPENING (the abandon rules follow the height and A's account
+  // nonce) and CLOSING (the watcher's windows, a lost close resubmitted).
+  // Every other channel changes on the ledger only through a transaction
+  // that names it. Maintained by IndexPhase, never rebuilt by a scan.
+  std::set<std::string> every_block_;
+  // The next block reconciles every channel once: set at Start and when a
+  // block does not follow the last one seen (a resync), so a restart or a
+  // catch-up never rests on the index alone.
+  bool reconcile_all_ = true;
+  uint64_t last_block_height_ = 0;
+  uint64_t reconciles_ = 0;
   // Channel events SetPhase staged; the next CommitThen takes them.
   std::vector<v1::Event> phase_events_;
 

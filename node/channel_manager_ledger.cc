@@ -38,6 +38,7 @@ ChannelManager::LiveChannel* ChannelManager::Adopt(AgreedChannel agreed,
   lp->session = peers_.FindPeer(agreed.peer);
   lp->known_since_height = ledger_.chain().height();
   channels_.emplace(lp->id, std::move(live));
+  IndexPhase(*lp);
   return lp;
 }
 
@@ -64,22 +65,23 @@ void ChannelManager::Agreed(AgreedChannel agreed, v1::Transaction tx, std::strin
   storage::WriteBatch batch;
   LiveChannel* lp = Adopt(std::move(agreed), &batch);
   if (lp == nullptr) {
-    ledger_.ResetNonces();
+    txs_.Release(tx.nonce());  // the open will not happen: the next transaction takes it
     return done(Status::Internal("cannot record the new channel"), "");
   }
   lp->open_waiters.push_back(std::move(done));
   CommitThen(lp, std::move(batch), [this, lp, tx, peer, temporary_id, wait](Status s) {
     if (!s.ok()) {
+      txs_.Release(tx.nonce());
       auto waiters = std::move(lp->open_waiters);
       for (auto& w : waiters) w(health_, "");
       return;
     }
     EmitChannel(*lp, "");
     const Hash32 tx_id = *ledger::TransactionId(tx);
-    ledger_.Submit(tx, [this, alive = alive_, lp, tx_id, peer, temporary_id,
-                        wait](const ledger::SubmitOutcome& out) {
+    // The nonce reserved for this open (node/tx_sender.h) leaves with it.
+    txs_.SubmitReserved(tx, [this, alive = alive_, lp, tx_id, peer, temporary_id,
+                             wait](const ledger::SubmitOutcome& out) {
       if (!*alive) return;
-      if (!out.accepted()) ledger_.ResetNonces();
       if (out.kind == ledger::SubmitOutcome::Kind::kRefused) {
         // Refused by a rule: it will never be included.
         storage::WriteBatch b;
@@ -164,11 +166,69 @@ void ChannelManager::OnBlock(const v1::Block& block) {
   if (stats_.StageBlockFees(&fees, block, ledger_.chain().params().chain_id, key_.XOnly())) {
     committer_.Submit(std::move(fees), [](Status) {});
   }
-  for (auto& [id, live] : channels_) Reconcile(*live);
+  const uint64_t height = block.header().height();
+  if (reconcile_all_ || height != last_block_height_ + 1) {
+    // The first block after Start, or one that does not follow the last
+    // seen: look at every channel once, whatever the index says.
+    reconcile_all_ = false;
+    last_block_height_ = height;
+    for (auto& [id, live] : channels_) Reconcile(*live);
+    return;
+  }
+  last_block_height_ = height;
+  // The channels this block's transactions name (each once)...
+  std::set<std::string> due;
+  const std::string& chain_id = ledger_.chain().params().chain_id;
+  for (const v1::Transaction& tx : block.transactions()) {
+    switch (tx.body_case()) {
+      case v1::Transaction::kChannelOpen: {
+        const v1::ChannelOpenTx& o = tx.channel_open();
+        const ledger::ChannelId cid =
+            ledger::DeriveChannelId(chain_id, AsSpan(o.party_a()), AsSpan(o.party_b()), tx.nonce());
+        due.insert(Str(cid));
+        break;
+      }
+      case v1::Transaction::kDeposit:
+        due.insert(tx.deposit().channel_id());
+        break;
+      case v1::Transaction::kCooperativeClose:
+        due.insert(tx.cooperative_close().close().channel_id());
+        break;
+      case v1::Transaction::kUnilateralClose:
+        due.insert(tx.unilateral_close().channel_id());
+        break;
+      case v1::Transaction::kUpdateProof:
+        due.insert(tx.update_proof().channel_id());
+        break;
+      case v1::Transaction::kSettle:
+        due.insert(tx.settle().channel_id());
+        break;
+      case v1::Transaction::kTransfer:
+      case v1::Transaction::BODY_NOT_SET:
+        break;
+    }
+  }
+  // ...and those that need a look at every height. Copied first: Reconcile
+  // changes phases, so the index, as it goes.
+  due.insert(every_block_.begin(), every_block_.end());
+  for (const std::string& id : due) {
+    auto it = channels_.find(id);
+    if (it != channels_.end()) Reconcile(*it->second);
+  }
+}
+
+void ChannelManager::IndexPhase(const LiveChannel& live) {
+  if (live.phase() == v1::STORED_CHANNEL_PHASE_OPENING ||
+      live.phase() == v1::STORED_CHANNEL_PHASE_CLOSING) {
+    every_block_.insert(live.id);
+  } else {
+    every_block_.erase(live.id);
+  }
 }
 
 void ChannelManager::Reconcile(LiveChannel& live) {
   if (live.phase() == v1::STORED_CHANNEL_PHASE_CLOSED) return;
+  ++reconciles_;
   const ledger::LedgerState& state = ledger_.chain().state();
   const ledger::Channel* onchain = state.FindChannel(LedgerId(live.id));
   LiveChannel* lp = &live;

@@ -26,11 +26,12 @@ struct OpenNegotiator::Negotiation {
 };
 
 OpenNegotiator::OpenNegotiator(const crypto::KeyPair& key, ledger::LedgerLink& ledger,
-                               PeerTransport& peers, Timers& timers, crypto::RandomSource& rng,
-                               OpenPolicy policy, Callbacks callbacks,
+                               TxSender& txs, PeerTransport& peers, Timers& timers,
+                               crypto::RandomSource& rng, OpenPolicy policy, Callbacks callbacks,
                                std::shared_ptr<spdlog::logger> log)
     : key_(key),
       ledger_(ledger),
+      txs_(txs),
       peers_(peers),
       timers_(timers),
       rng_(rng),
@@ -50,7 +51,9 @@ void OpenNegotiator::End(const std::string& temporary_id, Status why) {
   std::unique_ptr<Negotiation> n = std::move(it->second);
   negotiations_.erase(it);
   timers_.Cancel(n->timer);
-  ledger_.ResetNonces();  // nonce_a was handed out for an open that will not happen
+  // nonce_a was handed out for an open that will not happen: the next
+  // transaction takes it (node/tx_sender.h).
+  txs_.Release(n->nonce_a);
   n->done(std::move(why), "");
 }
 
@@ -108,6 +111,27 @@ void OpenNegotiator::Open(const crypto::PublicKey& peer, uint64_t deposit, uint6
             " this node keeps to close, update and settle " + "its channels"),
         "");
   }
+  // The open's nonce is fixed before it is sent (B signs over it): one open
+  // holds one at a time (node/tx_sender.h), so this negotiation may wait
+  // for the one before it to agree or end.
+  txs_.Reserve([this, txs = &txs_, alive = alive_, peer, deposit, push, settle_timeout, wait,
+                done = std::move(done)](uint64_t nonce_a) mutable {
+    if (!*alive) return txs->Release(nonce_a);  // the TxSender outlives its callbacks
+    Begin(peer, deposit, push, settle_timeout, wait, std::move(done), nonce_a);
+  });
+}
+
+void OpenNegotiator::Begin(const crypto::PublicKey& peer, uint64_t deposit, uint64_t push,
+                           uint64_t settle_timeout, std::chrono::milliseconds wait,
+                           ChannelCallback done, uint64_t nonce_a) {
+  const ledger::Params& params = ledger_.chain().params();
+  auto session = peers_.FindPeer(peer);
+  if (!session) {
+    txs_.Release(nonce_a);
+    return done(Status::Unavailable("peer " + peer.Hex() +
+                                    " disconnected before the open request could be sent"),
+                "");
+  }
   auto n = std::make_unique<Negotiation>();
   std::array<uint8_t, 32> temp;
   rng_.Fill(temp);
@@ -117,7 +141,7 @@ void OpenNegotiator::Open(const crypto::PublicKey& peer, uint64_t deposit, uint6
   n->deposit = deposit;
   n->push = push;
   n->settle_timeout = settle_timeout;
-  n->nonce_a = ledger_.NextNonce(key_.XOnly());
+  n->nonce_a = nonce_a;
   n->wait = wait;
   n->done = std::move(done);
   n->timer =

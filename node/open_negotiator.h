@@ -30,6 +30,7 @@
 #include "crypto/crypto.h"
 #include "ledger/link.h"
 #include "node/seams.h"
+#include "node/tx_sender.h"
 #include "tipd/api.pb.h"
 #include "tipd/storage.pb.h"
 #include "tipd/wire.pb.h"
@@ -102,9 +103,9 @@ class OpenNegotiator {
         agreed;
   };
 
-  OpenNegotiator(const crypto::KeyPair& key, ledger::LedgerLink& ledger, PeerTransport& peers,
-                 Timers& timers, crypto::RandomSource& rng, OpenPolicy policy, Callbacks callbacks,
-                 std::shared_ptr<spdlog::logger> log);
+  OpenNegotiator(const crypto::KeyPair& key, ledger::LedgerLink& ledger, TxSender& txs,
+                 PeerTransport& peers, Timers& timers, crypto::RandomSource& rng, OpenPolicy policy,
+                 Callbacks callbacks, std::shared_ptr<spdlog::logger> log);
   ~OpenNegotiator();
   OpenNegotiator(const OpenNegotiator&) = delete;
   OpenNegotiator& operator=(const OpenNegotiator&) = delete;
@@ -125,11 +126,17 @@ class OpenNegotiator {
 
  private:
   struct Negotiation;
-  // Ends a negotiation we started with `why` (not OK) for its caller.
+  // Sends the open request once the open's nonce is reserved.
+  void Begin(const crypto::PublicKey& peer, uint64_t deposit, uint64_t push,
+             uint64_t settle_timeout, std::chrono::milliseconds wait, ChannelCallback done,
+             uint64_t nonce_a);
+  // Ends a negotiation we started with `why` (not OK) for its caller, and
+  // gives its nonce back.
   void End(const std::string& temporary_id, Status why);
 
   const crypto::KeyPair& key_;
   ledger::LedgerLink& ledger_;
+  TxSender& txs_;
   PeerTransport& peers_;
   Timers& timers_;
   crypto::RandomSource& rng_;

@@ -12,8 +12,8 @@
 // or a newer one held; the channel settled). A submission in flight is
 // awaited; one the sequencer accepted gets one block to be included; after
 // that, or after any refusal or unknown outcome, the next block submits
-// again (TxSender restarts from the account nonce the chain shows, so a
-// refusal never leaves a nonce gap). Nothing here is persisted: the facts
+// again (TxSender gives the nonce a refused transaction did not use to the
+// next one, so a refusal never leaves a nonce gap). Nothing here is persisted: the facts
 // come from the ledger and the channel store.
 #pragma once
 
