@@ -338,18 +338,17 @@ void NodeApi::SendTip(ApiRequest req, Responder responder) {
                 if (!p->status.ok()) return responder.Send(ApiResponse::FromStatus(p->status));
                 auto tip = ToTipRequest(p->in, req, *s_.spend, s_.registry);
                 if (!tip.ok()) return responder.Send(ApiResponse::FromStatus(tip.status()));
-                s_.channels->SendTip(
-                    std::move(*tip), [this, alive, responder](TipOutcome r) {
-                      if (alive.expired()) return responder.Send(TipAnswer(r));
-                      auto outcome = std::make_shared<TipOutcome>(std::move(r));
-                      auto answer = std::make_shared<ApiResponse>();
-                      OffIoThread(
-                          [outcome, answer]() mutable {
-                            *answer = TipAnswer(*outcome);
-                            outcome.reset();
-                          },
-                          [answer, responder] { responder.Send(std::move(*answer)); });
-                    });
+                s_.channels->SendTip(std::move(*tip), [this, alive, responder](TipOutcome r) {
+                  if (alive.expired()) return responder.Send(TipAnswer(r));
+                  auto outcome = std::make_shared<TipOutcome>(std::move(r));
+                  auto answer = std::make_shared<ApiResponse>();
+                  OffIoThread(
+                      [outcome, answer]() mutable {
+                        *answer = TipAnswer(*outcome);
+                        outcome.reset();
+                      },
+                      [answer, responder] { responder.Send(std::move(*answer)); });
+                });
               });
 }
 
