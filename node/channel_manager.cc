@@ -396,12 +396,43 @@ void ChannelManager::OnPeerConnected(const p2p::PeerInfo& info) {
     live->shutdown_received = false;
     live->proposal_sent = false;
     live->pending_proposal.reset();
-    if (live->commits_pending == 0) SendReestablish(*live);
+    if (live->commits_pending == 0) reestablish_backlog_[info.id].push_back(id);
   }
+  SendQueuedReestablishes(info.id);
+}
+
+void ChannelManager::SendQueuedReestablishes(p2p::PeerId peer) {
+  auto it = reestablish_backlog_.find(peer);
+  if (it == reestablish_backlog_.end()) return;
+  size_t room = peers_.SendRoom(peer) / 2;
+  std::deque<std::string>& ids = it->second;
+  while (!ids.empty() && room > 0) {
+    auto c = channels_.find(ids.front());
+    ids.pop_front();
+    if (c == channels_.end()) continue;
+    LiveChannel& live = *c->second;
+    // Only for this session, and only once (a commit's completion may have
+    // sent it meanwhile).
+    if (live.session != peer || live.reestablish_sent) continue;
+    SendReestablish(live);
+    --room;
+  }
+  if (ids.empty()) {
+    reestablish_backlog_.erase(it);
+    return;
+  }
+  if (!peers_.PeerKey(peer)) {  // the session is gone; the next one starts over
+    reestablish_backlog_.erase(it);
+    return;
+  }
+  timers_.After(std::chrono::milliseconds(5), [this, alive = alive_, peer] {
+    if (*alive) SendQueuedReestablishes(peer);
+  });
 }
 
 void ChannelManager::OnPeerDisconnected(const p2p::DisconnectEvent& ev) {
   if (!ev.was_connected) return;
+  reestablish_backlog_.erase(ev.id);
   if (ev.node_id) {
     v1::Event e;
     e.set_type("peer");

@@ -46,6 +46,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -220,6 +221,12 @@ class ChannelManager {
   // tip waits for nothing but the post.
   void SchedulePump(LiveChannel& live);
   void SendReestablish(LiveChannel& live);
+  // Sends the reestablishes a new session waits for, as many as its send
+  // queue has room for (keeping half of it for everything else), and the
+  // rest as it drains: a peer with thousands of channels would otherwise
+  // overflow the queue, lose the session, and do the same on every
+  // reconnect.
+  void SendQueuedReestablishes(p2p::PeerId peer);
   void ApplyPlan(LiveChannel& live, channel::ReestablishPlan plan);
   void MaybeProposeClose(LiveChannel& live);
   void RequestClose(LiveChannel& live);
@@ -285,6 +292,8 @@ class ChannelManager {
   int proof_log_fd_ = -1;  // the debug proof log, -1 when off
 
   std::map<std::string, std::unique_ptr<LiveChannel>> channels_;  // by channel id bytes
+  // Per new session: the channel ids whose reestablish waits for room.
+  std::map<p2p::PeerId, std::deque<std::string>> reestablish_backlog_;
   // The channels Reconcile must see at every height, whatever the block
   // holds: OPENING (the abandon rules follow the height and A's account
   // nonce) and CLOSING (the watcher's windows, a lost close resubmitted).

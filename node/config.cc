@@ -444,6 +444,9 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
     s.push_back(Spec("max-inbound-per-address", OptionType::kUint64, "8",
                      "inbound p2p connections accepted from one IP address, handshaking ones "
                      "included; loopback counts too (0: no limit)"));
+    s.push_back(Spec("p2p-max-send-queue", OptionType::kUint64, "4096",
+                     "p2p: messages queued unsent to one peer before the session is dropped as "
+                     "too slow (64..1048576); reestablishing many channels is paced under it"));
     s.push_back(Spec("debug-proof-log", OptionType::kPath, "",
                      "test/debug only: append every balance proof this node sends to this file"));
     s.push_back(Spec("rpc-read-timeout", OptionType::kDurationMs, "15s",
@@ -855,6 +858,11 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
   TIPD_ASSIGN_OR_RETURN(c.ping_interval_ms, PositiveDuration(o, "ping-interval"));
   TIPD_ASSIGN_OR_RETURN(c.peer_timeout_ms, PositiveDuration(o, "peer-timeout"));
   c.max_inbound_per_address = o.GetUint("max-inbound-per-address");
+  c.p2p_max_send_queue = o.GetUint("p2p-max-send-queue");
+  if (c.p2p_max_send_queue < 64 || c.p2p_max_send_queue > (1u << 20)) {
+    return Status::InvalidArgument("p2p-max-send-queue must be 64..1048576, got " +
+                                   std::to_string(c.p2p_max_send_queue));
+  }
   c.settle_timeout = o.GetUint("settle-timeout");
   c.max_accept_deposit = o.GetUint("max-accept-deposit");
   if (o.Has("debug-proof-log")) c.debug_proof_log = o.GetString("debug-proof-log");

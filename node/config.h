@@ -245,6 +245,7 @@ struct NodeConfig {
   uint64_t ping_interval_ms = 30'000;
   uint64_t peer_timeout_ms = 90'000;
   uint64_t max_inbound_per_address = 8;  // p2p::HostOptions; 0 = no limit
+  uint64_t p2p_max_send_queue = 4096;    // p2p::HostOptions::max_send_queue_messages
   // Channels (node/channel_manager.h ChannelManagerOptions).
   uint64_t settle_timeout = 20;
   uint64_t max_accept_deposit = 0;

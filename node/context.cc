@@ -165,8 +165,9 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   host_options.ping_interval = std::chrono::milliseconds(config.ping_interval_ms);
   host_options.idle_timeout = std::chrono::milliseconds(config.peer_timeout_ms);
   host_options.max_inbound_per_address = config.max_inbound_per_address;
+  host_options.max_send_queue_messages = static_cast<size_t>(config.p2p_max_send_queue);
   p.host = std::make_unique<p2p::Host>(p.io, p.key, crypto::SystemRng(), host_options);
-  p.transport = std::make_unique<HostTransport>(*p.host);
+  p.transport = std::make_unique<HostTransport>(*p.host, host_options.max_send_queue_messages);
   p.ledger = std::make_unique<ledger::LedgerClient>(
       *p.host, *p.chain, *config.ledger.sequencer_pubkey, NumericHost(config.ledger.address.host),
       config.ledger.address.port, Logger("follower"));

@@ -45,4 +45,12 @@ void AsioTimers::Cancel(Id id) {
   timers_.erase(it);
 }
 
+size_t HostTransport::SendRoom(p2p::PeerId peer) const {
+  auto stats = host_.Stats(peer);
+  if (!stats) return 0;
+  return stats->send_queue_messages >= max_send_queue_
+             ? 0
+             : max_send_queue_ - stats->send_queue_messages;
+}
+
 }  // namespace tipd::node

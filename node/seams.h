@@ -37,12 +37,17 @@ class PeerTransport {
   virtual std::optional<crypto::PublicKey> PeerKey(p2p::PeerId peer) const = 0;
   // The connected session with this node key.
   virtual std::optional<p2p::PeerId> FindPeer(const crypto::PublicKey& node) const = 0;
+  // How many more messages the session takes before its send queue is full
+  // (a full queue drops the session); large if the transport has no bound.
+  virtual size_t SendRoom(p2p::PeerId peer) const = 0;
 };
 
 // PeerTransport over the real p2p::Host.
 class HostTransport final : public PeerTransport {
  public:
-  explicit HostTransport(p2p::Host& host) : host_(host) {}
+  // `max_send_queue`: the host's HostOptions::max_send_queue_messages.
+  HostTransport(p2p::Host& host, size_t max_send_queue)
+      : host_(host), max_send_queue_(max_send_queue) {}
   Status Send(p2p::PeerId peer, const v1::Envelope& env) override { return host_.Send(peer, env); }
   void Disconnect(p2p::PeerId peer, const std::string& reason) override {
     (void)host_.Disconnect(peer, reason);
@@ -51,9 +56,11 @@ class HostTransport final : public PeerTransport {
   std::optional<p2p::PeerId> FindPeer(const crypto::PublicKey& node) const override {
     return host_.FindPeer(node);
   }
+  size_t SendRoom(p2p::PeerId peer) const override;
 
  private:
   p2p::Host& host_;
+  size_t max_send_queue_;
 };
 
 // Timers on an io_context (steady_timer); callbacks run on its thread.

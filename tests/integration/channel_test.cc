@@ -429,6 +429,38 @@ TEST_F(ChannelNetTest, SeveralChannelsWithOnePeerAndChannelsWithManyPeers) {
   ASSERT_TRUE(WaitFor([&] { return Tip(a, ac, 1, "after restart 2").status == 200; }));
 }
 
+// More channels with one peer than its p2p send queue holds
+// (p2p-max-send-queue 64 here; 4,096 by default): on every connect each side
+// has a reestablish to send per channel. They go out as the queue has
+// room; sent all at once they overflowed it, the session was dropped, and
+// every reconnect did the same, so the nodes could never talk again.
+TEST_F(ChannelNetTest, MoreChannelsThanTheSendQueueHoldsReconnectAfterARestart) {
+  InitLedger(/*block_interval_ms=*/50);
+  StartLedger({kSealOnSubmit});
+  const std::vector<std::string> small_queue = {"--p2p-max-send-queue", "64"};
+  Node a = Up("a", 0, small_queue);
+  Node b = Up("b", 1, small_queue);
+  Connect(a, b);
+  constexpr int kChannels = 150;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kChannels; ++i) {
+    ids.push_back(Open(a, b, 100, 0));
+    ASSERT_FALSE(ids.back().empty()) << "open " << i;
+  }
+  Kill(b, SIGTERM);
+  Restart(b, small_queue);
+  // Every channel reestablishes: a tip on the first and on the last one is
+  // acknowledged, and the session that carried them stays up.
+  ASSERT_TRUE(WaitFor([&] { return Tip(a, ids.back(), 1, "after restart").status == 200; }, 60s))
+      << nodes_.at("a")->Output();
+  EXPECT_TRUE(WaitFor([&] { return Tip(a, ids.front(), 1, "first").status == 200; }));
+  for (const char* n : {"a", "b"}) {
+    EXPECT_EQ(nodes_.at(n)->Output().find("dropping the session so reestablish resends"),
+              std::string::npos)
+        << n << " dropped a session for a send that did not leave";
+  }
+}
+
 TEST_F(ChannelNetTest, RefusalsChangeNothing) {
   Node a, b;
   ASSERT_NO_FATAL_FAILURE(TwoConnectedNodes(/*block_interval_ms=*/50, &a, &b));

@@ -87,6 +87,8 @@ class MemoryTransport final : public node::PeerTransport {
   void Disconnect(p2p::PeerId peer, const std::string& reason) override;
   std::optional<crypto::PublicKey> PeerKey(p2p::PeerId peer) const override;
   std::optional<p2p::PeerId> FindPeer(const crypto::PublicKey& node) const override;
+  size_t SendRoom(p2p::PeerId) const override { return send_room; }
+  size_t send_room = 1 << 20;  // tests lower it to make the manager pace
 
  private:
   ChannelNet& net_;

@@ -3,8 +3,8 @@
 // (channel_harness.h). Each test drives one part of a channel's life, or
 // one attack, through the real manager and its parts.
 #include <gtest/gtest.h>
-#include <algorithm>
 
+#include <algorithm>
 #include <random>
 
 #include "channel/codec.h"
@@ -480,6 +480,38 @@ TEST_F(ChannelManagerTest, TipsWithoutAckAreAnsweredPendingWhenTheirOwnWaitIsOve
   net_.hold_if = nullptr;
   net_.FlushMessages();
   ASSERT_TRUE(net_.RunUntil([&] { return a_->manager->tip_requests().waiting() == 0; }));
+}
+
+// A session's send queue has a bound (p2p-max-send-queue; a full queue
+// drops the session). On connect a node with many channels to the peer
+// sends their reestablishes as the queue has room (half of it, the rest
+// kept for everything else), the rest as it drains; before, it sent them
+// all at once, and past 4,096 channels every reconnect overflowed the queue,
+// lost the session, and started over.
+TEST_F(ChannelManagerTest, ReestablishesArePacedToTheSendQueueAndEveryChannelResumes) {
+  constexpr int kChannels = 12;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kChannels; ++i) ids.push_back(net_.OpenChannel(*a_, *b_, 1'000));
+  net_.Disconnect(*a_, *b_);
+  a_->transport->send_room = 6;  // room for 3 reestablishes per turn
+  b_->transport->send_room = 6;
+  auto reestablishes = [](const TestNode& n) {
+    return std::count_if(n.sent.begin(), n.sent.end(),
+                         [](const v1::Envelope& e) { return e.has_reestablish(); });
+  };
+  const auto a0 = reestablishes(*a_), b0 = reestablishes(*b_);
+  net_.Connect(*a_, *b_);
+  EXPECT_EQ(reestablishes(*a_) - a0, 3);
+  EXPECT_EQ(reestablishes(*b_) - b0, 3);
+  for (int round = 0; round < 10 && reestablishes(*a_) - a0 < kChannels; ++round) {
+    const auto before = reestablishes(*a_);
+    net_.AdvanceMs(5);
+    EXPECT_LE(reestablishes(*a_) - before, 3) << "round " << round;
+  }
+  EXPECT_EQ(reestablishes(*a_) - a0, kChannels);
+  EXPECT_EQ(reestablishes(*b_) - b0, kChannels);
+  // Every channel resumed: a tip on each is acknowledged.
+  for (const std::string& id : ids) EXPECT_TRUE(net_.Tip(*a_, id, 1, "after").ok()) << id;
 }
 
 // The watcher defends the node whoever closed: here the ledger holds an older
