@@ -200,11 +200,11 @@ class Session : public std::enable_shared_from_this<Session> {
   enum class Phase { kReading, kBusy, kStream, kClosing };
   Phase phase() const { return phase_; }
   std::chrono::steady_clock::time_point phase_since() const { return phase_since_; }
-  // True if the client has sent bytes of its next request (read into the
-  // buffer, or waiting in the socket): such a connection is not idle, even
-  // if the io thread has not yet parsed what it sent.
+  // True if bytes of the client's next request wait in the socket, unread
+  // (the io thread was busy): such a connection is not idle. Bytes already
+  // read do not count: a slowloris client's partial header sits in the
+  // buffer, and it must stay the first to go.
   bool HasInput() const {
-    if (buffer_.size() > 0) return true;
     beast::error_code ec;
     return stream_.socket().available(ec) > 0 && !ec;
   }
