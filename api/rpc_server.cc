@@ -10,6 +10,7 @@
 
 #include "api/rpc_server.h"
 
+#include "api/json_fast.h"
 #include "api/token_registry.h"
 
 #include <google/protobuf/message.h>
@@ -1081,10 +1082,13 @@ Status ParseJson(std::string_view json, google::protobuf::Message* out) {
 }
 
 std::string ToJson(const google::protobuf::Message& message) {
+  std::string out;
+  // The same bytes protobuf's printer writes, without its binary round trip
+  // (api/json_fast.h); types it does not render go to protobuf's printer.
+  if (FastToJson(message, &out)) return out;
   google::protobuf::util::JsonPrintOptions opts;
   opts.preserve_proto_field_names = true;
   opts.always_print_primitive_fields = true;
-  std::string out;
   auto st = google::protobuf::util::MessageToJsonString(message, &out, opts);
   if (!st.ok()) return "{}";  // only for invalid UTF-8 in strings, which we never build
   return out;
