@@ -14,6 +14,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace google::protobuf {
 class Descriptor;
@@ -25,6 +26,16 @@ namespace tipd::api {
 // Appends `message` as JSON to *out and returns true, or returns false with
 // *out unchanged when protobuf's printer must render it.
 bool FastToJson(const google::protobuf::Message& message, std::string* out);
+
+// Parses `json` into *out (cleared first) and returns true when the text is
+// in the subset it reads exactly as protobuf's parser with ParseJson's options
+// would (objects of known fields by proto or JSON name, each once; strings
+// with JSON escapes; integers in plain decimal, bare or quoted; booleans;
+// nested messages, repeated fields and string maps); otherwise returns false
+// with *out cleared, and the caller asks protobuf's parser, which also words
+// every error. Only reads API request types: enums, bytes, floats, nulls and
+// anything unusual take the slow path.
+bool FastFromJson(std::string_view json, google::protobuf::Message* out);
 
 // Whether FastToJson renders messages of this type (the answer is cached).
 bool FastJsonSupports(const google::protobuf::Descriptor* type);

@@ -1070,8 +1070,11 @@ ApiResponse ApiResponse::Text(int status, std::string_view content_type, std::st
 Status ParseJson(std::string_view json, google::protobuf::Message* out) {
   google::protobuf::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = false;
-  std::string text(json);
-  if (text.find_first_not_of(" \t\r\n") == std::string::npos) text = "{}";
+  if (json.find_first_not_of(" \t\r\n") == std::string_view::npos) json = "{}";
+  // The common request shapes, read directly (api/json_fast.h); anything
+  // else, and every error, from protobuf's parser.
+  if (FastFromJson(json, out)) return Status::Ok();
+  const std::string text(json);
   auto st = google::protobuf::util::JsonStringToMessage(text, out, opts);
   if (!st.ok()) {
     const auto m = st.message();
