@@ -4,6 +4,8 @@
 //
 // The first input byte picks what to parse, the rest is the request body (or
 // the token text). Invariants:
+//  - whatever the fast JSON reader accepts, protobuf's parser reads to an
+//    equal message;
 //  - ParseJson never crashes; it fails only with kInvalidArgument naming the
 //    message type;
 //  - a parsed request renders (ToJson) and parses back to an equal message:
@@ -13,6 +15,7 @@
 //    (a node id through its hex, a scope through its name);
 //  - a token verifies only if it is what the authority issues for its
 //    claims (up to the case of its hex), and never once expired.
+#include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
 
 #include <cctype>
@@ -21,6 +24,7 @@
 #include <string>
 
 #include "api/auth.h"
+#include "api/json_fast.h"
 #include "api/rpc_server.h"
 #include "channel/codec.h"
 #include "node/config.h"
@@ -121,6 +125,15 @@ std::unique_ptr<Message> NewRequest(uint8_t which) {
 
 void Json(uint8_t which, const std::string& body) {
   std::unique_ptr<Message> m = NewRequest(which);
+  // The fast reader (api/json_fast.h) against protobuf's own parser.
+  std::unique_ptr<Message> fast = NewRequest(which);
+  if (api::FastFromJson(body, fast.get())) {
+    google::protobuf::util::JsonParseOptions opts;
+    std::unique_ptr<Message> slow = NewRequest(which);
+    Require(google::protobuf::util::JsonStringToMessage(body, slow.get(), opts).ok(),
+            "what the fast reader accepts, protobuf's parser accepts");
+    Require(MessageDifferencer::Equals(*fast, *slow), "the fast reader reads as protobuf does");
+  }
   Status st = api::ParseJson(body, m.get());
   if (!st.ok()) {
     Require(st.code() == StatusCode::kInvalidArgument, "a bad body is kInvalidArgument");
