@@ -331,29 +331,34 @@ void NodeApi::SendTip(ApiRequest req, Responder responder) {
   };
   auto p = std::make_shared<Parsed>();
   p->body = std::move(req.body);
-  OffIoThread([p] { p->status = ParseJson(p->body, &p->in); },
-              [this, alive = std::weak_ptr<bool>(alive_), p, req = std::move(req),
-               responder = std::move(responder)]() mutable {
-                if (alive.expired()) return;
-                if (!p->status.ok()) return responder.Send(ApiResponse::FromStatus(p->status));
-                auto tip = ToTipRequest(p->in, req, *s_.spend, s_.registry);
-                if (!tip.ok()) return responder.Send(ApiResponse::FromStatus(tip.status()));
-                s_.channels->SendTip(std::move(*tip), [this, alive, responder](TipOutcome r) {
-                  if (alive.expired()) return responder.Send(TipAnswer(r));
-                  auto outcome = std::make_shared<TipOutcome>(std::move(r));
-                  auto answer = std::make_shared<ApiResponse>();
-                  OffIoThread(
-                      [outcome, answer]() mutable {
-                        *answer = TipAnswer(*outcome);
-                        outcome.reset();
-                      },
-                      [answer, responder] { responder.Send(std::move(*answer)); });
-                });
-              });
+  const size_t body_bytes = p->body.size();
+  OffIoThread(
+      body_bytes, [p] { p->status = ParseJson(p->body, &p->in); },
+      [this, alive = std::weak_ptr<bool>(alive_), p, req = std::move(req),
+       responder = std::move(responder)]() mutable {
+        if (alive.expired()) return;
+        if (!p->status.ok()) return responder.Send(ApiResponse::FromStatus(p->status));
+        auto tip = ToTipRequest(p->in, req, *s_.spend, s_.registry);
+        if (!tip.ok()) return responder.Send(ApiResponse::FromStatus(tip.status()));
+        s_.channels->SendTip(std::move(*tip), [this, alive, responder](TipOutcome r) {
+          if (alive.expired()) return responder.Send(TipAnswer(r));
+          auto outcome = std::make_shared<TipOutcome>(std::move(r));
+          auto answer = std::make_shared<ApiResponse>();
+          // One tip's answer: its message and metadata, a receipt.
+          const size_t answer_bytes = 1024 + outcome->response.ByteSizeLong();
+          OffIoThread(
+              answer_bytes,
+              [outcome, answer]() mutable {
+                *answer = TipAnswer(*outcome);
+                outcome.reset();
+              },
+              [answer, responder] { responder.Send(std::move(*answer)); });
+        });
+      });
 }
 
-void NodeApi::OffIoThread(std::function<void()> work, std::function<void()> then) {
-  if (s_.work == nullptr) {
+void NodeApi::OffIoThread(size_t bytes, std::function<void()> work, std::function<void()> then) {
+  if (s_.work == nullptr || bytes <= kInlineWorkBytes) {
     work();
     then();
     return;
@@ -376,7 +381,9 @@ void NodeApi::SendTipBatch(ApiRequest req, Responder responder) {
   auto p = std::make_shared<Parsed>();
   p->body = std::move(req.body);
   p->proto_in = IsProtobuf(req.Header("content-type"));
+  const size_t body_bytes = p->body.size();
   OffIoThread(
+      body_bytes,
       [p] {
         if (p->proto_in) {
           if (!p->in.ParseFromString(p->body)) {
@@ -475,12 +482,14 @@ void NodeApi::SendParsedTipBatch(ApiRequest req, Responder responder, v1::TipBat
   };
   // The answer (up to ~1 MB of JSON for 1,000 tips in full) is rendered on
   // the work pool; the io thread only sends it.
-  auto render = [this, finish](std::shared_ptr<Gather> g, Responder responder) {
+  const size_t answer_bytes = tips.size() * (compact ? 200 : 1200);  // per tip, about
+  auto render = [this, finish, answer_bytes](std::shared_ptr<Gather> g, Responder responder) {
     const google::protobuf::Message* out = finish(*g);
     auto body = std::make_shared<std::string>();
     const bool proto_out = g->proto_out;
     // `g` (a thousand tips and their answers) is freed on the pool too.
     OffIoThread(
+        answer_bytes,
         [g = std::move(g), out, body]() mutable {
           *body = g->proto_out ? out->SerializeAsString() : ToJson(*out);
           g.reset();

@@ -129,10 +129,13 @@ class NodeApi {
   void SendTipBatch(ApiRequest req, Responder responder);
   void SendParsedTipBatch(ApiRequest req, Responder responder, v1::TipBatchRequest& in);
   ApiResponse ListTips(const ApiRequest& req);
-  // Runs `work` on the work pool (inline without one), then `then` on the io
-  // thread. `work` must touch no node state; `then` may (and owns anything
-  // that must be released on the io thread, such as a Responder).
-  void OffIoThread(std::function<void()> work, std::function<void()> then);
+  // Runs `work` on the work pool, then `then` on the io thread. `work` must
+  // touch no node state; `then` may (and owns anything that must be released
+  // on the io thread, such as a Responder). Work on at most kInlineWorkBytes
+  // (`bytes`: the size of what it reads or writes) runs inline, as without a
+  // pool: two thread hand-offs cost more than parsing or rendering one tip.
+  static constexpr size_t kInlineWorkBytes = 4096;
+  void OffIoThread(size_t bytes, std::function<void()> work, std::function<void()> then);
 
   // Stats and anomalies (stats_api.cc).
   void RegisterStatsRoutes(RpcServer& server);
