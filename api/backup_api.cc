@@ -13,6 +13,7 @@
 
 #include "api/node_api.h"
 #include "node/backup.h"
+#include "util/thread_name.h"
 
 namespace tipd::api {
 
@@ -64,6 +65,7 @@ void NodeApi::Backup(ApiRequest, Responder responder) {
   std::shared_ptr<storage::Database::Snapshot> snapshot = s_.db.NewSnapshot();
   const uint64_t now_ms = static_cast<uint64_t>(s_.clock.NowMs());
   jobs->worker = std::thread([this, jobs, snapshot, now_ms, responder, alive = alive_] {
+    SetThreadName("tipd-backup");
     node::BackupInfo info;
     auto file = node::BuildBackup(s_.db, *snapshot, s_.key, s_.rng, now_ms, &info);
     boost::asio::post(s_.io, [jobs, alive, responder, file = std::move(file), info]() mutable {

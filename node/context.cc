@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <latch>
 #include <thread>
 
 #include "api/auth.h"
@@ -23,6 +25,7 @@
 #include "p2p/p2p.h"
 #include "storage/storage.h"
 #include "util/metrics.h"
+#include "util/thread_name.h"
 
 namespace tipd::node {
 
@@ -308,6 +311,16 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
     size_t threads = static_cast<size_t>(config.rpc_threads);
     if (threads == 0) threads = std::max<size_t>(1, std::thread::hardware_concurrency() - 1);
     p.work = std::make_unique<boost::asio::thread_pool>(threads);
+    // Name each pool thread: one job per thread, each held until all have
+    // started, so that no thread takes two.
+    std::latch started(static_cast<std::ptrdiff_t>(threads));
+    for (size_t i = 0; i < threads; ++i) {
+      boost::asio::post(*p.work, [&started] {
+        SetThreadName("tipd-work");
+        started.arrive_and_wait();
+      });
+    }
+    started.wait();
     services.work = p.work.get();
   }
 

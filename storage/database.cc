@@ -1,5 +1,6 @@
 #include <leveldb/cache.h>
 #include <leveldb/db.h>
+#include <leveldb/env.h>
 #include <leveldb/filter_policy.h>
 #include <leveldb/iterator.h>
 #include <leveldb/options.h>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "storage/storage.h"
+#include "util/thread_name.h"
 
 namespace tipd::storage {
 namespace {
@@ -34,6 +36,7 @@ Status FromLevelDb(const leveldb::Status& s, const std::filesystem::path& path,
 struct Database::Owned {
   std::unique_ptr<leveldb::Cache> block_cache;
   std::unique_ptr<const leveldb::FilterPolicy> filter_policy;
+  std::unique_ptr<leveldb::Env> env;
 };
 
 Database::Database(std::filesystem::path path, std::unique_ptr<Owned> owned,
@@ -44,6 +47,42 @@ Database::~Database() {
   // LevelDB must be closed before the cache and filter policy it uses.
   db_.reset();
 }
+
+namespace {
+
+// Passes everything to `target` and names the threads LevelDB starts for
+// its background work (compactions) "tipd-leveldb": otherwise they inherit
+// the name of whichever thread first wrote, and `top -H` would show
+// compactions as the group committer's time.
+class NamingEnv final : public leveldb::EnvWrapper {
+ public:
+  explicit NamingEnv(leveldb::Env* target) : leveldb::EnvWrapper(target) {}
+
+  void Schedule(void (*function)(void*), void* arg) override {
+    target()->Schedule(&Run, new Call{function, arg});
+  }
+  void StartThread(void (*function)(void*), void* arg) override {
+    target()->StartThread(&Run, new Call{function, arg});
+  }
+
+ private:
+  struct Call {
+    void (*function)(void*);
+    void* arg;
+  };
+  static void Run(void* p) {
+    const Call call = *static_cast<Call*>(p);
+    delete static_cast<Call*>(p);
+    thread_local bool named = false;
+    if (!named) {
+      SetThreadName("tipd-leveldb");
+      named = true;
+    }
+    call.function(call.arg);
+  }
+};
+
+}  // namespace
 
 Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& path,
                                                  const Options& options) {
@@ -60,7 +99,9 @@ Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& pa
   ldb.filter_policy = owned->filter_policy.get();
   ldb.write_buffer_size = options.write_buffer_bytes;
   ldb.max_open_files = options.max_open_files;
-  if (options.env != nullptr) ldb.env = options.env;
+  owned->env =
+      std::make_unique<NamingEnv>(options.env != nullptr ? options.env : leveldb::Env::Default());
+  ldb.env = owned->env.get();
 
   leveldb::DB* raw = nullptr;
   leveldb::Status s = leveldb::DB::Open(ldb, path.string(), &raw);

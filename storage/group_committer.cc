@@ -2,13 +2,17 @@
 #include <utility>
 
 #include "storage/storage.h"
+#include "util/thread_name.h"
 
 namespace tipd::storage {
 
 GroupCommitter::GroupCommitter(Database* db, GroupCommitOptions options)
     : db_(db), options_(std::move(options)) {
   assert(db_ != nullptr);
-  writer_ = std::thread([this] { WriterLoop(); });
+  writer_ = std::thread([this] {
+    SetThreadName("tipd-commit");
+    WriterLoop();
+  });
   writer_id_ = writer_.get_id();
 }
 

@@ -2,6 +2,11 @@
 // and scopes, info, balance, an idempotent ledger transfer, blocks, metrics.
 #include <google/protobuf/util/json_util.h>
 
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
 #include "api/auth.h"
 #include "tests/integration/channel_fixture.h"
 #include "tests/support/http_client.h"
@@ -11,6 +16,31 @@ namespace tipd::testing {
 namespace {
 
 class NodeApiTest : public NetworkFixture {};
+
+// The names of a process's threads (/proc/PID/task/*/comm).
+std::multiset<std::string> ThreadNames(pid_t pid) {
+  std::multiset<std::string> names;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::ifstream in(it->path() / "comm");
+    std::string name;
+    if (std::getline(in, name)) names.insert(name);
+  }
+  return names;
+}
+
+// `top -H` tells the node's threads apart (util/thread_name.h).
+TEST_F(NodeApiTest, TheNodesThreadsAreNamed) {
+  InitLedger(/*block_interval_ms=*/50);
+  StartLedger();
+  Process* node = StartNode("node", &accounts_[0].key, 0, 0, {"--rpc-threads", "2"});
+  ASSERT_NE(node, nullptr);
+  const auto names = ThreadNames(node->pid());
+  EXPECT_EQ(names.count("tipd"), 1u) << "the io thread keeps the process's name";
+  EXPECT_EQ(names.count("tipd-commit"), 1u);
+  EXPECT_EQ(names.count("tipd-work"), 2u) << "every pool thread is named";
+}
 
 TEST_F(NodeApiTest, TokensScopesInfoAndAnIdempotentTransfer) {
   InitLedger(/*block_interval_ms=*/50);

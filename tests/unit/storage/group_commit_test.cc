@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -13,6 +16,7 @@
 #include "storage/storage.h"
 #include "tests/support/test_support.h"
 #include "tests/unit/storage/first_batch_gate.h"
+#include "util/thread_name.h"
 
 namespace tipd::storage {
 namespace {
@@ -225,6 +229,38 @@ TEST(GroupCommitTest, SubmitAndWaitAndEmptyBatches) {
   EXPECT_EQ(stats.writes, 1u);
   EXPECT_GT(stats.bytes, 0u);
   EXPECT_TRUE(committer.health().ok());
+}
+
+// `top -H` tells the committer and LevelDB's compactions apart from the io
+// thread (util/thread_name.h).
+TEST(GroupCommitTest, TheCommitterAndLevelDbsThreadsAreNamed) {
+  tipd::testing::TempDir dir;
+  Options o;
+  o.write_buffer_bytes = 64 << 10;  // a flush to a table every 64 KiB
+  auto db = OpenOrDie(dir.path(), o);
+  ASSERT_NE(db, nullptr);
+  GroupCommitter committer(db.get());
+  std::promise<std::string> writer_name;
+  committer.Submit(OnePut("a", "1"),
+                   [&](Status) { writer_name.set_value(tipd::CurrentThreadName()); });
+  EXPECT_EQ(writer_name.get_future().get(), "tipd-commit") << "completions run on the writer";
+  // Enough writes for LevelDB to flush memtables and compact in the
+  // background; the background thread runs under its own name.
+  const auto leveldb_thread_named = [] {
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      std::ifstream in(it->path() / "comm");
+      std::string name;
+      if (std::getline(in, name) && name == "tipd-leveldb") return true;
+    }
+    return false;
+  };
+  const std::string value(1000, 'v');
+  for (int i = 0; i < 2000 && !leveldb_thread_named(); ++i) {
+    ASSERT_TRUE(committer.SubmitAndWait(OnePut("k" + std::to_string(i), value)).ok());
+  }
+  EXPECT_TRUE(leveldb_thread_named());
 }
 
 TEST(GroupCommitTest, SyncFailureIsStickyAndFailsEveryLaterSubmission) {
