@@ -136,8 +136,7 @@ Status ChannelManager::Start() {
     ChannelLocalLimits limits;
     limits.max_update_bytes = options_.open.max_update_bytes;
     limits.max_queued_tips = options_.open.max_queued_tips;
-    TIPD_ASSIGN_OR_RETURN(channel::Channel ch,
-                          chdb_.Restore(rec.channel_id(), key_.public_key(), limits));
+    TIPD_ASSIGN_OR_RETURN(channel::Channel ch, chdb_.Restore(rec, key_.public_key(), limits));
     auto live = std::make_unique<LiveChannel>(rec, std::move(ch), remote);
     if (rec.phase() == v1::STORED_CHANNEL_PHASE_CLOSING) live->close_requested = true;
     live->known_since_height = ledger_.chain().height();
