@@ -488,7 +488,7 @@ ChannelStatus Channel::ApplyUpdate(const ValidatedUpdate& validated) {
 std::optional<v1::Ack> Channel::MakeAck(const crypto::KeyPair& local, crypto::RandomSource& rng) {
   assert(local.public_key() == params_.local_key);
   if (received_.nonce() == 0) return std::nullopt;
-  if (sent_ack_ && sent_ack_->nonce() == received_.nonce()) return sent_ack_;
+  if (sent_ack_ && sent_ack_->nonce() == received_.nonce()) return *sent_ack_;
   v1::Ack ack;
   ack.set_channel_id(ChannelIdBytes());
   ack.set_nonce(received_.nonce());

@@ -32,6 +32,7 @@
 #include "crypto/crypto.h"
 #include "tipd/channel.pb.h"
 #include "tipd/wire.pb.h"
+#include "util/boxed_optional.h"
 #include "util/bytes.h"
 #include "util/lazy_deque.h"
 #include "util/status.h"
@@ -209,9 +210,9 @@ class Channel {
   ChannelResult<AckOutcome> OnAck(const v1::Ack& ack);
   size_t updates_in_flight() const { return in_flight_.size(); }
   size_t queued_tips() const { return queue_.size(); }
-  // The peer's latest receipt for our direction (nullopt before the first)
+  // The peer's latest receipt for our direction (empty before the first)
   // and the transferred amount of the proof it acknowledged.
-  const std::optional<v1::Ack>& receipt() const { return receipt_; }
+  const BoxedOptional<v1::Ack>& receipt() const { return receipt_; }
   uint64_t receipt_transferred() const { return receipt_transferred_; }
   // Tips of ours an ack covers: they carry indexes 1..acked_tip_count().
   uint64_t acked_tip_count() const;
@@ -296,7 +297,8 @@ class Channel {
   uint64_t own_tip_count_ = 0;
   // Both queues hold no memory while empty (util/lazy_deque.h).
   LazyDeque<OutgoingUpdate> in_flight_;  // oldest first
-  std::optional<v1::Ack> receipt_;
+  // The two acks are on the heap: an idle channel holds neither.
+  BoxedOptional<v1::Ack> receipt_;
   uint64_t receipt_transferred_ = 0;
   LazyDeque<v1::Tip> queue_;  // validated; index assigned when folded
   uint64_t queued_amount_ = 0;
@@ -304,7 +306,7 @@ class Channel {
   // Remote -> local.
   v1::BalanceProof received_;  // latest applied (nonce 0: none, empty)
   uint64_t received_tip_count_ = 0;
-  std::optional<v1::Ack> sent_ack_;  // for received_ or an older nonce
+  BoxedOptional<v1::Ack> sent_ack_;  // for received_ or an older nonce
   uint64_t acked_received_transferred_ = 0;
 };
 

@@ -317,6 +317,14 @@ Result<channel::Channel> ChannelDb::Restore(std::string_view channel_id,
                                             const crypto::PublicKey& local,
                                             const ChannelLocalLimits& limits) const {
   TIPD_ASSIGN_OR_RETURN(v1::StoredChannel record, GetChannel(channel_id));
+  return Restore(record, local, limits);
+}
+
+Result<channel::Channel> ChannelDb::Restore(const v1::StoredChannel& record,
+                                            const crypto::PublicKey& local,
+                                            const ChannelLocalLimits& limits) const {
+  TIPD_RETURN_IF_ERROR(storage::CheckChannelId(record.channel_id()));
+  const std::string_view channel_id = record.channel_id();
   const std::string key = EscapeKey(storage::ChannelKey(channel_id));
   auto local_key = crypto::PublicKey::Parse(AsSpan(record.local_key()));
   auto remote_key = crypto::PublicKey::Parse(AsSpan(record.remote_key()));

@@ -145,6 +145,11 @@ class ChannelDb {
   // do not fit together.
   Result<channel::Channel> Restore(std::string_view channel_id, const crypto::PublicKey& local,
                                    const ChannelLocalLimits& limits = {}) const;
+  // The same from a record the caller already read (ListChannels): one
+  // read less per channel at start, and the channel records' blocks do not
+  // all land in the block cache.
+  Result<channel::Channel> Restore(const v1::StoredChannel& record, const crypto::PublicKey& local,
+                                   const ChannelLocalLimits& limits = {}) const;
 
   // The tips of one direction with from_index <= index < from_index +
   // min(limit, kMaxHistoryPage), in index order; reads only that range.

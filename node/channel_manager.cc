@@ -136,8 +136,7 @@ Status ChannelManager::Start() {
     ChannelLocalLimits limits;
     limits.max_update_bytes = options_.open.max_update_bytes;
     limits.max_queued_tips = options_.open.max_queued_tips;
-    TIPD_ASSIGN_OR_RETURN(channel::Channel ch,
-                          chdb_.Restore(rec.channel_id(), key_.public_key(), limits));
+    TIPD_ASSIGN_OR_RETURN(channel::Channel ch, chdb_.Restore(rec, key_.public_key(), limits));
     auto live = std::make_unique<LiveChannel>(rec, std::move(ch), remote);
     if (rec.phase() == v1::STORED_CHANNEL_PHASE_CLOSING) live->close_requested = true;
     live->known_since_height = ledger_.chain().height();
@@ -152,10 +151,10 @@ Status ChannelManager::Start() {
       live->pending_close =
           std::make_unique<LiveChannel::PendingClose>(LiveChannel::PendingClose{std::move(body)});
     }
-    std::string id = rec.channel_id();
-    stats_.NoteChannel(id, live->peer.Hex());
+    stats_.NoteChannel(live->id, live->peer.Hex());
     IndexPhase(*live);
-    channels_.emplace(id, std::move(live));
+    const std::string_view key = live->id;  // the map's key views the channel's id
+    channels_.emplace(key, std::move(live));
   }
   // The stats index: tips from before it existed (once), fees of blocks the
   // chain holds but the index has not counted.
@@ -272,7 +271,7 @@ void ChannelManager::EnterReadOnly(const std::string& what, const Status& why) {
   log_->critical("{}", health_.message());
   // Nothing can be acknowledged from now on: answer every waiting caller now
   // rather than at the end of its ack wait.
-  for (const auto& [id, live] : channels_) requests_.AnswerReadOnly(id, health_.message());
+  for (const auto& [id, live] : channels_) requests_.AnswerReadOnly(live->id, health_.message());
 }
 
 void ChannelManager::CommitThen(LiveChannel* live, storage::WriteBatch batch,
@@ -335,7 +334,8 @@ void ChannelManager::SetPhase(LiveChannel& live, v1::StoredChannelPhase phase,
                               storage::WriteBatch* batch) {
   if (live.phase() == phase) return;
   const std::string previous = PhaseName(live.phase());
-  Status s = chdb_.StagePhase(batch, &live.record, phase);
+  Status s =
+      live.StageRecord([&](v1::StoredChannel* r) { return chdb_.StagePhase(batch, r, phase); });
   if (!s.ok()) log_->error("channel {}: stage phase: {}", Short(live.id), s.ToString());
   IndexPhase(live);
   log_->info("channel {} with {}: {} -> {}", Short(live.id), live.peer.Hex().substr(0, 16),
@@ -396,7 +396,7 @@ void ChannelManager::OnPeerConnected(const p2p::PeerInfo& info) {
     live->shutdown_received = false;
     live->proposal_sent = false;
     live->pending_proposal.reset();
-    if (live->commits_pending == 0) reestablish_backlog_[info.id].push_back(id);
+    if (live->commits_pending == 0) reestablish_backlog_[info.id].push_back(live->id);
   }
   SendQueuedReestablishes(info.id);
 }
@@ -535,7 +535,8 @@ void ChannelManager::SendReestablish(LiveChannel& live) {
       const uint64_t held = live.ch.received_proof().nonce();
       *live.record.mutable_peer_evidence_proof() = *evidence;
       storage::WriteBatch batch;
-      Status s = chdb_.StagePhase(&batch, &live.record, live.phase());
+      Status s = live.StageRecord(
+          [&](v1::StoredChannel* r) { return chdb_.StagePhase(&batch, r, live.phase()); });
       if (s.ok()) s = committer_.SubmitAndWait(std::move(batch));
       if (!s.ok()) {
         EnterReadOnly("persisting the peer's newest proof of channel " + Short(live.id), s);
@@ -610,7 +611,9 @@ void ChannelManager::ApplyPlan(LiveChannel& live, channel::ReestablishPlan plan)
     // If this write is lost, the next reestablish clears the mark again.
     live.record.set_restored_awaiting_peer(false);
     storage::WriteBatch batch;
-    if (chdb_.StagePhase(&batch, &live.record, live.phase()).ok()) {
+    if (live.StageRecord(
+                [&](v1::StoredChannel* r) { return chdb_.StagePhase(&batch, r, live.phase()); })
+            .ok()) {
       CommitThen(&live, std::move(batch), [](Status) {});
     }
     log_->info("channel {}: caught up with the peer after a restore; tips accepted again",

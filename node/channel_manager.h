@@ -291,7 +291,9 @@ class ChannelManager {
   std::shared_ptr<bool> alive_;
   int proof_log_fd_ = -1;  // the debug proof log, -1 when off
 
-  std::map<std::string, std::unique_ptr<LiveChannel>> channels_;  // by channel id bytes
+  // By channel id bytes; each key views its channel's `id` (no second copy
+  // of the id per channel, issue 11). Channels are never removed.
+  std::map<std::string_view, std::unique_ptr<LiveChannel>, std::less<>> channels_;
   // Per new session: the channel ids whose reestablish waits for room.
   std::map<p2p::PeerId, std::deque<std::string>> reestablish_backlog_;
   // The channels Reconcile must see at every height, whatever the block

@@ -108,7 +108,8 @@ void ChannelManager::GiveCloseSignature(LiveChannel& live, v1::Envelope env) {
   storage::WriteBatch batch;
   if (!live.record.close_signature_given()) {
     live.record.set_close_signature_given(true);
-    (void)chdb_.StagePhase(&batch, &live.record, live.phase());
+    (void)live.StageRecord(
+        [&](v1::StoredChannel* r) { return chdb_.StagePhase(&batch, r, live.phase()); });
   }
   LiveChannel* lp = &live;
   CommitThen(lp, std::move(batch), [this, lp, env = std::move(env), epoch](Status s) {

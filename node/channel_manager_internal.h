@@ -32,8 +32,12 @@ ledger::ChannelId LedgerId(const std::string& id);
 }  // namespace internal
 
 struct ChannelManager::LiveChannel {
-  v1::StoredChannel record;  // phase, close reason, negotiated limits
-  channel::Channel ch;       // balances, proofs, receipt, what is in flight
+  // Phase, close reason, negotiated limits. Held without the four identity
+  // fields the channel's params already hold (channel id, chain id, both
+  // keys: about 340 bytes of heap per channel, issue 11); FullRecord() puts
+  // them back for every write, so what is stored is the record as before.
+  v1::StoredChannel record;
+  channel::Channel ch;  // balances, proofs, receipt, what is in flight
   crypto::PublicKey peer;
   std::string id;  // channel id bytes
 
@@ -80,7 +84,32 @@ struct ChannelManager::LiveChannel {
   std::unique_ptr<PendingClose> pending_close;
 
   LiveChannel(v1::StoredChannel r, channel::Channel c, crypto::PublicKey p)
-      : record(std::move(r)), ch(std::move(c)), peer(p), id(record.channel_id()) {}
+      : record(std::move(r)), ch(std::move(c)), peer(p), id(record.channel_id()) {
+    CompactRecord();
+  }
+  // The record as stored (identity fields included): what every write of
+  // the channel record stages.
+  v1::StoredChannel FullRecord() const {
+    v1::StoredChannel full = record;
+    if (record_compact_) {
+      const channel::ChannelParams& p = ch.params();
+      full.set_channel_id(id);
+      full.set_chain_id(p.chain_id);
+      full.set_local_key(internal::Str(p.local_key.bytes()));
+      full.set_remote_key(internal::Str(p.remote_key.bytes()));
+    }
+    return full;
+  }
+  // Runs a ChannelDb stage function (StagePhase, StageDeposits) on the whole
+  // record and keeps what it set, as if it had been given `&record`.
+  template <typename StageFn>
+  Status StageRecord(StageFn&& stage) {
+    v1::StoredChannel full = FullRecord();
+    Status s = stage(&full);
+    record = std::move(full);
+    CompactRecord();
+    return s;
+  }
   v1::StoredChannelPhase phase() const { return record.phase(); }
   bool usable() const { return session.has_value() && reestablished; }
   // We signed final balances, or a close is on its way to the ledger: never
@@ -95,6 +124,25 @@ struct ChannelManager::LiveChannel {
                ? record.peer_evidence_proof()
                : ch.received_proof();
   }
+
+ private:
+  // Drops the identity fields from `record` when the params hold exactly
+  // the same bytes (always, for a record ChannelDb accepted); otherwise the
+  // record stays whole.
+  void CompactRecord() {
+    const channel::ChannelParams& p = ch.params();
+    if (record.channel_id() != AsStringView(p.channel_id) || record.chain_id() != p.chain_id ||
+        record.local_key() != AsStringView(p.local_key.bytes()) ||
+        record.remote_key() != AsStringView(p.remote_key.bytes())) {
+      return;
+    }
+    record.set_allocated_channel_id(nullptr);
+    record.set_allocated_chain_id(nullptr);
+    record.set_allocated_local_key(nullptr);
+    record.set_allocated_remote_key(nullptr);
+    record_compact_ = true;
+  }
+  bool record_compact_ = false;
 };
 
 }  // namespace tipd::node

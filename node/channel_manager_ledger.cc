@@ -37,7 +37,7 @@ ChannelManager::LiveChannel* ChannelManager::Adopt(AgreedChannel agreed,
   stats_.NoteChannel(lp->id, agreed.peer.Hex());
   lp->session = peers_.FindPeer(agreed.peer);
   lp->known_since_height = ledger_.chain().height();
-  channels_.emplace(lp->id, std::move(live));
+  channels_.emplace(std::string_view(lp->id), std::move(live));
   IndexPhase(*lp);
   return lp;
 }
@@ -271,8 +271,10 @@ void ChannelManager::Reconcile(LiveChannel& live) {
   if (dl > snap.deposit_local || dr > snap.deposit_remote) {
     if (live.ch.SetDepositLocal(std::max(dl, snap.deposit_local)).ok() &&
         live.ch.SetDepositRemote(std::max(dr, snap.deposit_remote)).ok()) {
-      (void)chdb_.StageDeposits(&batch, &live.record, std::max(dl, snap.deposit_local),
-                                std::max(dr, snap.deposit_remote));
+      (void)live.StageRecord([&](v1::StoredChannel* r) {
+        return chdb_.StageDeposits(&batch, r, std::max(dl, snap.deposit_local),
+                                   std::max(dr, snap.deposit_remote));
+      });
       write = true;
       log_->info("channel {}: deposits now {} / {}", Short(live.id), dl, dr);
     }

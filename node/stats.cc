@@ -128,11 +128,19 @@ const char* StatsGroupByName(StatsGroupBy g) {
 
 StatsIndex::StatsIndex(storage::Database* db) : db_(db) {}
 
+std::optional<StatsIndex::ChannelKey> StatsIndex::ToChannelKey(std::string_view channel_id) {
+  if (channel_id.size() != storage::kChannelIdSize) return std::nullopt;
+  ChannelKey key;
+  std::copy(channel_id.begin(), channel_id.end(), key.begin());
+  return key;
+}
+
 uint32_t StatsIndex::ChannelIndex(const std::string& channel_id) {
   auto [it, added] = channel_index_.emplace(channel_id, static_cast<uint32_t>(channels_.size()));
   if (added) {
     channels_.push_back(channel_id);
-    auto p = peers_.find(channel_id);
+    const std::optional<ChannelKey> key = ToChannelKey(channel_id);
+    auto p = key ? peers_.find(*key) : peers_.end();
     channel_peer_.push_back(p == peers_.end() ? PeerIndex("unknown") : p->second);
   }
   return it->second;
@@ -151,8 +159,10 @@ uint32_t StatsIndex::AppIndex(const std::string& app) {
 }
 
 void StatsIndex::NoteChannel(const std::string& channel_id, const std::string& peer_hex) {
+  const std::optional<ChannelKey> key = ToChannelKey(channel_id);
+  if (!key) return;  // not a channel id
   const uint32_t peer = PeerIndex(peer_hex);
-  peers_[channel_id] = peer;
+  peers_[*key] = peer;
   auto c = channel_index_.find(channel_id);
   if (c == channel_index_.end()) return;  // no tips yet: ChannelIndex reads peers_
   if (channel_peer_[c->second] != peer) {
@@ -394,7 +404,7 @@ Status StatsIndex::Load() {
           return Status::Corruption("fee key " + storage::EscapeKey(key) + " is malformed");
         }
         TIPD_ASSIGN_OR_RETURN(v1::StoredChannelFees f, FeesStore::Decode(key, value));
-        fees_[std::string(key.substr(2))] = f;
+        fees_[*ToChannelKey(key.substr(2))] = f;  // the size is checked above
         return Status::Ok();
       }));
   TIPD_ASSIGN_OR_RETURN(std::optional<v1::StoredStatsProgress> height,
@@ -455,7 +465,9 @@ void StatsIndex::StageTips(storage::WriteBatch* batch, const std::string& channe
 }
 
 void StatsIndex::AddFee(const std::string& channel_id, FeeKind kind, uint64_t fee) {
-  v1::StoredChannelFees& f = fees_[channel_id];
+  const std::optional<ChannelKey> key = ToChannelKey(channel_id);
+  if (!key) return;  // not a channel id (OnBlock passes only channel ids)
+  v1::StoredChannelFees& f = fees_[*key];
   switch (kind) {
     case FeeKind::kOpen:
       f.set_open(f.open() + fee);
@@ -518,7 +530,9 @@ bool StatsIndex::StageBlockFees(storage::WriteBatch* batch, const v1::Block& blo
     AddFee(channel, kind, tx.fee());
     touched.insert(channel);
   }
-  for (const std::string& c : touched) FeesStore(db_).Put(batch, FeesKey(c), fees_[c]);
+  for (const std::string& c : touched) {
+    FeesStore(db_).Put(batch, FeesKey(c), fees_[*ToChannelKey(c)]);  // sizes checked above
+  }
   if (touched.empty() && height - fee_height_written_ < kProgressEvery) {
     // Nothing of ours: the progress need not move yet (a restart rescans
     // these blocks, which hold no fee of ours).
@@ -772,7 +786,8 @@ v1::StatsResponse StatsIndex::QueryMinutes(uint64_t from_ms, uint64_t to_ms,
           name = HexEncode(AsSpan(channels_[k.channel]));
           break;
         case StatsGroupBy::kPeer: {
-          auto p = peers_.find(channels_[k.channel]);
+          const std::optional<ChannelKey> key = ToChannelKey(channels_[k.channel]);
+          auto p = key ? peers_.find(*key) : peers_.end();
           name = p == peers_.end() ? "unknown" : peer_names_[p->second];
           break;
         }
@@ -806,12 +821,13 @@ v1::StatsResponse StatsIndex::QueryMinutes(uint64_t from_ms, uint64_t to_ms,
 void StatsIndex::AddFeesTo(v1::StatsResponse* out) const {
   // Fees and what they carried: the whole history of every channel.
   std::set<std::string> ids;
-  for (const auto& [id, f] : fees_) ids.insert(id);
+  for (const auto& [id, f] : fees_) ids.insert(FromChannelKey(id));
   for (const auto& [id, t] : totals_) ids.insert(id);
   v1::StatsFees& all = *out->mutable_fees();
   for (const std::string& id : ids) {
     v1::StoredChannelFees f;
-    if (auto it = fees_.find(id); it != fees_.end()) f = it->second;
+    const std::optional<ChannelKey> key = ToChannelKey(id);
+    if (auto it = key ? fees_.find(*key) : fees_.end(); it != fees_.end()) f = it->second;
     ChannelTotals t;
     if (auto it = totals_.find(id); it != totals_.end()) t = it->second;
     const uint64_t tips = t.tips[0] + t.tips[1];
@@ -819,7 +835,9 @@ void StatsIndex::AddFeesTo(v1::StatsResponse* out) const {
     const uint64_t total = FeeTotal(f);
     v1::StatsChannelFees& c = *out->add_channels();
     c.set_channel_id(HexEncode(AsSpan(id)));
-    if (auto p = peers_.find(id); p != peers_.end()) c.set_peer_node_id(peer_names_[p->second]);
+    if (auto p = key ? peers_.find(*key) : peers_.end(); p != peers_.end()) {
+      c.set_peer_node_id(peer_names_[p->second]);
+    }
     c.set_total(total);
     c.set_open(f.open());
     c.set_deposit(f.deposit());
@@ -846,7 +864,10 @@ std::set<std::string> StatsIndex::PeersWithTips(storage::Direction direction) co
   const auto d = static_cast<size_t>(direction);
   for (const auto& [id, t] : totals_) {
     if (t.tips[d] == 0) continue;
-    if (auto p = peers_.find(id); p != peers_.end()) out.insert(peer_names_[p->second]);
+    const std::optional<ChannelKey> key = ToChannelKey(id);
+    if (auto p = key ? peers_.find(*key) : peers_.end(); p != peers_.end()) {
+      out.insert(peer_names_[p->second]);
+    }
   }
   return out;
 }

@@ -37,6 +37,7 @@
 // Threading: the manager's event thread only (stage, query, load).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -187,13 +188,21 @@ class StatsIndex {
   std::map<std::string, uint32_t> channel_index_;
   std::vector<std::string> apps_;
   std::map<std::string, uint32_t> app_index_;
-  // Channel id bytes -> peer index (peer_names_): one hex string per peer,
-  // not per channel.
-  std::map<std::string, uint32_t> peers_;
+  // The two maps with an entry per channel (idle ones too) hold the 32-byte
+  // channel id inline, not as a heap string (issue 11, docs/performance.md).
+  // Ids of another size are not channels: never noted, never found.
+  using ChannelKey = std::array<char, storage::kChannelIdSize>;
+  static std::optional<ChannelKey> ToChannelKey(std::string_view channel_id);
+  static std::string FromChannelKey(const ChannelKey& key) {
+    return std::string(key.data(), key.size());
+  }
+  // Channel id -> peer index (peer_names_): one hex string per peer, not per
+  // channel.
+  std::map<ChannelKey, uint32_t> peers_;
   std::map<std::string, ChannelTotals> totals_;
-  std::map<std::string, v1::StoredChannelFees> fees_;  // channel id bytes
-  uint64_t fee_height_ = 0;                            // blocks counted (staged)
-  uint64_t fee_height_written_ = 0;                    // the progress height last staged
+  std::map<ChannelKey, v1::StoredChannelFees> fees_;
+  uint64_t fee_height_ = 0;          // blocks counted (staged)
+  uint64_t fee_height_written_ = 0;  // the progress height last staged
 };
 
 }  // namespace tipd::node
