@@ -283,7 +283,7 @@ void ChannelManager::CommitThen(LiveChannel* live, storage::WriteBatch batch,
   committer_.Submit(std::move(batch), [this, alive = alive_, live, then = std::move(then),
                                        phase_events = std::move(phase_events)](Status s) mutable {
     boost::asio::post(io_, [this, alive, live, then = std::move(then), s,
-                            phase_events = std::move(phase_events)]() {
+                            phase_events = std::move(phase_events)]() mutable {
       if (!*alive) return;
       if (!s.ok()) EnterReadOnly("a channel write failed", s);
       PublishStaged(phase_events, s);
@@ -307,10 +307,10 @@ void ChannelManager::Emit(storage::WriteBatch* batch, v1::Event event,
   staged->push_back(std::move(event));
 }
 
-void ChannelManager::PublishStaged(const std::vector<v1::Event>& staged, const Status& written) {
-  for (const v1::Event& e : staged) {
+void ChannelManager::PublishStaged(std::vector<v1::Event>& staged, const Status& written) {
+  for (v1::Event& e : staged) {
     if (written.ok()) {
-      events_->Publish(e);
+      events_->Publish(std::move(e));
     } else {
       events_->Abandon(e.id());
     }
@@ -804,7 +804,7 @@ void ChannelManager::Pump(LiveChannel& live) {
     LiveChannel* lp = &live;
     CommitThen(lp, std::move(batch),
                [this, lp, env = std::move(env), epoch, nonce, first, last,
-                staged = std::move(staged)](Status s) {
+                staged = std::move(staged)](Status s) mutable {
                  PublishStaged(staged, s);
                  if (!s.ok()) {
                    // Never sent, never paid; the restart forgets the update.
@@ -956,7 +956,7 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
   if (anomalies_) screened.assign(m.tips().begin(), m.tips().end());
   CommitThen(lp, std::move(batch),
              [this, lp, ack = *ack, epoch, amount, count, staged = std::move(staged),
-              screened = std::move(screened), now_ms](Status s) {
+              screened = std::move(screened), now_ms](Status s) mutable {
                PublishStaged(staged, s);
                if (!s.ok()) return;
                if (tips_received_) {
@@ -1020,7 +1020,7 @@ void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
   Emit(&batch, std::move(e), &staged);
   LiveChannel* lp = live;
   CommitThen(lp, std::move(batch),
-             [this, lp, m, transferred, last_index, staged = std::move(staged)](Status s) {
+             [this, lp, m, transferred, last_index, staged = std::move(staged)](Status s) mutable {
                PublishStaged(staged, s);
                if (!s.ok()) return;
                v1::TipReceiptApi rc;

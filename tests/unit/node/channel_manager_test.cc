@@ -105,9 +105,10 @@ TEST_F(ChannelManagerTest, TipIsAckedAndHeldByteIdenticalByTheReceiver) {
   TipAnswer r = net_.Tip(*a_, id, 25, message);
   ASSERT_TRUE(r.ok()) << (r.outcome.refusal ? r.outcome.refusal->message : "pending");
   EXPECT_EQ(r.outcome.response.tip().tip().index(), 1u);
-  EXPECT_EQ(r.outcome.response.receipt().transferred(), 25u);
+  ASSERT_NE(r.outcome.Receipt(), nullptr);
+  EXPECT_EQ(r.outcome.Receipt()->transferred(), 25u);
   // The receipt is the peer's signature over what it holds.
-  EXPECT_EQ(r.outcome.response.receipt().ack().nonce(), r.outcome.response.tip().nonce());
+  EXPECT_EQ(r.outcome.Receipt()->ack().nonce(), r.outcome.response.tip().nonce());
   auto got = Received(*b_, id);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].tip().message(), message);
