@@ -625,7 +625,9 @@ void ChannelManager::ApplyPlan(LiveChannel& live, channel::ReestablishPlan plan)
 // Tips: sending
 
 void ChannelManager::SendTip(TipRequestIn req, TipCallback done) {
-  const Hash32 request_hash = TipRequestHash(req);
+  // The hash binds an idempotency key to its request; without a key nothing
+  // reads it (a SHA-256 and a hex string per tip saved on the batch path).
+  const Hash32 request_hash = req.idempotency_key.empty() ? Hash32{} : TipRequestHash(req);
   SendTipHashed(std::move(req), request_hash, std::move(done));
 }
 
@@ -920,6 +922,8 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
   const uint64_t now_ms = static_cast<uint64_t>(clock_.NowMs());
   stats_.StageTips(&batch, live->id, storage::Direction::kRemoteToLocal, m.tips(), now_ms);
   std::vector<v1::Event> staged;
+  const std::string channel_hex = events_ ? Hex(live->id) : std::string();
+  const std::string peer_hex = events_ ? live->peer.Hex() : std::string();
   for (const v1::Tip& tip : m.tips()) {
     // The money is accepted whatever its refund link says; the link only
     // counts if it is valid (docs/protocol.md "Refund links").
@@ -931,9 +935,9 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
     v1::Event e;
     e.set_type("tip_received");
     v1::TipApi& api = *e.mutable_tip();
-    api.set_channel_id(Hex(live->id));
+    api.set_channel_id(channel_hex);
     api.set_direction("received");
-    api.set_peer_node_id(live->peer.Hex());
+    api.set_peer_node_id(peer_hex);
     *api.mutable_tip() = tip;
     api.set_nonce(nonce);
     if (const std::string* link = RefundOfMetadata(tip)) {
