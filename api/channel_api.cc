@@ -195,6 +195,11 @@ ApiResponse TipAnswer(const TipOutcome& r) {
     }
     return res;
   }
+  if (r.receipt && !r.response.has_receipt()) {
+    v1::TipResponse with_receipt = r.response;
+    *with_receipt.mutable_receipt() = *r.receipt;
+    return ApiResponse::Json(with_receipt, r.acked ? 200 : 202);
+  }
   return ApiResponse::Json(r.response, r.acked ? 200 : 202);
 }
 
@@ -470,10 +475,10 @@ void NodeApi::SendParsedTipBatch(ApiRequest req, Responder responder, v1::TipBat
         line.set_tip_index(tip.tip().index());
         line.set_channel_id(tip.channel_id());
         line.set_status(r.acked ? "acked" : "pending");
-        if (r.acked && r.response.has_receipt() &&
-            g.receipts_seen.emplace(r.response.receipt().channel_id(), r.response.receipt().nonce())
-                .second) {
-          *g.brief.add_receipts() = std::move(*r.response.mutable_receipt());
+        const v1::TipReceiptApi* receipt = r.acked ? r.Receipt() : nullptr;
+        if (receipt != nullptr &&
+            g.receipts_seen.emplace(receipt->channel_id(), receipt->nonce()).second) {
+          *g.brief.add_receipts() = *receipt;
         }
       }
       out = &g.brief;
@@ -506,7 +511,7 @@ void NodeApi::SendParsedTipBatch(ApiRequest req, Responder responder, v1::TipBat
       } else {
         v1::TipResponse& slot = *g->full.mutable_results(static_cast<int>(i));
         if (!r.refusal) {
-          slot = std::move(r.response);
+          slot = r.TakeResponse();
         } else {
           slot.mutable_tip()->set_direction("sent");
           slot.set_error_code(r.refusal->code());

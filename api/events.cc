@@ -13,6 +13,7 @@
 #include "node/logging.h"
 #include "storage/storage.h"
 #include "tipd/storage.pb.h"
+#include "util/bytes.h"
 
 namespace tipd::api {
 namespace {
@@ -45,6 +46,46 @@ Result<std::optional<uint64_t>> FirstIdAtOrAfter(const storage::Database& db, ui
                      });
   TIPD_RETURN_IF_ERROR(s);
   return found;
+}
+
+// tip_sent and tip_received events are stored by reference: their tip body
+// is the tip history record written in the same batch.
+bool StoredByReference(const tipd::v1::Event& event) {
+  return event.has_tip() && event.tip().has_tip() &&
+         (event.type() == kEventTipSent || event.type() == kEventTipReceived);
+}
+
+// Loads the tip body of an event stored by reference from the tip history.
+// If it cannot be read, the event keeps its index-only tip and says why in
+// tip.tip_unavailable (never a silently different payload), and the node
+// logs it.
+void LoadTipBody(storage::Database* db, tipd::v1::Event* event) {
+  tipd::v1::TipApi& api = *event->mutable_tip();
+  const uint64_t index = api.tip().index();
+  std::string why;
+  const Result<Bytes> channel = HexDecode(api.channel_id());
+  const bool sent = api.direction() == "sent";
+  if (!channel.ok() || (!sent && api.direction() != "received")) {
+    why = "the event names no valid channel and direction";
+  } else {
+    storage::TipHistoryStore history(db);
+    Result<std::optional<tipd::v1::StoredTip>> stored = history.Get(
+        AsStringView(*channel),
+        sent ? storage::Direction::kLocalToRemote : storage::Direction::kRemoteToLocal, index);
+    if (!stored.ok()) {
+      why = "reading the stored tip failed: " + stored.status().ToString();
+    } else if (!stored->has_value()) {
+      why = "the stored tip is missing";
+    } else if ((*stored)->tip().index() != index) {
+      why = "the stored tip holds index " + std::to_string((*stored)->tip().index());
+    } else {
+      *api.mutable_tip() = std::move(*(*stored)->mutable_tip());
+      return;
+    }
+  }
+  node::Logger("events")->error("event {} ({} tip {} of channel {}): tip body unavailable: {}",
+                                event->id(), event->type(), index, api.channel_id(), why);
+  api.set_tip_unavailable(why);
 }
 
 }  // namespace
@@ -116,7 +157,20 @@ uint64_t EventLog::Stage(storage::WriteBatch* batch, tipd::v1::Event* event) {
   event->set_id(id);
   event->set_time_ms(static_cast<uint64_t>(std::max<int64_t>(0, clock_.NowMs())));
   tipd::v1::StoredEvent record;
-  *record.mutable_event() = *event;
+  if (StoredByReference(*event)) {
+    // Copy everything but the tip body (the tip history holds it): take the
+    // body out for the copy and put it back.
+    tipd::v1::TipApi& api = *event->mutable_tip();
+    std::unique_ptr<tipd::v1::Tip> body(api.release_tip());
+    *record.mutable_event() = *event;
+    if (body) {
+      record.mutable_event()->mutable_tip()->mutable_tip()->set_index(body->index());
+      record.set_tip_elided(true);
+      api.set_allocated_tip(body.release());
+    }
+  } else {
+    *record.mutable_event() = *event;
+  }
   batch->Put(EventKey(id), EventRecords::Encode(std::move(record)));
   pending_.emplace(id, Pending{});
   MaybePrune(batch);
@@ -143,11 +197,11 @@ void EventLog::MaybePrune(storage::WriteBatch* batch) {
   pruned_once_ = true;
 }
 
-void EventLog::Publish(const tipd::v1::Event& event) {
+void EventLog::Publish(tipd::v1::Event event) {
   auto it = pending_.find(event.id());
   if (it == pending_.end() || it->second.settled) return;
   it->second.settled = true;
-  it->second.event = event;
+  it->second.event = std::move(event);
   Drain();
 }
 
@@ -192,10 +246,10 @@ uint64_t EventLog::Append(tipd::v1::Event event, std::function<void(Status)> don
                                         done = std::move(done)](Status status) mutable {
     // On the committer's thread: hand the outcome back to the io thread.
     net::post(io, [this, alive, event = std::move(event), done = std::move(done),
-                   status = std::move(status)]() {
+                   status = std::move(status)]() mutable {
       if (alive.expired()) return;
       if (status.ok()) {
-        Publish(event);
+        Publish(std::move(event));
       } else {
         Abandon(event.id());
       }
@@ -219,6 +273,9 @@ Result<std::vector<tipd::v1::Event>> EventLog::ReadAfter(uint64_t after_id, size
                               return Status::Corruption("event record " + storage::EscapeKey(key) +
                                                         " holds id " +
                                                         std::to_string(record.event().id()));
+                            }
+                            if (record.tip_elided() && record.event().has_tip()) {
+                              LoadTipBody(db_, record.mutable_event());
                             }
                             out.push_back(std::move(*record.mutable_event()));
                             return Status::Ok();

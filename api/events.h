@@ -118,7 +118,8 @@ class EventLog {
   // subscribers at once if every lower id is settled, else held until they
   // are. An id that was not staged, or was already published or abandoned,
   // is ignored.
-  void Publish(const tipd::v1::Event& event);
+  // Takes the event by value: callers done with it move it in.
+  void Publish(tipd::v1::Event event);
 
   // Gives up a staged id whose batch failed: later ids are no longer held
   // back by it. Unknown or settled ids are ignored.

@@ -282,7 +282,7 @@ void ChannelManager::CommitThen(LiveChannel* live, storage::WriteBatch batch,
   committer_.Submit(std::move(batch), [this, alive = alive_, live, then = std::move(then),
                                        phase_events = std::move(phase_events)](Status s) mutable {
     boost::asio::post(io_, [this, alive, live, then = std::move(then), s,
-                            phase_events = std::move(phase_events)]() {
+                            phase_events = std::move(phase_events)]() mutable {
       if (!*alive) return;
       if (!s.ok()) EnterReadOnly("a channel write failed", s);
       PublishStaged(phase_events, s);
@@ -306,10 +306,10 @@ void ChannelManager::Emit(storage::WriteBatch* batch, v1::Event event,
   staged->push_back(std::move(event));
 }
 
-void ChannelManager::PublishStaged(const std::vector<v1::Event>& staged, const Status& written) {
-  for (const v1::Event& e : staged) {
+void ChannelManager::PublishStaged(std::vector<v1::Event>& staged, const Status& written) {
+  for (v1::Event& e : staged) {
     if (written.ok()) {
-      events_->Publish(e);
+      events_->Publish(std::move(e));
     } else {
       events_->Abandon(e.id());
     }
@@ -628,7 +628,9 @@ void ChannelManager::ApplyPlan(LiveChannel& live, channel::ReestablishPlan plan)
 // Tips: sending
 
 void ChannelManager::SendTip(TipRequestIn req, TipCallback done) {
-  const Hash32 request_hash = TipRequestHash(req);
+  // The hash binds an idempotency key to its request; without a key nothing
+  // reads it (a SHA-256 and a hex string per tip saved on the batch path).
+  const Hash32 request_hash = req.idempotency_key.empty() ? Hash32{} : TipRequestHash(req);
   SendTipHashed(std::move(req), request_hash, std::move(done));
 }
 
@@ -807,7 +809,7 @@ void ChannelManager::Pump(LiveChannel& live) {
     LiveChannel* lp = &live;
     CommitThen(lp, std::move(batch),
                [this, lp, env = std::move(env), epoch, nonce, first, last,
-                staged = std::move(staged)](Status s) {
+                staged = std::move(staged)](Status s) mutable {
                  PublishStaged(staged, s);
                  if (!s.ok()) {
                    // Never sent, never paid; the restart forgets the update.
@@ -923,6 +925,8 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
   const uint64_t now_ms = static_cast<uint64_t>(clock_.NowMs());
   stats_.StageTips(&batch, live->id, storage::Direction::kRemoteToLocal, m.tips(), now_ms);
   std::vector<v1::Event> staged;
+  const std::string channel_hex = events_ ? Hex(live->id) : std::string();
+  const std::string peer_hex = events_ ? live->peer.Hex() : std::string();
   for (const v1::Tip& tip : m.tips()) {
     // The money is accepted whatever its refund link says; the link only
     // counts if it is valid (docs/protocol.md "Refund links").
@@ -934,9 +938,9 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
     v1::Event e;
     e.set_type("tip_received");
     v1::TipApi& api = *e.mutable_tip();
-    api.set_channel_id(Hex(live->id));
+    api.set_channel_id(channel_hex);
     api.set_direction("received");
-    api.set_peer_node_id(live->peer.Hex());
+    api.set_peer_node_id(peer_hex);
     *api.mutable_tip() = tip;
     api.set_nonce(nonce);
     if (const std::string* link = RefundOfMetadata(tip)) {
@@ -959,7 +963,7 @@ void ChannelManager::HandleTipUpdate(p2p::PeerId peer, const v1::TipUpdate& m) {
   if (anomalies_) screened.assign(m.tips().begin(), m.tips().end());
   CommitThen(lp, std::move(batch),
              [this, lp, ack = *ack, epoch, amount, count, staged = std::move(staged),
-              screened = std::move(screened), now_ms](Status s) {
+              screened = std::move(screened), now_ms](Status s) mutable {
                PublishStaged(staged, s);
                if (!s.ok()) return;
                if (tips_received_) {
@@ -1023,7 +1027,7 @@ void ChannelManager::HandleAck(p2p::PeerId peer, const v1::Ack& m) {
   Emit(&batch, std::move(e), &staged);
   LiveChannel* lp = live;
   CommitThen(lp, std::move(batch),
-             [this, lp, m, transferred, last_index, staged = std::move(staged)](Status s) {
+             [this, lp, m, transferred, last_index, staged = std::move(staged)](Status s) mutable {
                PublishStaged(staged, s);
                if (!s.ok()) return;
                v1::TipReceiptApi rc;

@@ -265,7 +265,8 @@ class ChannelManager {
   void Emit(storage::WriteBatch* batch, v1::Event event, std::vector<v1::Event>* staged);
   void EmitNow(v1::Event event);
   // Publishes staged events once their batch is durable, or abandons them.
-  void PublishStaged(const std::vector<v1::Event>& staged, const Status& written);
+  // Publishes (moving them out) or abandons the events of a batch.
+  void PublishStaged(std::vector<v1::Event>& staged, const Status& written);
   void EmitChannel(const LiveChannel& live, const std::string& previous_state);
 
   boost::asio::io_context& io_;

@@ -1,5 +1,7 @@
 #include "node/tip_requests.h"
 
+#include <memory>
+
 #include "tipd/storage.pb.h"
 #include "util/bytes.h"
 
@@ -146,6 +148,25 @@ bool TipRequests::Replay(const TipRequestIn& req, const Hash32& request_hash, Ti
   const v1::TipApi& tip = r.response.tip();
   auto channel = HexDecode(tip.channel_id());
   const std::string channel_id = channel.ok() ? std::string(AsStringView(*channel)) : "";
+  if ((*prior)->tip_elided()) {
+    // The answer was stored without the tip body: the sent tip's history
+    // record (written in the same batch) holds it.
+    const uint64_t index = tip.tip().index();
+    auto stored = channel.ok() ? storage::TipHistoryStore(&db_).Get(
+                                     channel_id, storage::Direction::kLocalToRemote, index)
+                               : Result<std::optional<v1::StoredTip>>(Status::Corruption(
+                                     "stored answer of the key names no valid channel"));
+    if (!stored.ok() || !stored->has_value() || (*stored)->tip().index() != index) {
+      const std::string why = !stored.ok()          ? stored.status().ToString()
+                              : stored->has_value() ? "the stored tip holds another index"
+                                                    : "the stored tip is missing";
+      done(TipOutcome::Refused(TipError::kInternal, "the tip of the key's first answer (index " +
+                                                        std::to_string(index) +
+                                                        ") cannot be read: " + why));
+      return true;
+    }
+    *r.response.mutable_tip()->mutable_tip() = std::move(*(*stored)->mutable_tip());
+  }
   if (auto receipt = receipt_of(channel_id, tip.nonce())) {
     *r.response.mutable_receipt() = *receipt;
     r.acked = true;
@@ -243,9 +264,21 @@ void TipRequests::StageFolded(const std::string& channel_id, const v1::TipApi& t
   p->folded = true;
   *p->response.mutable_tip() = tip;
   if (!p->key.empty()) {
+    // Stored without the tip body (the tip history record in the same batch
+    // holds it; Replay loads it): take the body out to serialize, then put
+    // it back.
+    v1::TipApi& api = *p->response.mutable_tip();
+    std::unique_ptr<v1::Tip> body(api.release_tip());
+    if (body) api.mutable_tip()->set_index(body->index());
     v1::StoredIdempotentResult rec;
     rec.set_request_hash(std::string(AsStringView(p->request_hash)));
     rec.set_response(p->response.SerializeAsString());
+    rec.set_tip_elided(body != nullptr);
+    if (body) {
+      api.set_allocated_tip(body.release());
+    } else {
+      api.clear_tip();
+    }
     IdempotencyRecords(&db_).Put(batch, RecordKey(p->owner, p->key), rec);
   }
   if (p->charge) p->charge->CommitToBatch(batch);
@@ -266,12 +299,14 @@ void TipRequests::AnswerAcked(const std::string& channel_id, uint64_t last_index
   auto c = waiting_.find(channel_id);
   if (c == waiting_.end()) return;
   std::vector<std::pair<std::vector<TipCallback>, TipOutcome>> answers;
+  // One receipt for every tip this ack answers.
+  auto shared = std::make_shared<const v1::TipReceiptApi>(receipt);
   while (!c->second.empty() && c->second.begin()->first <= last_index) {
     Pending& p = c->second.begin()->second;
     TipOutcome r;
     r.acked = true;
     r.response = std::move(p.response);
-    *r.response.mutable_receipt() = receipt;
+    r.receipt = shared;
     answers.emplace_back(std::move(p.done), std::move(r));
     Forget(channel_id, c->second.begin()->first);
     c = waiting_.find(channel_id);

@@ -68,8 +68,22 @@ struct TipRefusal {
 // The answer to one request.
 struct TipOutcome {
   std::optional<TipRefusal> refusal;  // set: refused, nothing paid
-  v1::TipResponse response;           // the tip (and receipt once acked)
+  v1::TipResponse response;           // the tip (and receipt once acked, see below)
   bool acked = false;
+  // An acked tip's receipt, shared by every tip the same ack answers (a
+  // batch of 1,000 tips carries one receipt, not 1,000 copies); then
+  // response.receipt() is empty. Replayed answers carry it in
+  // response.receipt() instead. Receipt() reads either.
+  std::shared_ptr<const v1::TipReceiptApi> receipt;
+  const v1::TipReceiptApi* Receipt() const {
+    if (receipt) return receipt.get();
+    return response.has_receipt() ? &response.receipt() : nullptr;
+  }
+  // The response as the API answers it: the receipt filled in.
+  v1::TipResponse TakeResponse() {
+    if (receipt && !response.has_receipt()) *response.mutable_receipt() = *receipt;
+    return std::move(response);
+  }
   static TipOutcome Refused(TipError error, std::string message, std::string rule_code = "");
 };
 using TipCallback = std::function<void(TipOutcome)>;

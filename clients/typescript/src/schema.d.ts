@@ -933,6 +933,8 @@ export interface components {
             refunded_total: components["schemas"]["Uint64"];
             /** @description a received tip whose refund_of link this node does not accept: why */
             refund_link_error: string;
+            /** @description only on a tip event read back from the event log whose tip could not be loaded from the tip history: why (tip then holds only index) */
+            tip_unavailable?: string;
         };
         TipResponse: {
             tip?: components["schemas"]["TipApi"];

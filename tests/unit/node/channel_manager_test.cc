@@ -9,7 +9,12 @@
 
 #include "channel/codec.h"
 #include "ledger/codec.h"
+#include "node/tip_requests.h"
+#include "storage/storage.h"
+#include "tests/support/test_support.h"
 #include "tests/unit/node/channel_harness.h"
+#include "tipd/storage.pb.h"
+#include "util/bytes.h"
 
 namespace tipd::testing {
 namespace {
@@ -105,9 +110,10 @@ TEST_F(ChannelManagerTest, TipIsAckedAndHeldByteIdenticalByTheReceiver) {
   TipAnswer r = net_.Tip(*a_, id, 25, message);
   ASSERT_TRUE(r.ok()) << (r.outcome.refusal ? r.outcome.refusal->message : "pending");
   EXPECT_EQ(r.outcome.response.tip().tip().index(), 1u);
-  EXPECT_EQ(r.outcome.response.receipt().transferred(), 25u);
+  ASSERT_NE(r.outcome.Receipt(), nullptr);
+  EXPECT_EQ(r.outcome.Receipt()->transferred(), 25u);
   // The receipt is the peer's signature over what it holds.
-  EXPECT_EQ(r.outcome.response.receipt().ack().nonce(), r.outcome.response.tip().nonce());
+  EXPECT_EQ(r.outcome.Receipt()->ack().nonce(), r.outcome.response.tip().nonce());
   auto got = Received(*b_, id);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].tip().message(), message);
@@ -1223,6 +1229,76 @@ TEST_F(ChannelManagerTest, TipListingContinuesPastAGapAtTheStartOfAHistory) {
   const auto all = Received(*b_, id);
   ASSERT_EQ(all.size(), 7u);
   EXPECT_EQ(all.back().tip().message(), "t10");
+}
+
+// A keyed tip's first answer is stored without the tip body; a retry loads
+// it from the sent tip's history record. If that record cannot be found the
+// retry is refused with a clear INTERNAL error (never an answer with an
+// empty tip); once it is there, the answer carries the whole tip.
+TEST(TipRequestsTest, AnswerStoredWithoutTheTipBodyIsRebuiltOrRefusedClearly) {
+  TempDir dir("tipd-tip-requests");
+  auto db = storage::Database::Open(dir.path() / "db");
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ManualClock clock(1'700'000'000'000);
+  ManualTimers timers(clock);
+  node::TipRequests requests(**db, timers, std::chrono::milliseconds(1000));
+  node::TipRequestIn in;
+  in.channel_id = std::string(32, '\x22');
+  in.draft.amount = 5;
+  in.draft.message = "the body";
+  in.draft.metadata = {{"app_name", "podverse"}};
+  in.idempotency_key = "k1";
+  in.key_owner = "owner";
+  const Hash32 hash = node::TipRequestHash(in);
+  v1::TipResponse first;
+  first.mutable_tip()->set_channel_id(std::string(64, '2'));
+  first.mutable_tip()->set_direction("sent");
+  first.mutable_tip()->set_nonce(2);
+  first.mutable_tip()->set_idempotency_key("k1");
+  first.mutable_tip()->mutable_tip()->set_index(4);
+  v1::StoredIdempotentResult rec;
+  rec.set_request_hash(std::string(AsStringView(hash)));
+  rec.set_response(first.SerializeAsString());
+  rec.set_tip_elided(true);
+  storage::WriteBatch batch;
+  storage::RecordStore<v1::StoredIdempotentResult>(db->get()).Put(&batch, "Itip/owner/k1", rec);
+  ASSERT_TRUE((*db)->Write(batch).ok());
+  auto replay = [&] {
+    std::optional<node::TipOutcome> got;
+    node::TipCallback done = [&](node::TipOutcome r) { got = std::move(r); };
+    EXPECT_TRUE(requests.Replay(in, hash, done, [](const std::string&, uint64_t) {
+      return std::optional<v1::TipReceiptApi>();
+    }));
+    return got;
+  };
+  std::optional<node::TipOutcome> refused = replay();
+  ASSERT_TRUE(refused.has_value());
+  ASSERT_TRUE(refused->refusal.has_value());
+  EXPECT_EQ(refused->refusal->error, node::TipError::kInternal);
+  EXPECT_NE(refused->refusal->message.find("index 4) cannot be read: the stored tip is missing"),
+            std::string::npos)
+      << refused->refusal->message;
+
+  v1::StoredTip stored;
+  stored.mutable_tip()->set_index(4);
+  stored.mutable_tip()->set_amount(5);
+  stored.mutable_tip()->set_message("the body");
+  v1::MetadataEntry* m = stored.mutable_tip()->add_metadata();
+  m->set_key("app_name");
+  m->set_value("podverse");
+  stored.set_nonce(2);
+  storage::WriteBatch history;
+  ASSERT_TRUE(storage::TipHistoryStore(db->get())
+                  .Append(&history, in.channel_id, storage::Direction::kLocalToRemote, {stored})
+                  .ok());
+  ASSERT_TRUE((*db)->Write(history).ok());
+  std::optional<node::TipOutcome> answered = replay();
+  ASSERT_TRUE(answered.has_value());
+  ASSERT_FALSE(answered->refusal.has_value()) << answered->refusal->message;
+  EXPECT_TRUE(answered->response.replayed());
+  v1::TipApi expected = first.tip();
+  *expected.mutable_tip() = stored.tip();
+  EXPECT_EQ(answered->response.tip().SerializeAsString(), expected.SerializeAsString());
 }
 
 }  // namespace

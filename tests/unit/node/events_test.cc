@@ -356,6 +356,107 @@ TEST_F(EventLogTest, RetainZeroIsRefused) {
   EXPECT_FALSE(log.ok());
 }
 
+// tip_sent / tip_received events are stored by reference (their tip body is
+// the tip history record of the same batch) and read back whole: a replay
+// renders byte-identical JSON to the live event. Old records with the whole
+// tip are served as stored; a missing tip body is said, never silent.
+TEST_F(EventLogTest, TipEventsAreStoredByReferenceAndReadBackWhole) {
+  const std::string channel(32, '\x11');
+  const std::string channel_hex(64, '1');
+  auto tip_event = [&](std::string_view type, uint64_t index) {
+    Event e;
+    e.set_type(std::string(type));
+    tipd::v1::TipApi& api = *e.mutable_tip();
+    api.set_channel_id(channel_hex);
+    api.set_direction(type == kEventTipSent ? "sent" : "received");
+    api.set_peer_node_id("02cd");
+    api.set_nonce(7);
+    if (type == kEventTipSent) api.set_idempotency_key("key-" + std::to_string(index));
+    tipd::v1::Tip& tip = *api.mutable_tip();
+    tip.set_index(index);
+    tip.set_amount(1000 + index);
+    tip.set_message("Great episode \xe2\x9c\x93 #" + std::to_string(index));
+    tipd::v1::MetadataEntry* m = tip.add_metadata();
+    m->set_key("app_name");
+    m->set_value("podverse");
+    tip.set_created_at_ms(1'700'000'000'050 + index);
+    return e;
+  };
+  storage::TipHistoryStore history(db_.get());
+  std::vector<std::string> live_json;
+  log_->Subscribe({}, [&](const Event& e) { live_json.push_back(ToJson(e)); });
+  storage::WriteBatch batch;
+  std::vector<Event> staged;
+  for (uint64_t index : {3, 4}) {
+    for (std::string_view type : {kEventTipSent, kEventTipReceived}) {
+      Event e = tip_event(type, index);
+      tipd::v1::StoredTip stored;
+      *stored.mutable_tip() = e.tip().tip();
+      stored.set_nonce(7);
+      ASSERT_TRUE(history
+                      .Append(&batch, channel,
+                              type == kEventTipSent ? storage::Direction::kLocalToRemote
+                                                    : storage::Direction::kRemoteToLocal,
+                              {stored})
+                      .ok());
+      log_->Stage(&batch, &e);
+      EXPECT_EQ(e.tip().tip().message(), "Great episode \xe2\x9c\x93 #" + std::to_string(index))
+          << "Stage keeps the caller's event whole";
+      staged.push_back(std::move(e));
+    }
+  }
+  ASSERT_TRUE(db_->Write(batch).ok());
+  for (const Event& e : staged) log_->Publish(e);
+  ASSERT_EQ(live_json.size(), 4u);
+  EXPECT_NE(live_json[0].find("Great episode"), std::string::npos);
+  EXPECT_EQ(live_json[0].find("tip_unavailable"), std::string::npos);
+  // The record holds the index, not the body.
+  {
+    auto raw = db_->Get(EventKey(1));
+    ASSERT_TRUE(raw.ok() && raw->has_value());
+    tipd::v1::StoredEvent rec;
+    ASSERT_TRUE(rec.ParseFromString(**raw));
+    EXPECT_TRUE(rec.tip_elided());
+    EXPECT_EQ(rec.event().tip().tip().index(), 3u);
+    EXPECT_EQ(rec.event().tip().tip().amount(), 0u);
+    EXPECT_TRUE(rec.event().tip().tip().message().empty());
+    EXPECT_EQ(rec.event().tip().tip().metadata_size(), 0);
+    EXPECT_EQ(rec.event().tip().idempotency_key(), "key-3");
+  }
+  // Old format: the whole tip in the record, no tip history behind it.
+  Event old = tip_event(kEventTipReceived, 9);
+  old.set_id(5);
+  old.set_time_ms(kNow);
+  {
+    tipd::v1::StoredEvent rec;
+    rec.set_version(1);
+    *rec.mutable_event() = old;
+    storage::WriteBatch b;
+    b.Put(EventKey(5), rec.SerializeAsString());
+    ASSERT_TRUE(db_->Write(b).ok());
+  }
+  // By reference, but the tip history has no such tip.
+  {
+    Event lost = tip_event(kEventTipSent, 77);
+    storage::WriteBatch b;
+    Reopen();
+    log_->Stage(&b, &lost);  // id 6
+    ASSERT_TRUE(db_->Write(b).ok());
+  }
+  Reopen();
+  auto read = log_->ReadAfter(0, 100);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  ASSERT_EQ(Ids(*read), Range(1, 6));
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(ToJson((*read)[i]), live_json[i]) << i;
+  EXPECT_EQ(ToJson((*read)[4]), ToJson(old));
+  const Event& missing = (*read)[5];
+  EXPECT_EQ(missing.tip().tip().index(), 77u);
+  EXPECT_EQ(missing.tip().tip().amount(), 0u);
+  EXPECT_EQ(missing.tip().tip_unavailable(), "the stored tip is missing");
+  EXPECT_NE(ToJson(missing).find("\"tip_unavailable\":\"the stored tip is missing\""),
+            std::string::npos);
+}
+
 // ---------------------------------------------------------------------------
 // GET /v1/events over a real loopback socket.
 
