@@ -40,6 +40,32 @@ void AppendU16(uint32_t unit, std::string* out) {
   out->append(esc, 6);
 }
 
+// The multi-byte UTF-8 sequence at s[i] (s[i] >= 0x80), decoded strictly:
+// no overlong form, no surrogate, nothing above U+10FFFF. Returns its length
+// and sets *cp, or returns 0 if it is not valid.
+size_t DecodeMultiByte(std::string_view s, size_t i, uint32_t* cp) {
+  const uint8_t b = static_cast<uint8_t>(s[i]);
+  size_t len;
+  uint32_t min;
+  if (b >= 0xc2 && b <= 0xdf) {
+    len = 2, *cp = b & 0x1f, min = 0x80;
+  } else if (b >= 0xe0 && b <= 0xef) {
+    len = 3, *cp = b & 0x0f, min = 0x800;
+  } else if (b >= 0xf0 && b <= 0xf4) {
+    len = 4, *cp = b & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    const uint8_t c = static_cast<uint8_t>(s[i + k]);
+    if ((c & 0xc0) != 0x80) return 0;
+    *cp = (*cp << 6) | (c & 0x3f);
+  }
+  if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff)) return 0;
+  return len;
+}
+
 // Whether protobuf's printer escapes this code point (above 0x9f).
 bool EscapedAbove9f(uint32_t cp) {
   switch (cp) {
@@ -107,27 +133,9 @@ bool AppendString(std::string_view s, std::string* out) {
       plain = ++i;
       continue;
     }
-    // A multi-byte sequence: decode it strictly (no overlong forms, no
-    // surrogates, nothing above U+10FFFF).
-    size_t len;
     uint32_t cp;
-    uint32_t min;
-    if (b >= 0xc2 && b <= 0xdf) {
-      len = 2, cp = b & 0x1f, min = 0x80;
-    } else if (b >= 0xe0 && b <= 0xef) {
-      len = 3, cp = b & 0x0f, min = 0x800;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-      len = 4, cp = b & 0x07, min = 0x10000;
-    } else {
-      return false;
-    }
-    if (i + len > s.size()) return false;
-    for (size_t k = 1; k < len; ++k) {
-      const uint8_t c = static_cast<uint8_t>(s[i + k]);
-      if ((c & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (c & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    const size_t len = DecodeMultiByte(s, i, &cp);
+    if (len == 0) return false;
     if (cp <= 0x9f || EscapedAbove9f(cp)) {
       flush(i);
       if (cp < 0x10000) {
@@ -409,25 +417,9 @@ class FastReader {
         continue;
       }
       if (b >= 0x80) {
-        size_t len;
         uint32_t cp;
-        uint32_t min;
-        if (b >= 0xc2 && b <= 0xdf) {
-          len = 2, cp = b & 0x1f, min = 0x80;
-        } else if (b >= 0xe0 && b <= 0xef) {
-          len = 3, cp = b & 0x0f, min = 0x800;
-        } else if (b >= 0xf0 && b <= 0xf4) {
-          len = 4, cp = b & 0x07, min = 0x10000;
-        } else {
-          return false;
-        }
-        if (pos_ + len > in_.size()) return false;
-        for (size_t k = 1; k < len; ++k) {
-          const uint8_t c = static_cast<uint8_t>(in_[pos_ + k]);
-          if ((c & 0xc0) != 0x80) return false;
-          cp = (cp << 6) | (c & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+        const size_t len = DecodeMultiByte(in_, pos_, &cp);
+        if (len == 0) return false;
         pos_ += len;
         continue;
       }
