@@ -575,32 +575,53 @@ class FastReader {
     }
   }
 
-  // map<string, string> only.
-  bool ReadMap(Message* m, const Reflection* r, const FieldDescriptor* f) {
+  static void AppendVarint(uint64_t v, std::string* out) {
+    while (v >= 0x80) {
+      out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out->push_back(static_cast<char>(v));
+  }
+
+  // map<string, string> only. The entries are merged from their wire form
+  // through the generated parser, as protobuf's own JSON parser does, not
+  // through map reflection (whose repeated-field view crashed in the
+  // ThreadSanitizer build, where the protobuf headers and the uninstrumented
+  // library disagree).
+  bool ReadMap(Message* m, const FieldDescriptor* f) {
     const Descriptor* entry = f->message_type();
     const FieldDescriptor* kf = entry->map_key();
     const FieldDescriptor* vf = entry->map_value();
-    if (kf->type() != FieldDescriptor::TYPE_STRING || vf->type() != FieldDescriptor::TYPE_STRING) {
+    if (kf->type() != FieldDescriptor::TYPE_STRING || vf->type() != FieldDescriptor::TYPE_STRING ||
+        kf->number() != 1 || vf->number() != 2) {
       return false;
     }
     if (!Eat('{')) return false;
-    std::vector<std::string> keys;
     if (Eat('}')) return true;
+    std::vector<std::string> keys;
+    std::string wire;
     do {
       std::string k, v;
       if (!ReadString(&k) || !Eat(':') || !ReadString(&v)) return false;
       if (std::find(keys.begin(), keys.end(), k) != keys.end()) return false;
-      Message* e = r->AddMessage(m, f);
-      const Reflection* er = e->GetReflection();
-      er->SetString(e, kf, k);
-      er->SetString(e, vf, std::move(v));
+      std::string e;
+      e.push_back(0x0a);  // field 1, length-delimited
+      AppendVarint(k.size(), &e);
+      e += k;
+      e.push_back(0x12);  // field 2, length-delimited
+      AppendVarint(v.size(), &e);
+      e += v;
+      AppendVarint((static_cast<uint64_t>(f->number()) << 3) | 2, &wire);
+      AppendVarint(e.size(), &wire);
+      wire += e;
       keys.push_back(std::move(k));
     } while (Eat(','));
-    return Eat('}');
+    if (!Eat('}')) return false;
+    return m->MergeFromString(wire);
   }
 
   bool ReadField(Message* m, const Reflection* r, const FieldDescriptor* f, int depth) {
-    if (f->is_map()) return ReadMap(m, r, f);
+    if (f->is_map()) return ReadMap(m, f);
     const bool message = f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE;
     if (message && f->type() == FieldDescriptor::TYPE_GROUP) return false;
     if (message && f->message_type()->file()->package() == "google.protobuf") return false;

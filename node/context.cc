@@ -10,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <latch>
+#include <memory>
 #include <thread>
 
 #include "api/auth.h"
@@ -316,15 +317,16 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
     if (threads == 0) threads = std::max<size_t>(1, std::thread::hardware_concurrency() - 1);
     p.work = std::make_unique<boost::asio::thread_pool>(threads);
     // Name each pool thread: one job per thread, each held until all have
-    // started, so that no thread takes two.
-    std::latch started(static_cast<std::ptrdiff_t>(threads));
+    // started, so that no thread takes two. The latch is shared: a pool
+    // thread may still be leaving arrive_and_wait() when this one returns.
+    auto started = std::make_shared<std::latch>(static_cast<std::ptrdiff_t>(threads));
     for (size_t i = 0; i < threads; ++i) {
-      boost::asio::post(*p.work, [&started] {
+      boost::asio::post(*p.work, [started] {
         SetThreadName("tipd-work");
-        started.arrive_and_wait();
+        started->arrive_and_wait();
       });
     }
-    started.wait();
+    started->wait();
     services.work = p.work.get();
   }
 
