@@ -228,14 +228,14 @@ TEST(FastJson, EveryRenderedMessageTypeMatchesProtobufWithRandomContents) {
   std::vector<const Descriptor*> types;
   for (const auto* file :
        {v1::TipResponse::descriptor()->file(), v1::StoredTip::descriptor()->file()}) {
-    std::vector<const Descriptor*> todo;
-    for (int i = 0; i < file->message_type_count(); ++i) todo.push_back(file->message_type(i));
-    while (!todo.empty()) {
-      const Descriptor* d = todo.back();
-      todo.pop_back();
+    std::vector<const Descriptor*> to_visit;
+    for (int i = 0; i < file->message_type_count(); ++i) to_visit.push_back(file->message_type(i));
+    while (!to_visit.empty()) {
+      const Descriptor* d = to_visit.back();
+      to_visit.pop_back();
       if (d->options().map_entry()) continue;
       types.push_back(d);
-      for (int i = 0; i < d->nested_type_count(); ++i) todo.push_back(d->nested_type(i));
+      for (int i = 0; i < d->nested_type_count(); ++i) to_visit.push_back(d->nested_type(i));
     }
   }
   int rendered = 0;
