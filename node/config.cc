@@ -465,6 +465,9 @@ const std::vector<OptionSpec>& NodeOptionSpecs() {
     s.push_back(Spec("rpc-threads", OptionType::kUint64, "0",
                      "API: threads that parse batch bodies and render large answers off the "
                      "io thread (0: one per core beyond the first, at least 1; 1..64)"));
+    s.push_back(Spec("db-write-buffer", OptionType::kUint64, "64",
+                     "storage: MiB of writes LevelDB gathers in memory before it writes them "
+                     "out as a table (4..1024); larger means fewer, later compactions"));
     s.push_back(Spec("ready-max-ledger-lag", OptionType::kUint64, "10",
                      "GET /readyz: blocks the ledger follower may be behind the sequencer (or, "
                      "while disconnected, block intervals without contact) and still be ready"));
@@ -915,6 +918,11 @@ Result<NodeConfig> ResolveNodeConfig(const RawValues& flags) {
         "rpc-threads must be 0 (one per core beyond the first) or "
         "1..64, got " +
         std::to_string(c.rpc_threads));
+  }
+  c.db_write_buffer_mib = o.GetUint("db-write-buffer");
+  if (c.db_write_buffer_mib < 4 || c.db_write_buffer_mib > 1024) {
+    return Status::InvalidArgument("db-write-buffer must be 4..1024 (MiB), got " +
+                                   std::to_string(c.db_write_buffer_mib));
   }
   c.ready_max_ledger_lag = o.GetUint("ready-max-ledger-lag");
   TIPD_ASSIGN_OR_RETURN(c.token_flush_interval_ms, PositiveDuration(o, "token-flush-interval"));

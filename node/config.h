@@ -266,6 +266,9 @@ struct NodeConfig {
   uint64_t rpc_max_stream_buffer = 1 << 20;
   // Work-pool threads for the API's CPU work (0: cores - 1, at least 1).
   uint64_t rpc_threads = 0;
+  // MiB LevelDB gathers in its memtable before writing a level-0 table
+  // (docs/performance.md "LevelDB's write buffer").
+  uint64_t db_write_buffer_mib = 64;
   // GET /readyz: the ledger check fails beyond this many blocks behind.
   uint64_t ready_max_ledger_lag = 10;
   // How often token last-used times are written (and expired tokens' event

@@ -164,6 +164,7 @@ Result<std::unique_ptr<NodeContext>> NodeContext::Create(const NodeConfig& confi
   p.params = params;
   storage::Options db_options;
   db_options.env = db_env;
+  db_options.write_buffer_bytes = static_cast<size_t>(config.db_write_buffer_mib) << 20;
   TIPD_ASSIGN_OR_RETURN(p.db, storage::Database::Open(config.datadir / "db", db_options));
   TIPD_ASSIGN_OR_RETURN(p.chain, ledger::Chain::Open(p.db.get(), params));
   p.timers = std::make_unique<AsioTimers>(p.io);

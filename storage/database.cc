@@ -37,6 +37,7 @@ struct Database::Owned {
   std::unique_ptr<leveldb::Cache> block_cache;
   std::unique_ptr<const leveldb::FilterPolicy> filter_policy;
   std::unique_ptr<leveldb::Env> env;
+  size_t write_buffer_bytes = 0;
 };
 
 Database::Database(std::filesystem::path path, std::unique_ptr<Owned> owned,
@@ -104,6 +105,7 @@ Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& pa
   ldb.block_cache = owned->block_cache.get();
   ldb.filter_policy = owned->filter_policy.get();
   ldb.write_buffer_size = options.write_buffer_bytes;
+  owned->write_buffer_bytes = options.write_buffer_bytes;
   ldb.max_open_files = options.max_open_files;
   owned->env =
       std::make_unique<NamingEnv>(options.env != nullptr ? options.env : leveldb::Env::Default());
@@ -126,6 +128,8 @@ Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& pa
   return std::unique_ptr<Database>(
       new Database(path, std::move(owned), std::unique_ptr<leveldb::DB>(raw)));
 }
+
+size_t Database::write_buffer_bytes() const { return owned_->write_buffer_bytes; }
 
 Result<std::optional<std::string>> Database::Get(std::string_view key) const {
   leveldb::ReadOptions ro;

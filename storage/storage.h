@@ -104,6 +104,8 @@ class Database {
   Database& operator=(const Database&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
+  // Options::write_buffer_bytes as opened.
+  size_t write_buffer_bytes() const;
 
   // The value stored at `key`, or nullopt if there is none.
   Result<std::optional<std::string>> Get(std::string_view key) const;

@@ -313,6 +313,7 @@ TEST(ResolveNodeConfig, DefaultsFromFlagsOnly) {
   EXPECT_TRUE(c->log_file.empty());
   EXPECT_EQ(c->ping_interval_ms, 30'000u);
   EXPECT_EQ(c->peer_timeout_ms, 90'000u);
+  EXPECT_EQ(c->db_write_buffer_mib, 64u);
 }
 
 TEST(ResolveNodeConfig, PrecedenceDefaultFileFlag) {
@@ -401,6 +402,16 @@ TEST(ResolveNodeConfig, BadFlagValueNamesFlag) {
   EXPECT_NE(ErrorOf(zero).find("--ping-interval: ping-interval must be greater than zero"),
             std::string::npos)
       << ErrorOf(zero);
+  for (const char* bad : {"3", "1025"}) {
+    auto buffer = ResolveNodeConfig(NodeFlags(dir.path(), {"--db-write-buffer", bad}));
+    EXPECT_NE(ErrorOf(buffer).find("db-write-buffer must be 4..1024 (MiB), got " +
+                                   std::string(bad)),
+              std::string::npos)
+        << ErrorOf(buffer);
+  }
+  auto buffer = ResolveNodeConfig(NodeFlags(dir.path(), {"--db-write-buffer", "16"}));
+  ASSERT_TRUE(buffer.ok()) << buffer.status().ToString();
+  EXPECT_EQ(buffer->db_write_buffer_mib, 16u);
   auto twice = ResolveNodeConfig(NodeFlags(dir.path(), {"--listen", "a:1", "--listen", "a:2"}));
   EXPECT_NE(ErrorOf(twice).find("--listen given 2 times"), std::string::npos) << ErrorOf(twice);
 }

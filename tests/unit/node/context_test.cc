@@ -69,6 +69,7 @@ TEST_F(NodeContextTest, StartsServesTheApiAndStopsInProcess) {
   ASSERT_TRUE((*node)->Start().ok());
   EXPECT_NE((*node)->rpc_port(), 0);
   EXPECT_NE((*node)->p2p_port(), 0);
+  EXPECT_EQ((*node)->db().write_buffer_bytes(), size_t{64} << 20);  // db-write-buffer's default
   EXPECT_EQ((*node)->key().public_key(), node_key_.public_key());
   Run(**node);
   auto token = api::ReadTokenFile(dir_.path() / "admin.token");
@@ -85,9 +86,12 @@ TEST_F(NodeContextTest, StartsServesTheApiAndStopsInProcess) {
   EXPECT_TRUE(std::filesystem::exists(dir_.path() / "rpc.url"));
   StopAndJoin(**node);
   node->reset();
-  // The same data dir starts again (everything was closed in order).
+  // The same data dir starts again (everything was closed in order), with
+  // the database opened as configured.
+  config_.db_write_buffer_mib = 4;
   auto again = NodeContext::Create(config_, clock_);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ((*again)->db().write_buffer_bytes(), size_t{4} << 20);
 }
 
 // Issue 9, defect 6 (transfers): a transfer whose ledger answer never came

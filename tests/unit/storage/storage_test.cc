@@ -1,6 +1,9 @@
+#include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -63,6 +66,44 @@ TEST(DatabaseTest, ReopenKeepsWrites) {
   auto missing = db->Get("never written");
   ASSERT_TRUE(missing.ok());
   EXPECT_FALSE(missing->has_value());
+}
+
+// The write buffer decides when LevelDB writes its memtable out as a table
+// (node option db-write-buffer): 3 MiB of writes make a table with a 1 MiB
+// buffer and none with 64 MiB (LevelDB writes a table only when the memtable
+// is full, or at open).
+TEST(DatabaseTest, WriteBufferDecidesWhenATableIsWritten) {
+  auto tables = [](const std::filesystem::path& dir) {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      n += e.path().extension() == ".ldb" ? 1 : 0;
+    }
+    return n;
+  };
+  for (size_t mib : {1, 64}) {
+    tipd::testing::TempDir dir;
+    Options o;
+    o.write_buffer_bytes = mib << 20;
+    auto db = Database::Open(dir.path() / "db", o);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    EXPECT_EQ((*db)->write_buffer_bytes(), mib << 20);
+    const std::string value(1024, 'v');
+    for (int b = 0; b < 12; ++b) {  // 12 synced batches of 256 KiB
+      WriteBatch batch;
+      for (int i = 0; i < 256; ++i) batch.Put("k" + std::to_string(b * 256 + i), value);
+      ASSERT_TRUE((*db)->Write(batch).ok());
+    }
+    if (mib == 1) {
+      // The table is written by LevelDB's background thread: wait for it.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (tables(dir.path() / "db") == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      EXPECT_GT(tables(dir.path() / "db"), 0u);
+    } else {
+      EXPECT_EQ(tables(dir.path() / "db"), 0u);
+    }
+  }
 }
 
 TEST(DatabaseTest, SecondOpenOfSameDirectoryIsUnavailableNamingThePath) {
