@@ -404,9 +404,9 @@ TEST(ResolveNodeConfig, BadFlagValueNamesFlag) {
       << ErrorOf(zero);
   for (const char* bad : {"3", "1025"}) {
     auto buffer = ResolveNodeConfig(NodeFlags(dir.path(), {"--db-write-buffer", bad}));
-    EXPECT_NE(ErrorOf(buffer).find("db-write-buffer must be 4..1024 (MiB), got " +
-                                   std::string(bad)),
-              std::string::npos)
+    EXPECT_NE(
+        ErrorOf(buffer).find("db-write-buffer must be 4..1024 (MiB), got " + std::string(bad)),
+        std::string::npos)
         << ErrorOf(buffer);
   }
   auto buffer = ResolveNodeConfig(NodeFlags(dir.path(), {"--db-write-buffer", "16"}));
