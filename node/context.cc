@@ -2,10 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-
 #include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -29,6 +25,7 @@
 #include "node/seams.h"
 #include "p2p/p2p.h"
 #include "storage/storage.h"
+#include "util/allocator.h"
 #include "util/metrics.h"
 #include "util/thread_name.h"
 
@@ -391,14 +388,12 @@ Status NodeContext::Start() {
   TIPD_RETURN_IF_ERROR(p.channels->Start());
   TIPD_RETURN_IF_ERROR(p.streams->Start());
   TIPD_RETURN_IF_ERROR(p.ledger->Start());
-#if defined(__GLIBC__)
   // Restoring freed its temporaries (every channel record read at once, the
   // restored states, the stats index's scans) between the objects that stay:
-  // glibc keeps such free pages resident until something reuses them. Hand
-  // them back once, so a restarted node holds what it uses (issue 11:
+  // the allocator keeps such free pages resident until something reuses them.
+  // Hand them back once, so a restarted node holds what it uses (issue 11:
   // resident memory per idle channel, docs/performance.md).
-  ::malloc_trim(0);
-#endif
+  ReleaseFreeMemory();
   TIPD_ASSIGN_OR_RETURN(auto saved_peers, LoadPersistentPeers(*p.db));
   for (const auto& [id, address] : saved_peers) {
     Status s = p.host->AddPersistentPeer(NumericHost(address.host), address.port, id);
@@ -417,6 +412,9 @@ Status NodeContext::Start() {
   TIPD_RETURN_IF_ERROR(WriteFileAtomic0600(
       config.datadir / "rpc.url",
       "http://" + config.rpc_listen.host + ":" + std::to_string(p.rpc_port) + "\n"));
+  // Before the "API on" line, which scripts and tests wait for.
+  p.log->info("memory allocator: {}; database write buffer {} MiB", AllocatorName(),
+              config.db_write_buffer_mib);
   p.log->info("node {} on chain {} at ledger height {}, listening on {}:{}, API on http://{}:{}",
               p.key.public_key().Hex(), p.params.chain_id, p.chain->height(), config.listen.host,
               p.p2p_port, config.rpc_listen.host, p.rpc_port);

@@ -25,6 +25,11 @@
 #include "node/recovery.h"
 #include "tools/bench.h"
 #include "tools/devnet.h"
+#include "util/allocator.h"
+
+#if defined(TIPD_WITH_JEMALLOC)
+#include <jemalloc/jemalloc.h>
+#endif
 
 namespace {
 
@@ -156,6 +161,9 @@ int RunRestore(const RestoreArgs& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(TIPD_WITH_JEMALLOC)
+  tipd::UseJemalloc(&mallctl);
+#endif
   CLI::App app{"tipd: payment channels for per-message tips"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tipd 0.1.0");

@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   g++ cmake ninja-build pkg-config git
   libsecp256k1-dev libssl-dev libleveldb-dev
+  # The tipd binary's allocator (CMake TIPD_JEMALLOC, docs/performance.md).
+  libjemalloc-dev
   libprotobuf-dev protobuf-compiler
   libboost-dev libboost-system-dev
   libspdlog-dev libfmt-dev libcli11-dev

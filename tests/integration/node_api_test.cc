@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 
@@ -40,6 +41,28 @@ TEST_F(NodeApiTest, TheNodesThreadsAreNamed) {
   EXPECT_EQ(names.count("tipd"), 1u) << "the io thread keeps the process's name";
   EXPECT_EQ(names.count("tipd-commit"), 1u);
   EXPECT_EQ(names.count("tipd-work"), 2u) << "every pool thread is named";
+}
+
+// The tipd binary runs on jemalloc unless built with sanitizers (CMake
+// TIPD_JEMALLOC; docs/performance.md "The allocator"), and says which
+// allocator and write buffer it runs with in its log.
+TEST_F(NodeApiTest, TheNodeRunsOnTheAllocatorItWasBuiltWith) {
+  InitLedger(/*block_interval_ms=*/50);
+  StartLedger();
+  Process* node = StartNode("node", &accounts_[0].key, 0, 0, {"--db-write-buffer", "8"});
+  ASSERT_NE(node, nullptr);
+  std::ifstream maps("/proc/" + std::to_string(node->pid()) + "/maps");
+  const std::string mapped((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
+  std::ifstream log(dir_.path() / "node.log");
+  const std::string logged((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+#if defined(TIPD_EXPECT_JEMALLOC)
+  EXPECT_NE(mapped.find("libjemalloc"), std::string::npos);
+  EXPECT_NE(logged.find("memory allocator: jemalloc 5."), std::string::npos) << logged;
+#else
+  EXPECT_EQ(mapped.find("libjemalloc"), std::string::npos);
+  EXPECT_NE(logged.find("memory allocator: glibc malloc"), std::string::npos) << logged;
+#endif
+  EXPECT_NE(logged.find("database write buffer 8 MiB"), std::string::npos) << logged;
 }
 
 TEST_F(NodeApiTest, TokensScopesInfoAndAnIdempotentTransfer) {
