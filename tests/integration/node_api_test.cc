@@ -52,7 +52,8 @@ TEST_F(NodeApiTest, TheNodeRunsOnTheAllocatorItWasBuiltWith) {
   Process* node = StartNode("node", &accounts_[0].key, 0, 0, {"--db-write-buffer", "8"});
   ASSERT_NE(node, nullptr);
   std::ifstream maps("/proc/" + std::to_string(node->pid()) + "/maps");
-  const std::string mapped((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
+  const std::string mapped((std::istreambuf_iterator<char>(maps)),
+                           std::istreambuf_iterator<char>());
   std::ifstream log(dir_.path() / "node.log");
   const std::string logged((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
 #if defined(TIPD_EXPECT_JEMALLOC)
