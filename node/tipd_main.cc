@@ -252,6 +252,9 @@ int main(int argc, char** argv) {
                    "--node-arg=--max-updates-in-flight --node-arg=4")
       ->allow_extra_args(false);
   bench_cmd->add_flag("--keep", bench.keep, "keep the directory (state and logs) afterwards");
+  bench_cmd->add_option("--slow-ms", bench.slow_ms,
+                        "fixed loads: list the requests slower than this, by 100 ms of UTC time, "
+                        "to line the tail up with the nodes' logs and db/LOG (default: off)");
   bench_cmd->add_option("--tipd", bench.tipd_binary,
                         "run the ledger and nodes from this tipd binary (e.g. an older build, "
                         "for before/after figures); default: this one");

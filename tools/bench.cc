@@ -17,10 +17,12 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <iomanip>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
@@ -72,6 +74,72 @@ uint64_t StatusKiB(pid_t pid, std::string_view field) {
   return 0;
 }
 uint64_t RssKiB(pid_t pid) { return StatusKiB(pid, "VmRSS:"); }
+
+// --slow-ms: the slow requests of one load, by 100 ms of wall-clock time
+// (UTC, as LevelDB's db/LOG and the nodes' logs stamp their lines).
+void PrintSlow(const std::string& label, std::vector<LoadResult::Slow> slow) {
+  if (slow.empty()) return;
+  std::sort(slow.begin(), slow.end(),
+            [](const auto& x, const auto& y) { return x.answered_ms < y.answered_ms; });
+  std::cerr << "bench: slow requests at " << label << " (answered, UTC):\n";
+  for (size_t i = 0; i < slow.size();) {
+    const int64_t window = slow[i].answered_ms / 100;
+    size_t n = 0;
+    uint64_t worst = 0;
+    for (; i < slow.size() && slow[i].answered_ms / 100 == window; ++i, ++n) {
+      worst = std::max(worst, slow[i].latency_us);
+    }
+    const std::time_t t = static_cast<std::time_t>(window / 10);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char when[32];
+    std::strftime(when, sizeof(when), "%H:%M:%S", &tm);
+    std::cerr << "bench:   " << when << "." << (window % 10) << "  " << n << " requests, worst "
+              << std::fixed << std::setprecision(1) << static_cast<double>(worst) / 1000.0
+              << " ms\n";
+  }
+}
+
+// CPU time (user + system) of every thread of `pid`, in clock ticks.
+uint64_t ProcessTicks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command (in parentheses, which may hold spaces).
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string f;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; fields >> f; ++i) {
+    if (i == 14) utime = std::strtoull(f.c_str(), nullptr, 10);
+    if (i == 15) {
+      stime = std::strtoull(f.c_str(), nullptr, 10);
+      break;
+    }
+  }
+  return utime + stime;
+}
+
+// Waits until `pids` together use under a tenth of a core over 250 ms (the
+// previous section's LevelDB compactions and flushes are done), at most
+// `limit`: a measured load then starts from an idle machine rather than in
+// the work the one before it left. Returns the seconds waited.
+double Settle(const std::vector<pid_t>& pids, std::chrono::milliseconds limit) {
+  const auto start = Steady::now();
+  const double ticks_per_second = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  auto total = [&] {
+    uint64_t t = 0;
+    for (pid_t p : pids) t += ProcessTicks(p);
+    return t;
+  };
+  while (Steady::now() - start < limit) {
+    const uint64_t before = total();
+    std::this_thread::sleep_for(250ms);
+    const double cores = static_cast<double>(total() - before) / ticks_per_second / 0.25;
+    if (cores < 0.1) break;
+  }
+  return Seconds(Steady::now() - start);
+}
 
 uint64_t DirBytes(const fs::path& dir) {
   uint64_t total = 0;
@@ -709,6 +777,7 @@ Status Bench::Scaling() {
 // 3. Fixed offered loads, open loop; and one tip at a time, unloaded.
 Status Bench::Loads() {
   RawHttp builder(a_.rpc_port, a_.token);
+  Settle({a_.proc->pid(), b_.proc->pid()}, o_.quick ? 2s : 20s);
   unloaded_.connections = 1;
   unloaded_.r =
       RunClosedLoop(a_.rpc_port, a_.token, 1, o_.quick ? 1000ms : 3000ms,
@@ -720,14 +789,19 @@ Status Bench::Loads() {
       {50'000, "50k/s"},
       {std::max<uint64_t>(1, max / 2), "50% of max"}};
   const auto each = std::max<std::chrono::milliseconds>(run_ / 2, 1000ms);
+  const std::vector<pid_t> pair = {a_.proc->pid(), b_.proc->pid()};
   for (auto& [rate, label] : rates) {
+    Settle(pair, o_.quick ? 2s : 20s);
     Offered off;
     off.rate = rate;
     off.label = label;
-    off.r = RunOpenLoop(a_.rpc_port, a_.token, 32, rate, each, 2000us,
-                        [&](uint32_t w, uint64_t seq, uint32_t tips) {
-                          return Batch(builder, main_channel_, seq * 64 + w, tips);
-                        });
+    off.r = RunOpenLoop(
+        a_.rpc_port, a_.token, 32, rate, each, 2000us,
+        [&](uint32_t w, uint64_t seq, uint32_t tips) {
+          return Batch(builder, main_channel_, seq * 64 + w, tips);
+        },
+        std::chrono::milliseconds(o_.slow_ms));
+    PrintSlow(label, off.r.slow);
     loads_.push_back(std::move(off));
   }
   return Status::Ok();
@@ -737,6 +811,7 @@ Status Bench::Loads() {
 // figure is the coalesced run's).
 Status Bench::HttpSingle() {
   RawHttp builder(a_.rpc_port, a_.token);
+  Settle({a_.proc->pid(), b_.proc->pid()}, o_.quick ? 2s : 20s);
   single_.connections = 16;
   single_.batch = 1;
   single_.r = RunClosedLoop(a_.rpc_port, a_.token, 16, run_, [&](uint32_t w, uint64_t seq) {

@@ -50,6 +50,11 @@ struct BenchOptions {
   // Extra options for the coalescing pair (a and b), e.g. to compare
   // settings: {"--max-updates-in-flight", "4"}.
   std::vector<std::string> node_args;
+  // Fixed loads: list the requests slower than this many ms, by 100 ms of
+  // wall-clock time (UTC), to line the tail up with the nodes' logs and
+  // LevelDB's db/LOG (docs/performance.md "Where the tail comes from");
+  // 0: off.
+  uint64_t slow_ms = 0;
 };
 
 // Runs the benchmark; returns the exit code: 0 when every section ran, 1 if

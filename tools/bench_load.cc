@@ -195,6 +195,7 @@ void MergeInto(Shared& shared, const LoadResult& mine) {
   shared.total.tips_failed += mine.tips_failed;
   shared.total.tips_unsent += mine.tips_unsent;
   shared.total.latency.Merge(mine.latency);
+  shared.total.slow.insert(shared.total.slow.end(), mine.slow.begin(), mine.slow.end());
   if (shared.total.first_error.empty()) shared.total.first_error = mine.first_error;
 }
 
@@ -248,7 +249,8 @@ LoadResult RunClosedLoop(uint16_t port, const std::string& token, uint32_t conne
 LoadResult RunOpenLoop(uint16_t port, const std::string& token, uint32_t connections,
                        uint64_t tips_per_second, std::chrono::milliseconds duration,
                        std::chrono::microseconds slot,
-                       const std::function<PreparedRequest(uint32_t, uint64_t, uint32_t)>& make) {
+                       const std::function<PreparedRequest(uint32_t, uint64_t, uint32_t)>& make,
+                       std::chrono::microseconds slow_over) {
   Shared shared;
   if (tips_per_second == 0) return std::move(shared.total);
   // Tips per batch: those due within one slot, at least one.
@@ -303,6 +305,12 @@ LoadResult RunOpenLoop(uint16_t port, const std::string& token, uint32_t connect
         // Every acked tip of the batch: from when it was due. The batch's
         // refused tips (if any) are not latencies.
         for (uint64_t i = 0; i < acked; ++i) mine->latency.Record(Micros(done - due(first + i)));
+        if (slow_over.count() > 0 && acked > 0 && done - due(first) > slow_over) {
+          mine->slow.push_back({std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count(),
+                                Micros(done - due(first))});
+        }
       }
       MergeInto(shared, *mine);
     });

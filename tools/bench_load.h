@@ -69,6 +69,13 @@ struct LoadResult {
   double seconds = 0;
   double loadgen_cpu_cores = 0;  // this process's CPU time / wall time
   LatencyHistogram latency;      // per request (closed) or per tip (open), us
+  // Open loop with a slow threshold: each request above it, by when it was
+  // answered (wall clock, ms since the epoch) and its first tip's latency.
+  struct Slow {
+    int64_t answered_ms = 0;
+    uint64_t latency_us = 0;
+  };
+  std::vector<Slow> slow;
   std::string first_error;
   double TipsPerSecond() const {
     return seconds > 0 ? static_cast<double>(tips_acked) / seconds : 0;
@@ -101,6 +108,7 @@ LoadResult RunClosedLoop(uint16_t port, const std::string& token, uint32_t conne
 LoadResult RunOpenLoop(uint16_t port, const std::string& token, uint32_t connections,
                        uint64_t tips_per_second, std::chrono::milliseconds duration,
                        std::chrono::microseconds slot,
-                       const std::function<PreparedRequest(uint32_t, uint64_t, uint32_t)>& make);
+                       const std::function<PreparedRequest(uint32_t, uint64_t, uint32_t)>& make,
+                       std::chrono::microseconds slow_over = std::chrono::microseconds::zero());
 
 }  // namespace tipd::tools::bench_detail

@@ -60,7 +60,7 @@ TEST(BenchSmokeTest, QuickRunCompletesWithEverySection) {
   const auto json_path = dir.path() / "bench.json";
   std::string error;
   auto bench = Process::Start({TIPD_BINARY, "bench", "--quick", "--json", json_path.string(),
-                               "--dir", (dir.path() / "net").string()},
+                               "--dir", (dir.path() / "net").string(), "--slow-ms", "1"},
                               dir.path() / "bench.log", &error);
   ASSERT_NE(bench, nullptr) << error;
   // Generous: a loaded 2-core machine, or an ASan build.
@@ -68,6 +68,12 @@ TEST(BenchSmokeTest, QuickRunCompletesWithEverySection) {
   ASSERT_TRUE(code.has_value()) << "tipd bench --quick did not finish:\n" << bench->Output();
   ASSERT_EQ(*code, 0) << bench->Output();
   EXPECT_NE(bench->Output().find("7. listing"), std::string::npos) << "the table was not printed";
+  // --slow-ms 1: a tip at 1k/s takes ~2 ms from due to receipt, so the
+  // slow requests are listed, by 100 ms of UTC time.
+  EXPECT_NE(bench->Output().find("bench: slow requests at 1k/s (answered, UTC):"),
+            std::string::npos)
+      << bench->Output();
+  EXPECT_NE(bench->Output().find(" requests, worst "), std::string::npos);
 
   std::ifstream in(json_path);
   std::stringstream text;
