@@ -29,6 +29,8 @@
 
 #if defined(TIPD_WITH_JEMALLOC)
 #include <jemalloc/jemalloc.h>
+// util/allocator.cc purges every arena through "arena.4096.purge".
+static_assert(MALLCTL_ARENAS_ALL == 4096);
 #endif
 
 namespace {
