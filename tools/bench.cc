@@ -843,6 +843,9 @@ Result<RestartFigures> Bench::Restart(BenchNode& n) {
     std::this_thread::sleep_for(5ms);
   }
   f.seconds = Seconds(Steady::now() - t0);
+  // Memory once the node has settled: at /readyz its peer may still be
+  // reestablishing every channel, whose messages come and go.
+  Settle({n.proc->pid()}, o_.quick ? 2s : 10s);
   f.rss_kib = RssKiB(n.proc->pid());
   f.anon_kib = StatusKiB(n.proc->pid(), "RssAnon:");
   f.disk_bytes = DirBytes(n.datadir / "db");
