@@ -123,8 +123,8 @@ uint64_t ProcessTicks(pid_t pid) {
 // Waits until `pids` together use under a tenth of a core over 250 ms (the
 // previous section's LevelDB compactions and flushes are done), at most
 // `limit`: a measured load then starts from an idle machine rather than in
-// the work the one before it left. Returns the seconds waited.
-double Settle(const std::vector<pid_t>& pids, std::chrono::milliseconds limit) {
+// the work the one before it left.
+void Settle(const std::vector<pid_t>& pids, std::chrono::milliseconds limit) {
   const auto start = Steady::now();
   const double ticks_per_second = static_cast<double>(::sysconf(_SC_CLK_TCK));
   auto total = [&] {
@@ -136,9 +136,8 @@ double Settle(const std::vector<pid_t>& pids, std::chrono::milliseconds limit) {
     const uint64_t before = total();
     std::this_thread::sleep_for(250ms);
     const double cores = static_cast<double>(total() - before) / ticks_per_second / 0.25;
-    if (cores < 0.1) break;
+    if (cores < 0.1) return;
   }
-  return Seconds(Steady::now() - start);
 }
 
 uint64_t DirBytes(const fs::path& dir) {
@@ -340,6 +339,9 @@ class Bench {
                         uint32_t tips) const;
   PreparedRequest Single(const RawHttp& http, const std::string& channel, uint64_t seq) const;
   LoadFigures ClosedBatch(BenchNode& from, const std::string& channel, std::chrono::milliseconds d);
+
+  // Settle (above) on the coalescing pair, before a measured section.
+  void SettlePair() { Settle({a_.proc->pid(), b_.proc->pid()}, o_.quick ? 2s : 20s); }
 
   void RawLimits();
   Status Throughput();
@@ -777,7 +779,7 @@ Status Bench::Scaling() {
 // 3. Fixed offered loads, open loop; and one tip at a time, unloaded.
 Status Bench::Loads() {
   RawHttp builder(a_.rpc_port, a_.token);
-  Settle({a_.proc->pid(), b_.proc->pid()}, o_.quick ? 2s : 20s);
+  SettlePair();
   unloaded_.connections = 1;
   unloaded_.r =
       RunClosedLoop(a_.rpc_port, a_.token, 1, o_.quick ? 1000ms : 3000ms,
@@ -789,9 +791,8 @@ Status Bench::Loads() {
       {50'000, "50k/s"},
       {std::max<uint64_t>(1, max / 2), "50% of max"}};
   const auto each = std::max<std::chrono::milliseconds>(run_ / 2, 1000ms);
-  const std::vector<pid_t> pair = {a_.proc->pid(), b_.proc->pid()};
   for (auto& [rate, label] : rates) {
-    Settle(pair, o_.quick ? 2s : 20s);
+    SettlePair();
     Offered off;
     off.rate = rate;
     off.label = label;
@@ -811,7 +812,7 @@ Status Bench::Loads() {
 // figure is the coalesced run's).
 Status Bench::HttpSingle() {
   RawHttp builder(a_.rpc_port, a_.token);
-  Settle({a_.proc->pid(), b_.proc->pid()}, o_.quick ? 2s : 20s);
+  SettlePair();
   single_.connections = 16;
   single_.batch = 1;
   single_.r = RunClosedLoop(a_.rpc_port, a_.token, 16, run_, [&](uint32_t w, uint64_t seq) {
